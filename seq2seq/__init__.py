@@ -1,0 +1,38 @@
+"""seq2seq: Hugging Face's EncoderDecoderModel in plain NumPy (CPU) and CuPy (GPU) arrays.
+
+Reading order (each file builds only on those above it):
+
+1. ``errors.py``        the exceptions bad input raises
+2. ``backend.py``       the array module: NumPy or CuPy, ``get_array_module``, ``to_numpy``
+3. ``autograd.py``      ``Tensor``, ``Function``, ``backward``, ``no_grad``
+4. ``ops.py``           primitive differentiable ops (add, matmul, reshape, ...)
+5. ``activations.py``   GELU (with a fast erf), ReLU, ... picked by ``hidden_act``
+6. ``nn_ops.py``        fused ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
+7. ``gradcheck.py``     finite-difference gradient checks in float64
+8. ``checkpoint.py``    safetensors files in and out (sharded, BF16/F16 widening, clear errors)
+9. ``config.py``        configs with transformers' field names and defaults
+10. ``weights.py``      ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
+11. ``layers.py``       Linear, LayerNorm, Embedding, Dropout
+12. ``attention.py``    masks and scaled dot-product attention
+13. ``encoder.py``      the BERT encoder
+14. ``bert_decoder.py`` the BERT decoder with cross-attention and a tied LM head
+15. ``model.py``        ``EncoderDecoderModel``: forward, loss, from_pretrained, save_pretrained
+16. ``tokenizer.py``    ``Tokenizer`` over the ``tokenizers`` library
+17. ``__main__.py``     the command line
+"""
+from .autograd import Function, Tensor, is_grad_enabled, no_grad
+from .backend import get_array_module, has_cupy, to_numpy
+from .config import BertConfig, EncoderDecoderConfig, GenerationConfig
+from .errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError, InputError,
+                     Seq2SeqError)
+from .model import EncoderDecoderModel, Seq2SeqOutput
+from .tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
+    "EncoderDecoderModel", "Function", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
+    "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy", "is_grad_enabled", "no_grad",
+    "to_numpy",
+]

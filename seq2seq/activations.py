@@ -1,0 +1,159 @@
+"""Activation functions, picked by the name a config.json gives in ``hidden_act``.
+
+Each activation is a fused ``Function`` whose ``backward`` is the closed-form derivative, so the elementwise work
+is done in a few passes over the array instead of a chain of primitive ops (the FFN's activation runs on the
+largest activation tensor in the model: ``[B, T, 4C]``).
+
+Exact GELU needs ``erf``. NumPy has none, and ``scipy.special.erf`` is about 40x slower than torch's whole GELU,
+so ``erf`` below is a rational approximation that is accurate to about 1e-7 in float32 (the one Eigen and XLA use
+for float32 ``erf``: an odd degree-13 polynomial over an even degree-8 one, on x clamped to [-4, 4], where
+erf(4) = 1 - 1.5e-8 already rounds to 1.0). Large arrays are processed in chunks that stay in the CPU cache.
+"""
+import math
+
+from .autograd import Function
+from .backend import get_array_module
+from .errors import ConfigError
+
+# erf(x) ~= x * P(x^2) / Q(x^2) for |x| <= 4 (Eigen's generic_fast_erf_float coefficients).
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)  # x^12 ... x^0 terms of P
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)  # x^8 ... x^0 terms of Q
+_CHUNK = 1 << 15  # elements per chunk: a few 128 KiB buffers, comfortably inside L2
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def erf(x):
+    """The error function, elementwise, to ~1e-7 absolute in float32 (exact to float64 rounding it is not)."""
+    xp = get_array_module(x)
+    if x.dtype.itemsize > 4:  # float64 (gradient checks): a float32 approximation would be too coarse
+        return _erf_float64(x)
+    out = xp.empty_like(x)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _CHUNK):
+        _erf_chunk(xp, flat_in[start:start + _CHUNK], flat_out[start:start + _CHUNK])
+    return out
+
+
+def _erf_chunk(xp, x, out):
+    """Write erf(x) into ``out`` using only in-place ufuncs on a cache-sized chunk."""
+    t = xp.clip(x, -4.0, 4.0)
+    x2 = t * t
+    p = xp.full_like(t, _ERF_P[0])
+    for c in _ERF_P[1:]:  # Horner: p = p * x^2 + c
+        xp.multiply(p, x2, out=p)
+        xp.add(p, c, out=p)
+    xp.multiply(p, t, out=p)
+    q = xp.full_like(t, _ERF_Q[0])
+    for c in _ERF_Q[1:]:
+        xp.multiply(q, x2, out=q)
+        xp.add(q, c, out=q)
+    xp.divide(p, q, out=out)
+
+
+def _erf_float64(x):
+    """float64 erf: ``math.erf`` elementwise on the CPU (small arrays: tests), CuPy's own on the GPU."""
+    xp = get_array_module(x)
+    if xp.__name__ == "numpy":
+        return xp.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
+    import cupyx.scipy.special  # noqa: PLC0415 - only reached with CuPy arrays
+    return cupyx.scipy.special.erf(x)
+
+
+class Gelu(Function):
+    """Exact GELU: x * Phi(x), Phi the standard normal CDF = (1 + erf(x / sqrt 2)) / 2."""
+
+    def forward(self, x):
+        self.x = x
+        self.cdf = erf(x * x.dtype.type(_SQRT_HALF))
+        self.cdf += 1
+        self.cdf *= 0.5
+        return x * self.cdf
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        pdf = xp.exp(-0.5 * self.x * self.x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return gy * (self.cdf + self.x * pdf)  # d/dx x Phi(x) = Phi(x) + x phi(x)
+
+
+class GeluTanh(Function):
+    """GELU's tanh approximation ("gelu_new", GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        inner = x * x
+        inner *= 0.044715
+        inner += 1
+        inner *= x
+        inner *= _SQRT_2_OVER_PI  # u = sqrt(2/pi) (x + 0.044715 x^3)
+        self.t = xp.tanh(inner, out=inner)
+        y = self.t + 1
+        y *= x
+        y *= 0.5
+        return y
+
+    def backward(self, gy):
+        x, t = self.x, self.t
+        du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+class Relu(Function):
+    def forward(self, x):
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, gy):
+        return gy * self.positive
+
+
+class SigmoidGated(Function):
+    """x * sigmoid(a x): SiLU/swish for a = 1, "quick_gelu" for a = 1.702."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.s = 1 / (1 + xp.exp(-self.a * x))
+        return x * self.s
+
+    def backward(self, gy):
+        s = self.s
+        return gy * (s + self.a * self.x * s * (1 - s))
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)
+
+
+# hidden_act name (transformers' ACT2FN keys) -> a factory of the Function
+ACTIVATIONS = {
+    "gelu": Gelu,
+    "gelu_python": Gelu,
+    "gelu_new": GeluTanh,
+    "gelu_pytorch_tanh": GeluTanh,
+    "gelu_fast": GeluTanh,
+    "relu": Relu,
+    "silu": lambda: SigmoidGated(1.0),
+    "swish": lambda: SigmoidGated(1.0),
+    "quick_gelu": lambda: SigmoidGated(1.702),
+    "tanh": Tanh,
+}
+
+
+def get_activation(name):
+    """The activation for a ``hidden_act`` name, as a function of one Tensor."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+    factory = ACTIVATIONS[name]
+    return lambda x: factory()(x)

@@ -1,0 +1,197 @@
+"""Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``no_grad``.
+
+A ``Tensor`` wraps an array (NumPy or CuPy) and remembers the ``Function`` that made it. Calling a ``Function``
+runs its ``forward`` on raw arrays; when gradients are wanted it also records itself as the creator of its outputs,
+so the calls form a graph. ``loss.backward()`` walks that graph from the loss back to the leaves in reverse
+topological order, calling each function's ``backward`` with the gradient of its outputs and adding what comes back
+into the gradients of its inputs. This is the design of DeZero (``Variable``/``Function``) and micrograd, written for
+first-order gradients only, which is all that fine-tuning needs.
+
+Gradients of leaves (parameters, or any tensor made with ``requires_grad=True``) land on ``tensor.grad`` and *add up*
+across uses and across ``backward`` calls, as in PyTorch (so a weight used twice, such as an LM head tied to the
+word embeddings, collects both contributions). Gradients of intermediate tensors live only while ``backward`` runs
+and are freed as soon as the function that needs them has used them. (candle returns a separate ``GradStore`` and
+MLX returns a tree of gradients instead: a functional alternative; ``.grad`` on the tensor is the familiar one.)
+
+Under ``with no_grad():`` nothing is recorded, so inference runs through exactly the same code without keeping any
+graph alive.
+"""
+import contextlib
+import weakref
+
+from .backend import get_array_module, to_numpy
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run the body without recording a graph (inference): ``with no_grad(): logits = model(ids).logits``."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    """True unless inside ``no_grad()``."""
+    return _grad_enabled
+
+
+class Tensor:
+    """An array with an optional gradient and a link to the function that produced it."""
+
+    # Makes ``ndarray * Tensor`` call ``Tensor.__rmul__`` instead of NumPy broadcasting over a Tensor object.
+    __array_priority__ = 1000
+
+    def __init__(self, data, *, requires_grad=False, name=None):
+        xp = get_array_module(data)
+        self.data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
+        self.grad = None
+        self.requires_grad = requires_grad
+        self.name = name
+        self.creator = None  # the Function that made this tensor, when a graph is recorded
+
+    # -- array-like properties ------------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        name = f" {self.name!r}" if self.name else ""
+        return f"Tensor{name}(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+
+    def numpy(self):
+        """The data as a NumPy array on the host (a copy when it lives on the GPU)."""
+        return to_numpy(self.data)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        return self.data.item()
+
+    def __float__(self):
+        return float(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        array = to_numpy(self.data)
+        return array if dtype is None else array.astype(dtype)
+
+    def detach(self):
+        """A new leaf tensor sharing this one's data, cut from the graph."""
+        return Tensor(self.data)
+
+    # -- backward -------------------------------------------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires a gradient.
+
+        ``grad`` defaults to ones, so ``loss.backward()`` works for a scalar loss.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() called on a tensor that does not require grad "
+                               "(was it computed under no_grad(), or from inputs without requires_grad?)")
+        xp = get_array_module(self.data)
+        # Pending gradients of non-leaf tensors, keyed by id. Each entry also holds the tensor itself: once the
+        # function consuming it has been released, this entry is what keeps it alive until its creator runs.
+        pending = {id(self): (self, xp.ones_like(self.data) if grad is None else getattr(grad, "data", grad))}
+        handed_out = set()  # ids of arrays already stored as some leaf's .grad (never share one array twice)
+        for function in _topological_order(self):
+            outputs = [ref() for ref in function.outputs]
+            gys = [pending.pop(id(o), (None, None))[1] if o is not None else None for o in outputs]
+            if all(g is None for g in gys):
+                continue
+            gys = [xp.zeros_like(o.data) if g is None else g for g, o in zip(gys, outputs)]
+            gxs = function.backward(*gys)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx, needed in zip(function.inputs, gxs, function.needs_input_grad):
+                if not needed or gx is None:
+                    continue
+                if x.creator is None:  # a leaf: the gradient is kept on the tensor
+                    if id(gx) in handed_out:
+                        gx = gx.copy()
+                    x.grad = gx if x.grad is None else x.grad + gx
+                    handed_out.add(id(x.grad))
+                else:
+                    previous = pending.get(id(x), (None, None))[1]
+                    pending[id(x)] = (x, gx if previous is None else previous + gx)
+            function.release()  # free what forward saved: nothing will ask for it again
+        if self.creator is None and id(self) in pending:  # backward on a leaf itself
+            g = pending[id(self)][1]
+            self.grad = g if self.grad is None else self.grad + g
+
+    # -- operators: defined in ops.py, attached at the end of that module ----------------------------------
+
+
+def _topological_order(root):
+    """Functions reachable from ``root``, each after every function that consumes its outputs."""
+    order, visited = [], set()
+    stack = [(root.creator, False)] if root.creator is not None else []
+    while stack:  # iterative depth-first search: deep graphs must not hit Python's recursion limit
+        function, expanded = stack.pop()
+        if expanded:
+            order.append(function)
+            continue
+        if id(function) in visited:
+            continue
+        visited.add(id(function))
+        stack.append((function, True))
+        for x in function.inputs:
+            if x.creator is not None and id(x.creator) not in visited:
+                stack.append((x.creator, False))
+    return reversed(order)
+
+
+def as_tensor(x):
+    """Wrap an array or number in a Tensor (a Tensor is returned as it is)."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+class Function:
+    """One differentiable operation: ``forward`` and ``backward`` on raw arrays, side by side.
+
+    Subclasses implement ``forward(*arrays) -> array or tuple of arrays`` and ``backward(*grad_outputs) ->
+    grad or tuple of grads`` (one per input, ``None`` where an input needs none). ``forward`` saves on ``self``
+    exactly what ``backward`` will need. ``self.needs_input_grad[i]`` says whether input ``i`` wants a gradient, so
+    ``backward`` can skip work for frozen weights or integer inputs. Non-array settings (an axis, a shape) are
+    constructor arguments: ``Sum(axis=1)(x)``.
+    """
+
+    inputs = ()
+    outputs = ()
+    needs_input_grad = ()
+
+    def __call__(self, *inputs):
+        inputs = [as_tensor(x) for x in inputs]
+        ys = self.forward(*(x.data for x in inputs))
+        single = not isinstance(ys, tuple)
+        outputs = [Tensor(y) for y in ((ys,) if single else ys)]
+        if _grad_enabled and any(x.requires_grad for x in inputs):
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+            self.inputs = inputs
+            # Outputs are held weakly: an output keeps its creator alive, not the other way round.
+            self.outputs = [weakref.ref(o) for o in outputs]
+            for o in outputs:
+                o.creator = self
+                o.requires_grad = True
+        return outputs[0] if single else tuple(outputs)
+
+    def release(self):
+        """Drop the inputs and saved arrays once ``backward`` has run, so their memory can be reused."""
+        self.__dict__.clear()

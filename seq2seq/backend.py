@@ -1,0 +1,90 @@
+"""The array module: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the only file that imports CuPy. Everything else asks for the array module of the array in hand,
+``xp = get_array_module(x)``, and writes ``xp.exp(x)`` instead of ``np.exp(x)``: the same line then runs on both
+devices (the pattern of Chainer's ``backend.get_array_module`` and DeZero's ``cuda.py``). The package imports and
+runs with NumPy alone; CuPy is looked up only when ``backend="cupy"`` is asked for or a CuPy array shows up.
+"""
+import numpy as np
+
+from .errors import InputError
+
+BACKENDS = ("numpy", "cupy")
+DTYPES = ("float32", "float64", "float16")
+
+_cupy = None  # the module once imported; None until then (or when it is not installed)
+
+
+def _import_cupy():
+    """Import CuPy on first use; return the module or None when it is not installed."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy  # noqa: PLC0415 - deliberately lazy: NumPy-only installs never pay for it
+        except ImportError:
+            return None
+        _cupy = cupy
+    return _cupy
+
+
+def has_cupy():
+    """True when CuPy imports and sees at least one CUDA device."""
+    cupy = _import_cupy()
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # CUDA driver missing or broken: treat as no GPU
+        return False
+
+
+def get_array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
+    if _cupy is not None:
+        for a in arrays:
+            a = getattr(a, "data", a)  # a Tensor's array
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def xp_for(backend):
+    """The array module for a backend name: ``"numpy"`` or ``"cupy"``."""
+    if backend == "numpy":
+        return np
+    if backend == "cupy":
+        cupy = _import_cupy()
+        if cupy is None:
+            raise InputError('backend="cupy" needs CuPy: pip install -e ".[gpu]"')
+        return cupy
+    raise InputError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+
+def backend_of(array):
+    """The backend name (``"numpy"`` or ``"cupy"``) that holds ``array``."""
+    return "cupy" if get_array_module(array) is not np else "numpy"
+
+
+def check_dtype(dtype):
+    """Normalise a dtype argument to a NumPy dtype, refusing anything but the floats the engine computes in."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise InputError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
+    return np.dtype(name)
+
+
+def to_numpy(x):
+    """Bring an array (NumPy or CuPy) or a Tensor to a NumPy array on the host."""
+    x = getattr(x, "data", x)
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def to_backend(x, backend):
+    """Move an array (or Tensor data) to ``backend``; no copy when it is already there."""
+    x = getattr(x, "data", x)
+    xp = xp_for(backend)
+    if xp is np:
+        return to_numpy(x)
+    return xp.asarray(x)

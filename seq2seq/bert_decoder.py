@@ -1,0 +1,80 @@
+"""The BERT decoder of a bert2bert model: BERT layers made causal, with cross-attention, and an LM head.
+
+    h = BertEmbeddings(ids)
+    for each layer:
+        h = LayerNorm(h + CausalSelfAttention(h))             # "attention.*"
+        h = LayerNorm(h + CrossAttention(h, encoder_output))  # "crossattention.*": queries from h, keys/values
+        h = LayerNorm(h + FFN(h))                             #   from the encoder's last hidden state
+    logits = W_emb LayerNorm(act(W h)) + b                    # "cls.predictions.*", W_emb tied to the word embeddings
+
+This is transformers' ``BertLMHeadModel`` with ``is_decoder=True, add_cross_attention=True``. Its keys are
+``bert.*`` and ``cls.predictions.*``; a plain ``BertModel`` checkpoint (keys without ``bert.``) can serve as its
+body too, which is how a bert2bert model is warm-started from two BERT checkpoints: the cross-attention blocks and
+the LM-head transform are then missing from the checkpoint and start from random values.
+"""
+from .attention import causal_mask, combine_masks
+from .activations import get_activation
+from .backend import get_array_module
+from .encoder import BertAttention, BertEmbeddings, BertFeedForward
+from .layers import LayerNorm, Linear
+from .nn_ops import linear
+from .weights import zeros
+
+
+class BertDecoderLayer:
+    def __init__(self, view, config, state, *, memory_size):
+        self.self_attention = BertAttention(view.sub("attention"), config, state)
+        self.cross_attention = BertAttention(view.sub("crossattention"), config, state, memory_size=memory_size)
+        self.ffn = BertFeedForward(view, config, state)
+
+    def __call__(self, x, self_keep, memory, memory_keep):
+        x = self.self_attention(x, self_keep)
+        x = self.cross_attention(x, memory_keep, memory=memory)
+        return self.ffn(x)
+
+
+class BertLMHead:
+    """``cls.predictions``: transform (dense, activation, LayerNorm), then a projection onto the vocabulary.
+
+    Why no weight of its own: the projection *is* the word-embedding table (weight tying, as in the original BERT),
+    so gradients from the input embedding and from the output projection add up in one tensor, and checkpoints do
+    not store ``cls.predictions.decoder.weight`` at all. The output bias is ``cls.predictions.bias``.
+    """
+
+    def __init__(self, view, config, word_embeddings):
+        c, std = config.hidden_size, config.initializer_range
+        self.dense = Linear(view.sub("transform.dense"), c, c, std=std)
+        self.act = get_activation(config.hidden_act)
+        self.norm = LayerNorm(view.sub("transform.LayerNorm"), c, eps=config.layer_norm_eps)
+        self.weight = word_embeddings  # [V, C], shared
+        self.bias = view.param("bias", (config.vocab_size,), init=zeros)
+
+    def __call__(self, h):
+        h = self.norm(self.act(self.dense(h)))
+        return linear(h, self.weight, self.bias)  # [B, T, C] @ [C, V] -> [B, T, V]
+
+
+class BertDecoder:
+    """Decoder ids ``[B, T]`` + encoder output ``[B, S, C_enc]`` -> logits ``[B, T, V]``."""
+
+    def __init__(self, view, config, state, *, memory_size, tied_to=None):
+        self.config = config
+        # Read the body from "bert.*" if the checkpoint has it, else from the top level (a BertModel checkpoint).
+        has_bert = view.store.has_prefix(view.source_prefix + "bert.")
+        body = view.sub("bert", source_name="bert" if has_bert else "")
+        if tied_to is not None:  # tie_encoder_decoder: reuse the encoder's tensors wherever the names match
+            body = body.tie(tied_to)
+        self.embeddings = BertEmbeddings(body.sub("embeddings"), config, state)
+        self.layers = [BertDecoderLayer(body.sub(f"encoder.layer.{i}"), config, state, memory_size=memory_size)
+                       for i in range(config.num_hidden_layers)]
+        self.lm_head = BertLMHead(view.sub("cls.predictions"), config, self.embeddings.word.weight)
+
+    def __call__(self, ids, keep, memory, memory_keep):
+        """``keep``: decoder padding mask ``[B, 1, 1, T]`` or None; ``memory_keep``: encoder padding mask or None."""
+        xp = get_array_module(ids)
+        t = ids.shape[1]
+        self_keep = combine_masks(causal_mask(xp, t, t), keep)  # [B, 1, T, T]
+        h = self.embeddings(ids, name="decoder_input_ids")  # [B, T] -> [B, T, C]
+        for layer in self.layers:
+            h = layer(h, self_keep, memory, memory_keep)
+        return self.lm_head(h)  # [B, T, C] -> [B, T, V]

@@ -1,0 +1,226 @@
+"""Model configurations, read from and written to config.json with transformers' field names and defaults.
+
+A config is a plain object whose attributes are the config.json fields. Each class lists its defaults (those of
+the transformers class of the same name, so ``BertConfig()`` is bert-base); fields it does not know are kept as
+they are, so a config.json read and written back loses nothing. ``aliases`` lets code ask every config for
+``hidden_size`` even where the checkpoint calls it ``n_embd`` or ``d_model`` (transformers' ``attribute_map``).
+"""
+import copy
+import json
+import os
+
+from .checkpoint import read_json
+from .errors import ConfigError
+
+# Fields every transformers config has (PreTrainedConfig), with their defaults.
+_COMMON = {
+    "is_decoder": False,
+    "add_cross_attention": False,
+    "is_encoder_decoder": False,
+    "tie_word_embeddings": True,
+    "pad_token_id": None,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "architectures": None,
+}
+
+
+class Config:
+    """Base class: ``model_type``, ``defaults`` and ``aliases`` are set by each subclass."""
+
+    model_type = None
+    common = _COMMON  # fields shared by every model config
+    defaults = {}
+    aliases = {}  # idiomatic name -> the name this model's config.json uses
+
+    def __init__(self, **fields):
+        for name, value in {**self.common, **self.defaults}.items():
+            setattr(self, name, copy.deepcopy(value))
+        fields.pop("model_type", None)
+        for name, value in fields.items():
+            setattr(self, self.aliases.get(name, name), value)
+        self.validate()
+
+    def __getattr__(self, name):  # only called when normal lookup fails: resolve an alias
+        aliases = type(self).aliases
+        if name in aliases:
+            return getattr(self, aliases[name])
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def validate(self):
+        """Raise ConfigError for values the model cannot be built from. Subclasses extend it."""
+
+    @classmethod
+    def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
+        return cls(**d)
+
+    @classmethod
+    def from_json_file(cls, path):
+        return cls.from_dict(read_json(path, what="config"))
+
+    def to_dict(self):
+        d = {name: copy.deepcopy(value) for name, value in vars(self).items()}
+        if self.model_type is not None:
+            d["model_type"] = self.model_type
+        return d
+
+    def to_json_file(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+
+def _require_positive(config, *names):
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+class BertConfig(Config):
+    """BERT: the encoder, and (with ``is_decoder``, ``add_cross_attention``) the bert2bert decoder."""
+
+    model_type = "bert"
+    defaults = {
+        "vocab_size": 30522,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "use_cache": True,
+        "classifier_dropout": None,
+    }
+
+    def validate(self):
+        _require_positive(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                          "intermediate_size", "max_position_embeddings", "type_vocab_size")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"BertConfig.hidden_size ({self.hidden_size}) is not a multiple of "
+                              f"num_attention_heads ({self.num_attention_heads})")
+        position_type = getattr(self, "position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ConfigError(f"BertConfig.position_embedding_type={position_type!r} is not supported "
+                              "(only 'absolute' position embeddings are)")
+
+
+# model_type -> config class; the decoder kinds of later issues register here too.
+CONFIG_CLASSES = {"bert": BertConfig}
+
+
+def config_from_dict(d, *, source="config"):
+    """Build the config class that ``d["model_type"]`` names (``source`` names the file in errors)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+    model_type = d.get("model_type")
+    if model_type == EncoderDecoderConfig.model_type:
+        return EncoderDecoderConfig.from_dict(d)
+    if model_type not in CONFIG_CLASSES:
+        known = sorted(CONFIG_CLASSES) + [EncoderDecoderConfig.model_type]
+        raise ConfigError(f"{source}: unknown model_type {model_type!r}; this engine supports {known}")
+    return CONFIG_CLASSES[model_type].from_dict(d)
+
+
+def load_config(path):
+    """Read ``path/config.json`` (or a .json file) into the matching config class."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    return config_from_dict(read_json(file, what="config"), source=file)
+
+
+class EncoderDecoderConfig(Config):
+    """An encoder config and a decoder config, plus the special ids the pair needs for training and generation."""
+
+    model_type = "encoder-decoder"
+    defaults = {
+        "decoder_start_token_id": None,
+        "is_encoder_decoder": True,
+        "tie_encoder_decoder": False,
+        "architectures": ["EncoderDecoderModel"],
+    }
+
+    def __init__(self, **fields):
+        encoder = fields.pop("encoder", None) or BertConfig()
+        decoder = fields.pop("decoder", None) or BertConfig(is_decoder=True, add_cross_attention=True)
+        self.encoder = encoder if isinstance(encoder, Config) else config_from_dict(encoder, source="encoder config")
+        self.decoder = decoder if isinstance(decoder, Config) else config_from_dict(decoder, source="decoder config")
+        super().__init__(**fields)
+
+    @classmethod
+    def from_encoder_decoder_configs(cls, encoder_config, decoder_config, **fields):
+        """Pair two configs, turning the second into a decoder with cross-attention (as transformers does)."""
+        decoder_config = copy.deepcopy(decoder_config)
+        decoder_config.is_decoder = True
+        decoder_config.add_cross_attention = True
+        return cls(encoder=copy.deepcopy(encoder_config), decoder=decoder_config, **fields)
+
+    def validate(self):
+        if not self.decoder.is_decoder or not self.decoder.add_cross_attention:
+            raise ConfigError("the decoder config of an encoder-decoder model needs is_decoder=True and "
+                              "add_cross_attention=True (use EncoderDecoderConfig.from_encoder_decoder_configs)")
+
+    def to_dict(self):
+        d = super().to_dict()
+        d["encoder"], d["decoder"] = self.encoder.to_dict(), self.decoder.to_dict()
+        return d
+
+
+class GenerationConfig(Config):
+    """The defaults ``generate`` uses (generation_config.json), with transformers' names and default values."""
+
+    common = {}
+    defaults = {
+        "max_length": 20,
+        "max_new_tokens": None,
+        "min_length": 0,
+        "min_new_tokens": None,
+        "do_sample": False,
+        "num_beams": 1,
+        "num_return_sequences": 1,
+        "early_stopping": False,
+        "temperature": 1.0,
+        "top_k": 50,
+        "top_p": 1.0,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "length_penalty": 1.0,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "decoder_start_token_id": None,
+        "use_cache": True,
+        "output_scores": False,
+        "return_dict_in_generate": False,
+    }
+    SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+    @classmethod
+    def from_model_config(cls, config):
+        """Special ids from an encoder-decoder config, falling back to its decoder's (as transformers does)."""
+        fields = {}
+        for name in cls.SPECIAL_IDS:
+            value = getattr(config, name, None)
+            if value is None:
+                value = getattr(getattr(config, "decoder", None), name, None)
+            if value is not None:
+                fields[name] = value
+        return cls(**fields)
+
+    def to_diff_dict(self):
+        """Only the fields that differ from the defaults: what generation_config.json holds."""
+        default = GenerationConfig()
+        return {k: v for k, v in self.to_dict().items() if getattr(default, k, object()) != v}

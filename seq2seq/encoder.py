@@ -1,0 +1,123 @@
+"""The BERT encoder: embeddings, then a stack of post-LN transformer layers.
+
+    h = LayerNorm(word[ids] + token_type[0] + position[0..T))
+    for each layer:
+        h = LayerNorm(h + SelfAttention(h))      # "attention.output.LayerNorm": the residual is inside the norm
+        h = LayerNorm(h + W2 act(W1 h))          # "output.LayerNorm"
+
+BERT normalises *after* each residual addition (post-LN), unlike GPT-2's pre-LN blocks. ``BertAttention`` and
+``BertFeedForward`` are shared with the BERT decoder (``bert_decoder.py``), whose layers add causal masking and a
+cross-attention block between the two. Checkpoint names (``attention.self.query``, ``attention.output.dense``, ...)
+are those of transformers' ``BertModel``.
+"""
+from .activations import get_activation
+from .backend import get_array_module
+from .attention import merge_heads, scaled_dot_product_attention, split_heads
+from .errors import InputError
+from .layers import Dropout, Embedding, LayerNorm, Linear
+from .weights import normal, zeros
+
+
+class BertEmbeddings:
+    """Word + token-type + absolute position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, view, config, state):
+        c, std = config.hidden_size, config.initializer_range
+        self.word = Embedding(view.sub("word_embeddings"), config.vocab_size, c, std=std,
+                              padding_idx=config.pad_token_id)
+        self.position = Embedding(view.sub("position_embeddings"), config.max_position_embeddings, c, std=std)
+        self.token_type = Embedding(view.sub("token_type_embeddings"), config.type_vocab_size, c, std=std)
+        self.norm = LayerNorm(view.sub("LayerNorm"), c, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, ids, *, past_length=0, name="input_ids"):
+        xp = get_array_module(ids)
+        t = ids.shape[1]
+        if past_length + t > self.position.num:
+            raise InputError(f"{name} has {past_length + t} positions but the model has only "
+                             f"max_position_embeddings={self.position.num}")
+        if bool((ids < 0).any()) or bool((ids >= self.word.num).any()):
+            bad = ids[(ids < 0) | (ids >= self.word.num)][0]
+            raise InputError(f"{name} holds id {int(bad)}, outside the vocabulary [0, {self.word.num})")
+        positions = xp.arange(past_length, past_length + t)[None, :]  # [1, T]
+        token_types = positions * 0  # BERT's segment ids: all 0 for a single-segment input, [1, T]
+        h = self.word(ids) + self.token_type(token_types)  # [B, T] -> [B, T, C]
+        h = h + self.position(positions)  # [B, T, C] + [1, T, C]
+        return self.dropout(self.norm(h))
+
+
+class BertAttention:
+    """Multi-head attention with BERT's output block: LayerNorm(x + dropout(Wo attn(x, memory))).
+
+    Self-attention when ``memory`` is None, cross-attention over ``memory`` (the encoder's output) otherwise.
+    """
+
+    def __init__(self, view, config, state, *, memory_size=None):
+        c, std = config.hidden_size, config.initializer_range
+        kv_in = memory_size or c  # cross-attention keys/values may come from an encoder of another width
+        self.num_heads = config.num_attention_heads
+        self.query = Linear(view.sub("self.query"), c, c, std=std)
+        self.key = Linear(view.sub("self.key"), kv_in, c, std=std)
+        self.value = Linear(view.sub("self.value"), kv_in, c, std=std)
+        self.out = Linear(view.sub("output.dense"), c, c, std=std)
+        self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
+        self.attention_dropout = Dropout(config.attention_probs_dropout_prob, state)
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, x, keep, *, memory=None):
+        source = x if memory is None else memory
+        q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
+        k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
+        v = split_heads(self.value(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
+        y = scaled_dot_product_attention(q, k, v, keep, dropout=self.attention_dropout)  # -> [B, nh, T, hs]
+        y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
+        return self.norm(x + self.dropout(y))
+
+
+class BertFeedForward:
+    """LayerNorm(x + dropout(W2 act(W1 x))): "intermediate.dense" then "output.dense" + "output.LayerNorm"."""
+
+    def __init__(self, view, config, state):
+        c, f, std = config.hidden_size, config.intermediate_size, config.initializer_range
+        self.up = Linear(view.sub("intermediate.dense"), c, f, std=std)
+        self.act = get_activation(config.hidden_act)
+        self.down = Linear(view.sub("output.dense"), f, c, std=std)
+        self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, x):
+        h = self.act(self.up(x))  # [B, T, C] -> [B, T, 4C]
+        return self.norm(x + self.dropout(self.down(h)))  # [B, T, 4C] -> [B, T, C]
+
+
+class BertEncoderLayer:
+    def __init__(self, view, config, state):
+        self.attention = BertAttention(view.sub("attention"), config, state)
+        self.ffn = BertFeedForward(view, config, state)
+
+    def __call__(self, x, keep):
+        x = self.attention(x, keep)
+        return self.ffn(x)
+
+
+class BertEncoder:
+    """transformers' ``BertModel`` as an encoder: ids ``[B, S]`` -> hidden states ``[B, S, C]``.
+
+    The pooler (``pooler.dense``) is kept as a buffer only so that checkpoints round-trip: a sequence-to-sequence
+    model never uses it, and it is not a trainable parameter here.
+    """
+
+    def __init__(self, view, config, state):
+        self.config = config
+        self.embeddings = BertEmbeddings(view.sub("embeddings"), config, state)
+        self.layers = [BertEncoderLayer(view.sub(f"encoder.layer.{i}"), config, state)
+                       for i in range(config.num_hidden_layers)]
+        c, std = config.hidden_size, config.initializer_range
+        view.sub("pooler.dense").buffer("weight", (c, c), init=normal(std))
+        view.sub("pooler.dense").buffer("bias", (c,), init=zeros)
+
+    def __call__(self, ids, keep):
+        h = self.embeddings(ids)  # [B, S] -> [B, S, C]
+        for layer in self.layers:
+            h = layer(h, keep)
+        return h

@@ -1,0 +1,65 @@
+"""The small building blocks: Linear, LayerNorm, Embedding, Dropout, each made from a ParamView.
+
+Each layer pulls its own tensors out of the view under the names transformers uses (``weight``, ``bias``), holds
+them as Tensors with idiomatic attribute names, and applies one op from ``nn_ops``. ``RunState`` is the one piece
+of mutable state layers share: whether the model is training (dropout on) and the seeded generator dropout draws
+from; ``model.train()`` and ``model.eval()`` flip it for every layer at once.
+"""
+import numpy as np
+
+from .nn_ops import dropout, embedding, layer_norm, linear
+from .weights import normal, ones, zeros
+
+
+class RunState:
+    """Training flag and dropout random generator, shared by every layer of one model."""
+
+    def __init__(self, *, training=False, seed=0):
+        self.training = training
+        self.rng = np.random.default_rng(seed)
+
+
+class Linear:
+    """y = x W^T + b; ``weight`` is stored ``[out, in]`` (torch.nn.Linear's layout, and BERT's checkpoints')."""
+
+    def __init__(self, view, in_features, out_features, *, std, bias=True):
+        self.weight = view.param("weight", (out_features, in_features), init=normal(std))
+        self.bias = view.param("bias", (out_features,), init=zeros) if bias else None
+
+    def __call__(self, x):
+        return linear(x, self.weight, self.bias)  # [..., in] -> [..., out]
+
+
+class LayerNorm:
+    def __init__(self, view, size, *, eps):
+        self.weight = view.param("weight", (size,), init=ones)
+        self.bias = view.param("bias", (size,), init=zeros)
+        self.eps = eps
+
+    def __call__(self, x):
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Embedding:
+    """A lookup table ``[num, dim]``; ``padding_idx``'s row starts at zero when freshly initialised (as torch)."""
+
+    def __init__(self, view, num, dim, *, std, padding_idx=None):
+        def init(xp, rng, shape, dtype):
+            table = normal(std)(xp, rng, shape, dtype)
+            if padding_idx is not None and 0 <= padding_idx < num:
+                table[padding_idx] = 0
+            return table
+
+        self.weight = view.param("weight", (num, dim), init=init)
+        self.num = num
+
+    def __call__(self, ids):
+        return embedding(ids, self.weight)  # [B, T] -> [B, T, dim]
+
+
+class Dropout:
+    def __init__(self, p, state):
+        self.p, self.state = p, state
+
+    def __call__(self, x):
+        return dropout(x, self.p, self.state.rng, training=self.state.training)

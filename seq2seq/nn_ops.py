@@ -1,0 +1,212 @@
+"""Fused neural-network ops with hand-derived backward passes.
+
+Each of these could be composed from the primitives in ``ops.py``, and the gradients would come for free. They
+are fused instead because they run on the largest arrays in the model, where every extra pass over memory costs
+time, and because their derivatives are worth reading written out: linear, layer norm, masked softmax,
+softmax-cross-entropy, embedding lookup and dropout.
+
+Shapes use: B batch, T query length, S key length, C channels (hidden size), V vocabulary, N = B * T rows.
+
+In-place arithmetic appears only on arrays the op has just allocated itself: never on an input, and never on an
+array saved for backward after it has been saved.
+"""
+import numpy as np
+
+from .autograd import Function
+from .backend import get_array_module
+from .errors import InputError
+
+
+class Linear(Function):
+    """y = x W^T + b, with W stored ``[out, in]`` as ``torch.nn.Linear`` stores it."""
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM instead of a loop over batches
+        y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])  # [N, out] -> [..., out]
+
+    def backward(self, gy):
+        gy2 = gy.reshape(-1, gy.shape[-1])  # [..., out] -> [N, out]
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gx = (gy2 @ self.weight).reshape(self.x.shape)  # [N, out] @ [out, in] -> [..., in]
+        if self.needs_input_grad[1]:
+            gw = gy2.T @ self.x.reshape(-1, self.x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
+        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+            gb = gy2.sum(axis=0)  # [N, out] -> [out]
+        return gx, gw, gb
+
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as torch)."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        xhat = x - x.mean(axis=-1, keepdims=True)  # centred, [..., C]
+        var = xp.mean(xhat * xhat, axis=-1, keepdims=True)  # [..., 1]
+        self.rstd = 1.0 / xp.sqrt(var + self.eps)
+        xhat *= self.rstd  # normalised
+        self.xhat, self.gamma = xhat, gamma
+        y = xhat * gamma
+        y += beta
+        return y
+
+    def backward(self, gy):
+        xhat, rstd = self.xhat, self.rstd
+        lead = tuple(range(gy.ndim - 1))
+        ggamma = (gy * xhat).sum(axis=lead) if self.needs_input_grad[1] else None
+        gbeta = gy.sum(axis=lead) if self.needs_input_grad[2] else None
+        gx = None
+        if self.needs_input_grad[0]:
+            # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
+            # term 1: g itself; term 2: minus its mean (the mean was subtracted);
+            # term 3: minus xhat times mean(g * xhat) (the variance depends on x too); all scaled by rstd.
+            g = gy * self.gamma
+            gx = g - g.mean(axis=-1, keepdims=True)
+            gx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+            gx *= rstd
+        return gx, ggamma, gbeta
+
+
+class MaskedSoftmax(Function):
+    """softmax(scores * scale) over the last axis, with positions where ``keep`` is False left out.
+
+    ``keep`` is a boolean array broadcastable to the scores (``[B, 1, T, S]`` for attention) or None.
+    Why a finite fill instead of -inf: a row whose every position is masked (a padded query) would give
+    exp(-inf - -inf) = NaN; with the dtype's lowest finite value it gives a harmless uniform row instead, which is
+    also what transformers' eager attention gives.
+    """
+
+    def __init__(self, keep=None, scale=1.0):
+        self.keep, self.scale = keep, scale
+
+    def forward(self, scores):
+        xp = get_array_module(scores)
+        y = scores * scores.dtype.type(self.scale)
+        if self.keep is not None:
+            xp.copyto(y, xp.finfo(y.dtype).min, where=~self.keep)
+        y -= y.max(axis=-1, keepdims=True)  # the largest exponent becomes 0: no overflow
+        xp.exp(y, out=y)
+        y /= y.sum(axis=-1, keepdims=True)
+        self.y = y
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        y = self.y
+        gx = gy * y
+        gx -= y * gx.sum(axis=-1, keepdims=True)  # dx_i = y_i (gy_i - sum_j gy_j y_j)
+        gx *= self.scale
+        if self.keep is not None:
+            xp.copyto(gx, 0, where=~self.keep)  # masked scores were replaced by a constant: no gradient
+        return gx
+
+
+class CrossEntropy(Function):
+    """Mean over the non-ignored rows of -log softmax(logits)[label]; rows labelled ``ignore_index`` are skipped.
+
+    logits ``[N, V]`` (any float dtype; computed in float32 at least), labels ``[N]`` integers. When every row is
+    ignored the mean is 0/0 = NaN, as in torch.
+    """
+
+    def __init__(self, labels, ignore_index=-100):
+        self.labels, self.ignore_index = labels, ignore_index
+
+    def forward(self, logits):
+        xp = get_array_module(logits)
+        n, v = logits.shape
+        labels = self.labels.reshape(-1)
+        valid = labels != self.ignore_index
+        bad = valid & ((labels < 0) | (labels >= v))
+        if bool(bad.any()):
+            raise InputError(f"label {int(labels[bad][0])} is outside the vocabulary [0, {v}) "
+                             f"(use {self.ignore_index} to ignore a position)")
+        x = logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False)
+        m = x.max(axis=-1, keepdims=True)
+        lse = xp.log(xp.exp(x - m).sum(axis=-1, keepdims=True)) + m  # log-sum-exp, [N, 1]
+        safe = xp.where(valid, labels, 0)
+        picked = x[xp.arange(n), safe]  # [N]
+        self.x, self.lse, self.safe, self.valid = x, lse, safe, valid
+        self.count = valid.sum()
+        nll = (lse[:, 0] - picked) * valid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (nll.sum() / self.count).astype(logits.dtype)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        p = xp.exp(self.x - self.lse)  # softmax, recomputed instead of kept: it is [N, V]
+        p[xp.arange(p.shape[0]), self.safe] -= 1  # d(-log p_label)/dx = p - onehot(label)
+        p *= (self.valid * (gy / self.count))[:, None].astype(p.dtype)
+        return p
+
+
+class Embedding(Function):
+    """Row lookup ``weight[ids]``; backward scatter-adds each output gradient into the row it came from."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def forward(self, weight):
+        self.weight_shape = weight.shape
+        return weight[self.ids]  # [B, T] -> [B, T, C]
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gw = xp.zeros(self.weight_shape, dtype=gy.dtype)
+        # add.at, not gw[ids] += gy: a repeated id must receive the sum of its gradients, not the last one.
+        xp.add.at(gw, self.ids.reshape(-1), gy.reshape(-1, gy.shape[-1]))
+        return gw
+
+
+class Dropout(Function):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p) (inverted dropout, as torch)."""
+
+    def __init__(self, p, rng):
+        self.p, self.rng = p, rng
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        keep = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
+        self.scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.scaled_mask
+
+    def backward(self, gy):
+        return gy * self.scaled_mask
+
+
+# -- lowercase wrappers ---------------------------------------------------------------------------------------
+def linear(x, weight, bias=None):
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+
+
+def layer_norm(x, gamma, beta, eps=1e-5):
+    return LayerNorm(eps)(x, gamma, beta)
+
+
+def masked_softmax(scores, keep=None, scale=1.0):
+    return MaskedSoftmax(keep, scale)(scores)
+
+
+def softmax(x):
+    return MaskedSoftmax()(x)
+
+
+def cross_entropy(logits, labels, ignore_index=-100):
+    return CrossEntropy(labels, ignore_index)(logits)
+
+
+def embedding(ids, weight):
+    return Embedding(ids)(weight)
+
+
+def dropout(x, p, rng, *, training):
+    """Dropout in training mode with ``p > 0``; the identity otherwise (no copy)."""
+    if not training or p == 0:
+        return x
+    return Dropout(p, rng)(x)
