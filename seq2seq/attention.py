@@ -74,8 +74,8 @@ def as_int_array(x, xp, *, name):
     array = xp.asarray(x)
     if array.ndim != 2:
         raise InputError(f"{name} must be 2-D [batch, seq], got shape {tuple(array.shape)}")
+    if array.size == 0:
+        raise InputError(f"{name} is empty: shape {tuple(array.shape)}")
     if array.dtype.kind not in "iub":
         raise InputError(f"{name} must hold integers, got dtype {array.dtype}")
-    if array.shape[1] == 0:
-        raise InputError(f"{name} is empty: shape {tuple(array.shape)}")
     return array.astype(xp.int64, copy=False)

@@ -107,11 +107,17 @@ class Tensor:
             raise RuntimeError("backward() called on a tensor that does not require grad "
                                "(was it computed under no_grad(), or from inputs without requires_grad?)")
         xp = get_array_module(self.data)
+        # (not getattr(grad, "data", grad): a NumPy array's .data is its memoryview)
+        seed = xp.ones_like(self.data) if grad is None else xp.asarray(grad.data if isinstance(grad, Tensor) else grad)
         # Pending gradients of non-leaf tensors, keyed by id. Each entry also holds the tensor itself: once the
         # function consuming it has been released, this entry is what keeps it alive until its creator runs.
-        pending = {id(self): (self, xp.ones_like(self.data) if grad is None else getattr(grad, "data", grad))}
-        handed_out = set()  # ids of arrays already stored as some leaf's .grad (never share one array twice)
-        for function in _topological_order(self):
+        pending = {id(self): (self, seed)}
+        handed_out = {id(seed)}  # ids of arrays stored as some leaf's .grad, or the caller's: never share one
+        order = list(_topological_order(self))
+        if any(not function.inputs for function in order):  # release() emptied it: refuse, as torch does
+            raise RuntimeError("backward() through a graph that an earlier backward() already freed; "
+                               "run the forward pass again to build a new graph")
+        for function in order:
             outputs = [ref() for ref in function.outputs]
             gys = [pending.pop(id(o), (None, None))[1] if o is not None else None for o in outputs]
             if all(g is None for g in gys):
@@ -124,19 +130,30 @@ class Tensor:
                 if not needed or gx is None:
                     continue
                 if x.creator is None:  # a leaf: the gradient is kept on the tensor
-                    if id(gx) in handed_out:
-                        gx = gx.copy()
-                    x.grad = gx if x.grad is None else x.grad + gx
-                    handed_out.add(id(x.grad))
+                    _accumulate_leaf_grad(x, gx, handed_out)
                 else:
                     previous = pending.get(id(x), (None, None))[1]
                     pending[id(x)] = (x, gx if previous is None else previous + gx)
             function.release()  # free what forward saved: nothing will ask for it again
         if self.creator is None and id(self) in pending:  # backward on a leaf itself
-            g = pending[id(self)][1]
-            self.grad = g if self.grad is None else self.grad + g
+            _accumulate_leaf_grad(self, pending[id(self)][1], handed_out)
 
     # -- operators: defined in ops.py, attached at the end of that module ----------------------------------
+
+
+def _accumulate_leaf_grad(x, g, handed_out):
+    """``x.grad += g``, keeping ``x.grad`` an array of x's own, so that in-place updates of it are safe.
+
+    ``g`` is copied when it is already another leaf's gradient (``y = a + b`` hands both the same array) or a view
+    of some other array (``Sum`` returns a read-only broadcast view, ``Reshape`` and ``Concat`` views of their input).
+    """
+    if x.grad is not None:
+        x.grad = x.grad + g
+    elif id(g) in handed_out or getattr(g, "base", None) is not None:
+        x.grad = g.copy()
+    else:
+        x.grad = g
+    handed_out.add(id(x.grad))
 
 
 def _topological_order(root):
