@@ -11,8 +11,8 @@ cross-attention block between the two. Checkpoint names (``attention.self.query`
 are those of transformers' ``BertModel``.
 """
 from .activations import get_activation
+from .attention import causal_mask, combine_masks, merge_heads, scaled_dot_product_attention, split_heads
 from .backend import get_array_module
-from .attention import merge_heads, scaled_dot_product_attention, split_heads
 from .errors import InputError
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .weights import normal, zeros
@@ -117,6 +117,12 @@ class BertEncoder:
         view.sub("pooler.dense").buffer("bias", (c,), init=zeros)
 
     def __call__(self, ids, keep):
+        if self.config.is_decoder:
+            # Why: transformers' from_encoder_decoder_configs(cfg, cfg) flags the *shared* config object as a
+            # decoder, and a BertModel with is_decoder=True attends causally even as an encoder. Such checkpoints
+            # exist; computing what transformers computes means honouring the flag.
+            xp = get_array_module(ids)
+            keep = combine_masks(causal_mask(xp, ids.shape[1], ids.shape[1]), keep)
         h = self.embeddings(ids)  # [B, S] -> [B, S, C]
         for layer in self.layers:
             h = layer(h, keep)

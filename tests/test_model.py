@@ -140,6 +140,27 @@ def test_tie_encoder_decoder(tmp_path):
     assert_close(out.logits, ref.logits.numpy(), what="logits")
 
 
+def test_encoder_flagged_as_decoder_is_causal_like_transformers(tmp_path):
+    """transformers' from_encoder_decoder_configs(cfg, cfg) flags the shared config object as a decoder for both
+    sides; transformers then runs a causal encoder (and ignores its cross-attention weights). So do we."""
+    torch.manual_seed(0)
+    shared = transformers.BertConfig(vocab_size=61, hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                                     intermediate_size=50, max_position_embeddings=40)
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(shared, shared)
+    config.decoder_start_token_id, config.pad_token_id = 2, 0
+    assert config.encoder.is_decoder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = transformers.EncoderDecoderModel(config).eval()
+    ours = seq2seq.EncoderDecoderModel.from_pretrained(save_hf(hf, tmp_path))
+    assert all("crossattention" in k for k in ours.loading_info["unexpected_keys"])
+    ids, mask, labels = batch(61)
+    ref = hf_forward(hf, ids, mask, labels)
+    out = ours(ids, attention_mask=mask, labels=labels)
+    assert_close(out.encoder_last_hidden_state, ref.encoder_last_hidden_state.numpy(), what="encoder states")
+    assert_close(out.logits, ref.logits.numpy(), what="logits")
+
+
 def test_sharded_checkpoint(tmp_path):
     hf = hf_bert2bert()
     path = save_hf(hf, tmp_path, max_shard_size="40KB")

@@ -1,0 +1,59 @@
+"""Shared benchmark helpers: build the same random model in transformers and here, time both interleaved.
+
+Shared machines are noisy (10-20% between processes, more when a neighbour takes a core), so the two engines are
+timed alternately in one process and the ratio of medians is what gets reported.
+"""
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+
+def machine():
+    import os  # noqa: PLC0415
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
+
+
+def bert2bert_pair(*, hidden=768, layers=12, heads=12, intermediate=3072, vocab=30522, seed=0):
+    """(transformers model, our model) with identical random bert2bert weights, both in eval mode."""
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    import seq2seq  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    def cfg():  # a fresh object each time: from_encoder_decoder_configs modifies the decoder's in place
+        return transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                       intermediate_size=intermediate, vocab_size=vocab)
+
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(cfg(), cfg())
+    config.decoder_start_token_id, config.pad_token_id = 101, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = transformers.EncoderDecoderModel(config).eval()
+        with tempfile.TemporaryDirectory() as path:
+            hf.save_pretrained(path)
+            ours = seq2seq.EncoderDecoderModel.from_pretrained(path)
+    return hf, ours
+
+
+def interleaved(fns, *, repeats, warmup=1):
+    """Run each named function ``warmup`` times, then ``repeats`` rounds of all of them; median seconds each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def max_rel_err(ours, ref):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
