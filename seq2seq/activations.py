@@ -12,7 +12,7 @@ erf(4) = 1 - 1.5e-8 already rounds to 1.0). Large arrays are processed in chunks
 import math
 
 from .autograd import Function
-from .backend import get_array_module
+from .backend import erf_float64, get_array_module
 from .errors import ConfigError
 
 # erf(x) ~= x * P(x^2) / Q(x^2) for |x| <= 4 (Eigen's generic_fast_erf_float coefficients).
@@ -29,8 +29,10 @@ def erf(x):
     """The error function, elementwise, to ~1e-7 absolute in float32 (exact to float64 rounding it is not)."""
     xp = get_array_module(x)
     if x.dtype.itemsize > 4:  # float64 (gradient checks): a float32 approximation would be too coarse
-        return _erf_float64(x)
-    out = xp.empty_like(x)
+        return erf_float64(x)
+    if x.dtype.itemsize < 4:  # float16: its coefficients would underflow (error 4e-2); compute in float32
+        return erf(x.astype(xp.float32)).astype(x.dtype)
+    out = xp.empty(x.shape, dtype=x.dtype)  # C order, so out.reshape(-1) below is a view (empty_like keeps x's)
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
     for start in range(0, flat_in.size, _CHUNK):
         _erf_chunk(xp, flat_in[start:start + _CHUNK], flat_out[start:start + _CHUNK])
@@ -51,15 +53,6 @@ def _erf_chunk(xp, x, out):
         xp.multiply(q, x2, out=q)
         xp.add(q, c, out=q)
     xp.divide(p, q, out=out)
-
-
-def _erf_float64(x):
-    """float64 erf: ``math.erf`` elementwise on the CPU (small arrays: tests), CuPy's own on the GPU."""
-    xp = get_array_module(x)
-    if xp.__name__ == "numpy":
-        return xp.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
-    import cupyx.scipy.special  # noqa: PLC0415 - only reached with CuPy arrays
-    return cupyx.scipy.special.erf(x)
 
 
 class Gelu(Function):

@@ -5,6 +5,8 @@ This is the only file that imports CuPy. Everything else asks for the array modu
 devices (the pattern of Chainer's ``backend.get_array_module`` and DeZero's ``cuda.py``). The package imports and
 runs with NumPy alone; CuPy is looked up only when ``backend="cupy"`` is asked for or a CuPy array shows up.
 """
+import math
+
 import numpy as np
 
 from .errors import InputError
@@ -88,3 +90,14 @@ def to_backend(x, backend):
     if xp is np:
         return to_numpy(x)
     return xp.asarray(x)
+
+
+def erf_float64(x):
+    """erf in float64 (for gradient checks): ``math.erf`` elementwise on NumPy, CuPy's own special function on GPU.
+
+    The fast float32 approximation lives in activations.py; this exact one is slow on the CPU and meant for tests.
+    """
+    if get_array_module(x) is np:
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)
+    import cupyx.scipy.special  # noqa: PLC0415 - only reached with CuPy arrays
+    return cupyx.scipy.special.erf(x)

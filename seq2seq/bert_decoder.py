@@ -60,8 +60,7 @@ class BertDecoder:
     def __init__(self, view, config, state, *, memory_size, tied_to=None):
         self.config = config
         # Read the body from "bert.*" if the checkpoint has it, else from the top level (a BertModel checkpoint).
-        has_bert = view.store.has_prefix(view.source_prefix + "bert.")
-        body = view.sub("bert", source_name="bert" if has_bert else "")
+        body = view.sub("bert", source_name="bert" if view.store.has_prefix(view.source_prefix + "bert.") else "")
         if tied_to is not None:  # tie_encoder_decoder: reuse the encoder's tensors wherever the names match
             body = body.tie(tied_to)
         self.embeddings = BertEmbeddings(body.sub("embeddings"), config, state)

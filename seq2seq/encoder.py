@@ -109,6 +109,9 @@ class BertEncoder:
 
     def __init__(self, view, config, state):
         self.config = config
+        if not view.store.has_prefix(view.source_prefix + "embeddings.") and \
+                view.store.has_prefix(view.source_prefix + "bert.embeddings."):
+            view = view.reading_from("bert")  # a BertForMaskedLM / BertLMHeadModel checkpoint as the encoder
         self.embeddings = BertEmbeddings(view.sub("embeddings"), config, state)
         self.layers = [BertEncoderLayer(view.sub(f"encoder.layer.{i}"), config, state)
                        for i in range(config.num_hidden_layers)]

@@ -129,21 +129,25 @@ class CrossEntropy(Function):
                              f"(use {self.ignore_index} to ignore a position)")
         x = logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False)
         m = x.max(axis=-1, keepdims=True)
-        lse = xp.log(xp.exp(x - m).sum(axis=-1, keepdims=True)) + m  # log-sum-exp, [N, 1]
+        # log-sum-exp minus the max, [N, 1]; m is kept apart: m + log_sum rounded at |m| = 1000 loses 6e-5
+        log_sum = xp.log(xp.exp(x - m).sum(axis=-1, keepdims=True))
         safe = xp.where(valid, labels, 0)
-        picked = x[xp.arange(n), safe]  # [N]
-        self.x, self.lse, self.safe, self.valid = x, lse, safe, valid
+        picked = x[xp.arange(n), safe] - m[:, 0]  # the label's logit minus the max, [N]
+        self.x, self.m, self.log_sum, self.safe, self.valid, self.dtype = x, m, log_sum, safe, valid, logits.dtype
         self.count = valid.sum()
-        nll = (lse[:, 0] - picked) * valid
+        nll = (log_sum[:, 0] - picked) * valid
         with np.errstate(invalid="ignore", divide="ignore"):
             return (nll.sum() / self.count).astype(logits.dtype)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        p = xp.exp(self.x - self.lse)  # softmax, recomputed instead of kept: it is [N, V]
+        p = self.x - self.m  # softmax, recomputed instead of kept: it is [N, V]
+        p -= self.log_sum
+        xp.exp(p, out=p)
         p[xp.arange(p.shape[0]), self.safe] -= 1  # d(-log p_label)/dx = p - onehot(label)
-        p *= (self.valid * (gy / self.count))[:, None].astype(p.dtype)
-        return p
+        # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
+        p *= (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(p.dtype)
+        return p.astype(self.dtype, copy=False)  # float16 logits get a float16 gradient
 
 
 class Embedding(Function):

@@ -158,7 +158,7 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return gy.transpose(np.argsort(self.axes))  # the inverse permutation
+        return gy.transpose(np.argsort([a % gy.ndim for a in self.axes]))  # the inverse permutation (axes may be < 0)
 
 
 class GetItem(Function):

@@ -101,6 +101,10 @@ class ParamView:
         tied = self.tied_to.sub(name) if self.tied_to is not None else None
         return ParamView(self.store, _join(self.prefix, name), _join(self.source_prefix, source_name), tied)
 
+    def reading_from(self, source_name):
+        """The same view, reading its tensors one level further down the checkpoint (``"bert"``: ``bert.*``)."""
+        return ParamView(self.store, self.prefix, _join(self.source_prefix, source_name), self.tied_to)
+
     def tie(self, other):
         """This view, reusing ``other``'s parameters wherever ``other`` has one of the same relative name."""
         return ParamView(self.store, self.prefix, self.source_prefix, other)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-from oracle import (assert_close, batch, hf_bert2bert, hf_forward, in_dir, load_hf, minilm_dir, save_hf, torch,
-                    transformers)
+from oracle import (assert_close, batch, bert_config, hf_bert2bert, hf_forward, in_dir, load_hf, minilm_dir,
+                    save_hf, torch, transformers)
 
 pytestmark = pytest.mark.oracle
 
@@ -245,3 +245,24 @@ def test_checkpoint_warm_started_by_transformers_loads(minilm, tmp_path):
         out = ours(src["input_ids"], attention_mask=src["attention_mask"], labels=labels)
     assert_close(out.logits, ref.logits.numpy(), what="logits")
     assert abs(float(out.loss) - ref.loss.item()) <= 1e-4 * abs(ref.loss.item())
+
+
+def test_warm_start_from_prefixed_checkpoints(tmp_path):
+    """Encoder from a BertForMaskedLM checkpoint (keys ``bert.*``), decoder from a BertModel (no prefix) and from
+    a BertForMaskedLM (whose MLM head becomes the LM head): the same tensors load as in transformers."""
+    torch.manual_seed(0)
+    mlm = transformers.BertForMaskedLM(bert_config()).eval()
+    base = transformers.BertModel(bert_config(), add_pooling_layer=False).eval()
+    mlm_dir, base_dir = save_hf(mlm, tmp_path / "mlm"), save_hf(base, tmp_path / "base")
+    for decoder_dir in (base_dir, mlm_dir):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = seq2seq.EncoderDecoderModel.from_encoder_decoder_pretrained(mlm_dir, decoder_dir)
+            hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(mlm_dir, decoder_dir)
+        hf_state = hf.state_dict()
+        fresh = set(ours.loading_info["missing_keys"])
+        assert all("crossattention" in k or "cls.predictions" in k or "pooler" in k for k in fresh)
+        assert any("cls.predictions" in k for k in fresh) == (decoder_dir == base_dir)
+        for name, p in ours.named_parameters():
+            if name not in fresh:
+                np.testing.assert_array_equal(p.data, hf_state[name].numpy(), err_msg=name)

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures.
+
+``xp`` runs a test once per array module: NumPy always, CuPy on a machine with a CUDA device (skipped, not
+absent, elsewhere, so a GPU box runs the same tests without a second copy of the suite). ``rng`` is a seeded
+NumPy generator, fresh for each test, so tests do not depend on each other's draws.
+"""
+import numpy as np
+import pytest
+
+from seq2seq.backend import has_cupy, xp_for
+
+
+# ---- backends ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request):
+    """The array module under test: ``numpy`` or ``cupy``."""
+    if request.param == "cupy" and not has_cupy():
+        pytest.skip("CuPy with a CUDA device is not available")
+    return xp_for(request.param)
+
+
+# ---- randomness -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def rng():
+    """``np.random.default_rng(0)``: host-side random numbers; move them with ``xp.asarray``."""
+    return np.random.default_rng(0)

@@ -1,0 +1,121 @@
+"""Tests for seq2seq/activations.py: the fast float32 erf against math.erf, and every ``hidden_act`` name against
+torch (forward and gradient in float32) and against finite differences in float64.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from seq2seq import activations
+from seq2seq.activations import ACTIVATIONS, erf, get_activation
+from seq2seq.autograd import Tensor
+from seq2seq.backend import to_numpy
+from seq2seq.errors import ConfigError
+from seq2seq.gradcheck import check_grad
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+exact_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+# ---- erf ----------------------------------------------------------------------------------------------------------
+
+def test_erf_float32_grid(xp):
+    x = np.linspace(-10, 10, 400_001, dtype=np.float32)  # step 5e-5, through the clamp at |x| = 4
+    x = np.concatenate([x, [0.0, -0.0, 1e-30, -1e-30, 1e-45, 3.9999998, 4.0, 4.0000005]]).astype(np.float32)
+    out = to_numpy(erf(xp.asarray(x)))
+    assert out.dtype == np.float32
+    assert np.abs(out - exact_erf(x.astype(np.float64))).max() < 1e-6
+
+
+def test_erf_special_values(xp):
+    out = to_numpy(erf(xp.asarray([np.inf, -np.inf, np.nan, 0.0, -0.0], dtype=np.float32)))
+    assert out[0] == 1.0 and out[1] == -1.0 and np.isnan(out[2]) and out[3] == 0.0 and out[4] == 0.0
+
+
+@pytest.mark.parametrize("size", [1, activations._CHUNK - 1, activations._CHUNK, activations._CHUNK + 1,
+                                  3 * activations._CHUNK + 7])
+def test_erf_across_chunk_boundaries(xp, rng, size):
+    x = (3 * rng.standard_normal(size)).astype(np.float32)
+    out = to_numpy(erf(xp.asarray(x)))
+    assert out.shape == (size,)
+    assert np.abs(out - exact_erf(x.astype(np.float64))).max() < 1e-6
+
+
+@pytest.mark.parametrize("layout", ["transposed", "strided", "3d"])
+def test_erf_of_non_contiguous_and_shaped_arrays(xp, rng, layout):
+    base = (2 * rng.standard_normal((40, 30))).astype(np.float32)
+    x = {"transposed": base.T, "strided": base[::3, 1::2], "3d": base.reshape(4, 10, 30)}[layout]
+    out = to_numpy(erf(xp.asarray(x)))
+    assert out.shape == x.shape
+    assert np.abs(out - exact_erf(x.astype(np.float64))).max() < 1e-6
+
+
+def test_erf_float64_is_exact(xp, rng):
+    x = 3 * rng.standard_normal(1000)
+    np.testing.assert_allclose(to_numpy(erf(xp.asarray(x))), exact_erf(x), rtol=1e-15, atol=1e-16)
+
+
+def test_erf_float16(xp):
+    x = np.linspace(-5, 5, 2001).astype(np.float16)
+    out = to_numpy(erf(xp.asarray(x)))
+    assert out.dtype == np.float16
+    assert np.abs(out.astype(np.float64) - exact_erf(x.astype(np.float64))).max() < 1e-3  # float16 rounding
+
+
+# ---- every hidden_act name ------------------------------------------------------------------------------------------
+
+TORCH_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # transformers' QuickGELUActivation
+    "tanh": torch.tanh,
+}
+
+
+def test_every_activation_has_a_reference():
+    assert sorted(ACTIVATIONS) == sorted(TORCH_ACTIVATIONS)
+
+
+def inputs(rng, n=2000):
+    """float32 points: normal ones, a spread to +-12 (saturation), and exact zero."""
+    x = np.concatenate([rng.standard_normal(n), rng.uniform(-12, 12, n), [0.0, -0.0, 1e-3, -1e-3]])
+    return x.astype(np.float32).reshape(-1, 2)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_matches_torch(xp, rng, name):
+    x = inputs(rng)
+    t = Tensor(xp.asarray(x), requires_grad=True)
+    y = get_activation(name)(t)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    y.backward(xp.asarray(gy))
+
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = TORCH_ACTIVATIONS[name](tx)
+    ty.backward(torch.from_numpy(gy))
+    assert y.dtype == np.float32 and t.grad.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(y.data), ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+    # gradients: near saturation 1 - tanh^2 cancels in float32, and torch's own float32 gradient is off from the
+    # float64 one by 1e-6 * |gy| there too (|gy| up to ~4 here)
+    np.testing.assert_allclose(to_numpy(t.grad), tx.grad.numpy(), rtol=1e-5, atol=5e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_gradient(xp, rng, name):
+    x = np.concatenate([rng.standard_normal(12), [-5.0, -2.5, 2.5, 5.0]]).reshape(4, 4)
+    assert check_grad(get_activation(name), xp.asarray(x))
+
+
+def test_unknown_activation_is_a_config_error():
+    with pytest.raises(ConfigError, match="gelu_fancy"):
+        get_activation("gelu_fancy")
+    with pytest.raises(ValueError):  # ConfigError is also a ValueError
+        get_activation("")

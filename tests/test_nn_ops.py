@@ -1,0 +1,245 @@
+"""Tests for seq2seq/nn_ops.py: each fused op against torch's functional equivalent (forward in float32, and
+gradients where torch has them) and against finite differences in float64 (seq2seq.gradcheck).
+"""
+import numpy as np
+import pytest
+
+from seq2seq import nn_ops
+from seq2seq.autograd import Tensor
+from seq2seq.backend import to_numpy
+from seq2seq.errors import InputError
+from seq2seq.gradcheck import check_grad
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def run(xp, op, *arrays):
+    """Forward ``op`` on float32 Tensors that want gradients; return the output and the input Tensors."""
+    tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
+    return op(*tensors), tensors
+
+
+# ---- linear -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("x_shape", [(4, 3), (2, 4, 3), (1, 1, 3)])
+def test_linear(xp, rng, x_shape, bias):
+    x, w, b = f32(rng, *x_shape), f32(rng, 5, 3), f32(rng, 5)
+    args = (x, w, b) if bias else (x, w)
+    y, _ = run(xp, nn_ops.linear, *args)
+    expected = F.linear(*(torch.from_numpy(a) for a in args))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(y.data), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert check_grad(nn_ops.linear, *(xp.asarray(a) for a in args))
+
+
+def test_linear_frozen_weight_gets_no_gradient(xp, rng):
+    x = Tensor(xp.asarray(f32(rng, 4, 3)), requires_grad=True)
+    w, b = Tensor(xp.asarray(f32(rng, 5, 3))), Tensor(xp.asarray(f32(rng, 5)))
+    nn_ops.linear(x, w, b).sum().backward()
+    assert w.grad is None and b.grad is None and x.grad.shape == (4, 3)
+
+
+# ---- layer norm ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-5, 0.1])
+@pytest.mark.parametrize("x_shape", [(4, 7), (2, 3, 6)])
+def test_layer_norm(xp, rng, x_shape, eps):
+    c = x_shape[-1]
+    x, gamma, beta = 3 * f32(rng, *x_shape) + 1, f32(rng, c), f32(rng, c)
+    y, _ = run(xp, lambda *t: nn_ops.layer_norm(*t, eps=eps), x, gamma, beta)
+    expected = F.layer_norm(torch.from_numpy(x), (c,), torch.from_numpy(gamma), torch.from_numpy(beta), eps)
+    np.testing.assert_allclose(to_numpy(y.data), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert check_grad(lambda *t: nn_ops.layer_norm(*t, eps=eps), *(xp.asarray(a) for a in (x, gamma, beta)))
+
+
+# ---- masked softmax -----------------------------------------------------------------------------------------------
+
+B, H, T, S = 2, 2, 3, 4
+
+
+def padding_keep():
+    keep = np.ones((B, 1, 1, S), dtype=bool)  # [B, 1, 1, S]: the second sequence has one padded key
+    keep[1, ..., -1] = False
+    return keep
+
+
+def causal_keep():
+    return np.tril(np.ones((T, S), dtype=bool), k=S - T)[None, None]  # [1, 1, T, S]
+
+
+def fully_masked_keep():
+    keep = np.ones((B, 1, T, S), dtype=bool)
+    keep[0, 0, 1] = False  # query 1 of sequence 0 may attend to nothing (a padded query)
+    return keep
+
+
+MASKS = {"none": lambda: None, "padding": padding_keep, "causal": causal_keep, "fully_masked_row": fully_masked_keep}
+
+
+def torch_masked_softmax(scores, keep, scale):
+    """transformers' eager attention: masked scores set to the dtype's lowest value, then softmax."""
+    s = torch.from_numpy(scores) * scale
+    if keep is not None:
+        s = s.masked_fill(~torch.from_numpy(keep), torch.finfo(s.dtype).min)
+    return torch.softmax(s, dim=-1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.125])
+@pytest.mark.parametrize("mask", sorted(MASKS))
+def test_masked_softmax(xp, rng, mask, scale):
+    scores, keep = f32(rng, B, H, T, S), MASKS[mask]()
+    xp_keep = None if keep is None else xp.asarray(keep)
+    y, _ = run(xp, lambda s: nn_ops.masked_softmax(s, xp_keep, scale), scores)
+    out = to_numpy(y.data)
+    expected = torch_masked_softmax(scores, keep, scale)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-6)
+    if keep is not None:
+        assert np.all(out[~np.broadcast_to(keep, out.shape) & np.broadcast_to(keep.any(-1, keepdims=True), out.shape)]
+                      == 0)  # masked keys get nothing (unless the whole row is masked)
+    assert check_grad(lambda s: nn_ops.masked_softmax(s, xp_keep, scale), xp.asarray(scores.astype(np.float64)))
+
+
+def test_fully_masked_row_is_uniform_without_nan(xp, rng):
+    keep = fully_masked_keep()
+    y, (s,) = run(xp, lambda s: nn_ops.masked_softmax(s, xp.asarray(keep)), f32(rng, B, H, T, S))
+    y.backward(xp.asarray(f32(rng, B, H, T, S)))
+    out, grad = to_numpy(y.data), to_numpy(s.grad)
+    assert np.isfinite(out).all() and np.isfinite(grad).all()
+    np.testing.assert_allclose(out[0, :, 1], 1.0 / S)  # every key equally (un)attended
+    assert np.all(grad[0, :, 1] == 0)  # the scores were replaced by a constant: no gradient reaches them
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_is_stable_for_huge_logits(xp, dtype):
+    scores = np.array([[-1000.0, 0.0, 1000.0], [-1000.0, -1000.0, -999.0], [1000.0, 1000.0, 1000.0]], dtype=dtype)
+    y, (s,) = run(xp, nn_ops.softmax, scores)
+    y.backward(xp.asarray(np.arange(9.0, dtype=dtype).reshape(3, 3)))
+    out = to_numpy(y.data)
+    assert np.isfinite(out).all() and np.isfinite(to_numpy(s.grad)).all()
+    np.testing.assert_allclose(out, torch.softmax(torch.from_numpy(scores), -1).numpy(), rtol=1e-6, atol=1e-30)
+    assert check_grad(nn_ops.softmax, xp.asarray(scores))
+
+
+# ---- cross-entropy ------------------------------------------------------------------------------------------------
+
+LABELS = {
+    "all_valid": [1, 0, 6, 3, 3, 5],
+    "some_ignored": [1, -100, 6, -100, 3, 0],
+    "one_valid": [-100, -100, 2, -100, -100, -100],
+}
+
+
+def torch_cross_entropy(logits, labels, ignore_index=-100):
+    x = torch.from_numpy(logits).requires_grad_()
+    loss = F.cross_entropy(x, torch.from_numpy(np.asarray(labels)), ignore_index=ignore_index)
+    loss.backward()
+    return loss.detach().numpy(), x.grad.numpy()
+
+
+@pytest.mark.parametrize("labels", sorted(LABELS))
+def test_cross_entropy_matches_torch(xp, rng, labels):
+    logits, labels = 3 * f32(rng, 6, 7), np.array(LABELS[labels])
+    loss, (x,) = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), logits)
+    loss.backward()
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    assert loss.shape == () and loss.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(x.grad), expected_grad, rtol=1e-5, atol=1e-7)
+    assert check_grad(lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), xp.asarray(logits))
+
+
+def test_cross_entropy_custom_ignore_index(xp, rng):
+    logits, labels = f32(rng, 5, 4), np.array([0, 3, 3, 1, 2])
+    loss, _ = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray(labels), ignore_index=3), logits)
+    expected_loss, _ = torch_cross_entropy(logits, labels, ignore_index=3)
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-5)
+
+
+def test_cross_entropy_all_ignored_is_nan_like_torch(xp, rng):
+    logits, labels = f32(rng, 3, 4), np.full(3, -100)
+    loss, (x,) = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), logits)
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    assert np.isnan(to_numpy(loss.data)) and np.isnan(expected_loss)
+    loss.backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), expected_grad)  # zeros: no row contributes
+
+
+def test_cross_entropy_is_stable_for_huge_logits(xp):
+    logits = np.array([[-1000.0, 0.0, 1000.0], [1000.0, 1000.0, -1000.0]], dtype=np.float32)
+    labels = np.array([0, 1])
+    loss, (x,) = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), logits)
+    loss.backward()
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(x.grad), expected_grad, atol=1e-7)
+
+
+def test_cross_entropy_float16_logits_get_float16_gradient(xp, rng):
+    loss, (x,) = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray([1, 2])), f32(rng, 2, 3).astype(np.float16))
+    loss.backward()
+    assert loss.dtype == np.float16 and x.grad.dtype == np.float16
+
+
+@pytest.mark.parametrize("bad", [7, -1, 100])
+def test_cross_entropy_label_out_of_range(xp, rng, bad):
+    labels = xp.asarray([0, bad, -100])
+    with pytest.raises(InputError, match=str(bad)):
+        nn_ops.cross_entropy(Tensor(xp.asarray(f32(rng, 3, 7))), labels)
+
+
+# ---- embedding ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ids", [[[1, 4, 1, 1, 0]], [[2, 2], [5, 2], [0, 5]], [3]], ids=["1x5", "3x2", "1"])
+def test_embedding_scatter_adds_repeated_ids(xp, rng, ids):
+    ids, weight = np.array(ids), f32(rng, 6, 4)
+    y, (w,) = run(xp, lambda t: nn_ops.embedding(xp.asarray(ids), t), weight)
+    gy = f32(rng, *ids.shape, 4)
+    y.backward(xp.asarray(gy))
+    tw = torch.from_numpy(weight).requires_grad_()
+    expected = F.embedding(torch.from_numpy(ids), tw)
+    expected.backward(torch.from_numpy(gy))
+    np.testing.assert_array_equal(to_numpy(y.data), expected.detach().numpy())
+    np.testing.assert_allclose(to_numpy(w.grad), tw.grad.numpy(), rtol=1e-6)  # a repeated id sums its rows
+    assert check_grad(lambda t: nn_ops.embedding(xp.asarray(ids), t), xp.asarray(weight.astype(np.float64)))
+
+
+# ---- dropout ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p, training", [(0.0, True), (0.5, False), (0.0, False)])
+def test_dropout_identity(xp, rng, p, training):
+    x = Tensor(xp.asarray(f32(rng, 3, 4)), requires_grad=True)
+    assert nn_ops.dropout(x, p, np.random.default_rng(0), training=training) is x
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_in_training(xp, p):
+    x = Tensor(xp.ones((200, 250), dtype=xp.float32), requires_grad=True)
+    y = nn_ops.dropout(x, p, np.random.default_rng(0), training=True)
+    out = to_numpy(y.data)
+    kept = out != 0
+    assert y.dtype == np.float32
+    assert abs(kept.mean() - (1 - p)) < 0.01  # 50,000 draws: the standard deviation is at most 0.0023
+    np.testing.assert_allclose(out[kept], 1 / (1 - p), rtol=1e-6)  # inverted dropout: the rest scaled up
+    y.backward(xp.ones((200, 250), dtype=xp.float32))
+    np.testing.assert_array_equal(to_numpy(x.grad), out)  # backward uses the forward's mask and scale
+
+
+def test_dropout_is_deterministic_for_a_seed(xp, rng):
+    x = Tensor(xp.asarray(f32(rng, 8, 9)))
+    first, second, other = (to_numpy(nn_ops.dropout(x, 0.3, np.random.default_rng(s), training=True).data)
+                            for s in (7, 7, 8))
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_dropout_gradient(xp, rng):
+    # a fresh generator with the same seed on every call: the finite differences see the same mask
+    assert check_grad(lambda t: nn_ops.dropout(t, 0.4, np.random.default_rng(3), training=True),
+                      xp.asarray(rng.standard_normal((3, 5))))
