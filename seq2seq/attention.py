@@ -11,6 +11,10 @@ fused ``c_attn``), so they live with each model; what is common lives here.
 """
 import math
 
+import numpy as np
+
+from .autograd import Function
+from .backend import get_array_module
 from .errors import InputError
 from .nn_ops import masked_softmax
 from .ops import matmul, reshape, transpose
@@ -53,14 +57,84 @@ def merge_heads(x):
     return reshape(x, (b, t, nh * hs))  # [B, T, nh, hs] -> [B, T, C]
 
 
-def scaled_dot_product_attention(q, k, v, keep, *, dropout=None):
+class Attention(Function):
+    """softmax(q k^T / sqrt(hs), masked) v, fused, one batch element at a time.
+
+    q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]`` -> ``[B, nh, T, hs]``. The same arithmetic as
+    ``attention_reference`` below, rearranged for speed: the scale multiplies q (T * hs values) instead of the
+    scores (T * S), and the scores of one batch element ``[nh, T, S]`` are made, softmaxed in place and consumed
+    while they are still in the CPU cache. Under ``no_grad`` nothing of size ``[B, nh, T, S]`` is kept at all; when
+    a graph is recorded, the probabilities are saved for backward. Attention-probability dropout (BERT applies it
+    in training) happens inside, with the mask kept for backward.
+    """
+
+    def __init__(self, keep=None, *, dropout_p=0.0, rng=None):
+        self.keep, self.p, self.rng = keep, dropout_p, rng
+
+    def forward(self, q, k, v):
+        xp = get_array_module(q)
+        b, nh, t, hs = q.shape
+        qs = q * q.dtype.type(1.0 / math.sqrt(hs))  # [B, nh, T, hs]
+        blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
+        out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
+        probs = xp.empty((b, nh, t, k.shape[2]), dtype=q.dtype) if self.records else None
+        drops = [] if self.p > 0 else None
+        for i in range(b):
+            scores = qs[i] @ xp.swapaxes(k[i], -1, -2)  # [nh, T, hs] @ [nh, hs, S] -> [nh, T, S]
+            if blocked is not None:
+                # Why a finite fill instead of -inf: a fully masked row then softmaxes to a uniform row, not NaN.
+                xp.copyto(scores, xp.finfo(q.dtype).min, where=blocked[min(i, blocked.shape[0] - 1)])
+            scores -= scores.max(axis=-1, keepdims=True)
+            p = xp.exp(scores, out=scores)
+            p /= p.sum(axis=-1, keepdims=True)  # probabilities, [nh, T, S]
+            if probs is not None:
+                probs[i] = p
+            if drops is not None:
+                drop = self._dropout_scale(xp, p.shape, q.dtype)
+                drops.append(drop)
+                p = p * drop
+            xp.matmul(p, v[i], out=out[i])  # [nh, T, S] @ [nh, S, hs] -> [nh, T, hs]
+        self.qs, self.k, self.v, self.probs, self.drops = qs, k, v, probs, drops
+        self.blocked, self.scale = blocked, 1.0 / math.sqrt(hs)
+        return out
+
+    def _dropout_scale(self, xp, shape, dtype):
+        """0 where dropped, 1 / (1 - p) where kept (inverted dropout)."""
+        keep = xp.asarray(self.rng.random(shape, dtype=np.float32) >= self.p)
+        return keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
+
+    def backward(self, gout):
+        xp = get_array_module(gout)
+        qs, k, v = self.qs, self.k, self.v
+        gq, gk, gv = xp.empty_like(qs), xp.empty_like(k), xp.empty_like(v)
+        for i in range(qs.shape[0]):
+            p = self.probs[i]  # [nh, T, S]
+            pd = p if self.drops is None else p * self.drops[i]
+            gv[i] = xp.swapaxes(pd, -1, -2) @ gout[i]  # [nh, S, T] @ [nh, T, hs] -> [nh, S, hs]
+            gp = gout[i] @ xp.swapaxes(v[i], -1, -2)  # [nh, T, hs] @ [nh, hs, S] -> [nh, T, S]
+            if self.drops is not None:
+                gp *= self.drops[i]
+            # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
+            gp -= (gp * p).sum(axis=-1, keepdims=True)
+            gp *= p
+            if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
+                xp.copyto(gp, 0, where=self.blocked[min(i, self.blocked.shape[0] - 1)])
+            gq[i] = gp @ k[i]  # [nh, T, S] @ [nh, S, hs] -> [nh, T, hs]
+            gq[i] *= self.scale  # the scale was applied to q
+            gk[i] = xp.swapaxes(gp, -1, -2) @ qs[i]  # [nh, S, T] @ [nh, T, hs] -> [nh, S, hs]
+        return gq, gk, gv
+
+
+def scaled_dot_product_attention(q, k, v, keep, *, dropout_p=0.0, rng=None):
     """softmax(q k^T / sqrt(hs), masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``."""
+    return Attention(keep, dropout_p=dropout_p, rng=rng)(q, k, v)
+
+
+def attention_reference(q, k, v, keep):
+    """The same attention composed from primitives: the readable definition, and the oracle for the fused op."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = matmul(q, transpose(k, (0, 1, 3, 2)))  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
-    probs = masked_softmax(scores, keep, scale)
-    if dropout is not None:
-        probs = dropout(probs)  # dropout on the attention probabilities themselves, as BERT does
-    return matmul(probs, v)  # [B, nh, T, S] @ [B, nh, S, hs] -> [B, nh, T, hs]
+    return matmul(masked_softmax(scores, keep, scale), v)  # [B, nh, T, S] @ [B, nh, S, hs] -> [B, nh, T, hs]
 
 
 def check_mask(mask, ids, *, name):

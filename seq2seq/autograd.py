@@ -186,21 +186,25 @@ class Function:
     Subclasses implement ``forward(*arrays) -> array or tuple of arrays`` and ``backward(*grad_outputs) ->
     grad or tuple of grads`` (one per input, ``None`` where an input needs none). ``forward`` saves on ``self``
     exactly what ``backward`` will need. ``self.needs_input_grad[i]`` says whether input ``i`` wants a gradient, so
-    ``backward`` can skip work for frozen weights or integer inputs. Non-array settings (an axis, a shape) are
-    constructor arguments: ``Sum(axis=1)(x)``.
+    ``backward`` can skip work for frozen weights or integer inputs; it is set before ``forward`` runs, so an op
+    whose saved state is large can skip keeping it when ``self.records`` is False (inference). Non-array settings
+    (an axis, a shape) are constructor arguments: ``Sum(axis=1)(x)``.
     """
 
     inputs = ()
     outputs = ()
     needs_input_grad = ()
+    records = False  # True while a graph is being recorded through this call
 
     def __call__(self, *inputs):
         inputs = [as_tensor(x) for x in inputs]
+        self.records = _grad_enabled and any(x.requires_grad for x in inputs)
+        if self.records:
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
         ys = self.forward(*(x.data for x in inputs))
         single = not isinstance(ys, tuple)
         outputs = [Tensor(y) for y in ((ys,) if single else ys)]
-        if _grad_enabled and any(x.requires_grad for x in inputs):
-            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+        if self.records:
             self.inputs = inputs
             # Outputs are held weakly: an output keeps its creator alive, not the other way round.
             self.outputs = [weakref.ref(o) for o in outputs]

@@ -61,7 +61,7 @@ class BertAttention:
         self.value = Linear(view.sub("self.value"), kv_in, c, std=std)
         self.out = Linear(view.sub("output.dense"), c, c, std=std)
         self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
-        self.attention_dropout = Dropout(config.attention_probs_dropout_prob, state)
+        self.attention_dropout_p, self.state = config.attention_probs_dropout_prob, state
         self.dropout = Dropout(config.hidden_dropout_prob, state)
 
     def __call__(self, x, keep, *, memory=None):
@@ -69,7 +69,8 @@ class BertAttention:
         q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
         k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
         v = split_heads(self.value(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
-        y = scaled_dot_product_attention(q, k, v, keep, dropout=self.attention_dropout)  # -> [B, nh, T, hs]
+        p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
+        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)  # -> [B, nh, T, hs]
         y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
         return self.norm(x + self.dropout(y))
 

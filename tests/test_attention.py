@@ -1,0 +1,94 @@
+"""Masks and the fused attention op: equal to the composed reference, gradients equal to finite differences."""
+import numpy as np
+import pytest
+
+import seq2seq
+from seq2seq.attention import Attention, attention_reference, causal_mask, combine_masks, padding_mask
+from seq2seq.gradcheck import check_grad
+
+
+def test_causal_mask_with_a_cache_offset(xp):
+    keep = causal_mask(xp, 2, 5)  # the last 2 of 5 positions are queries
+    expected = [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    np.testing.assert_array_equal(seq2seq.to_numpy(keep[0, 0]), expected)
+
+
+def test_padding_and_causal_masks_combine(xp):
+    keep = combine_masks(causal_mask(xp, 3, 3), padding_mask(xp.asarray([[1, 1, 0]])), None)
+    assert keep.shape == (1, 1, 3, 3)
+    np.testing.assert_array_equal(seq2seq.to_numpy(keep[0, 0]), [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
+    assert combine_masks(None, None) is None
+
+
+def make_keep(xp, kind, b, t, s):
+    if kind == "none":
+        return None
+    if kind == "padding":
+        mask = np.ones((b, s), np.int64)
+        mask[-1, s // 2:] = 0
+        return padding_mask(xp.asarray(mask))
+    if kind == "causal+padding":
+        mask = np.ones((b, s), np.int64)
+        mask[0, -1] = 0
+        return combine_masks(causal_mask(xp, t, s), padding_mask(xp.asarray(mask)))
+    keep = np.ones((b, 1, t, s), bool)  # "fully-masked-row": a query that may see nothing
+    keep[0, 0, t - 1, :] = False
+    return xp.asarray(keep)
+
+
+KINDS = ["none", "padding", "causal+padding", "fully-masked-row"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (1, 1, 1, 7, 2)], ids=["b2nh3", "one-query"])
+def test_fused_equals_reference(xp, kind, shape):
+    b, nh, t, s, hs = shape
+    rng = np.random.default_rng(0)
+    q, k, v = (xp.asarray(rng.standard_normal(sh, dtype=np.float32) * 3)
+               for sh in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs)))
+    keep = make_keep(xp, kind, b, t, s)
+    fused = Attention(keep)(q, k, v).data
+    ref = attention_reference(q, k, v, keep).data
+    assert not np.isnan(seq2seq.to_numpy(fused)).any()
+    np.testing.assert_allclose(seq2seq.to_numpy(fused), seq2seq.to_numpy(ref), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_backward_finite_differences(kind):
+    b, nh, t, s, hs = 2, 2, 3, 4, 5
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal(sh) for sh in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs)))
+    keep = make_keep(np, kind, b, t, s)
+    assert check_grad(lambda q, k, v: Attention(keep)(q, k, v), q, k, v)
+
+
+def test_fused_backward_with_dropout_finite_differences():
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, 2, 3, 4)) for _ in range(3))
+    keep = make_keep(np, "padding", 2, 3, 3)
+
+    def f(q, k, v):  # the same dropout mask at every evaluation: a fresh generator with a fixed seed
+        return Attention(keep, dropout_p=0.3, rng=np.random.default_rng(7))(q, k, v)
+
+    assert check_grad(f, q, k, v)
+
+
+def test_dropout_changes_outputs_only_in_training_and_repeats_with_seed():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 2, 6, 4), dtype=np.float32) for _ in range(3))
+    plain = Attention()(q, k, v).data
+    a = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
+    b = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, plain)
+
+
+def test_inference_keeps_no_probabilities():
+    q = seq2seq.Tensor(np.ones((1, 1, 2, 3), np.float32), requires_grad=True)
+    with seq2seq.no_grad():
+        op = Attention()
+        op(q, q, q)
+    assert op.probs is None
+    op = Attention()
+    op(q, q, q)
+    assert op.probs.shape == (1, 1, 2, 2)
