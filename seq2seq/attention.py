@@ -62,7 +62,8 @@ class Attention(Function):
 
     q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]`` -> ``[B, nh, T, hs]``. The same arithmetic as
     ``attention_reference`` below, rearranged for speed: the scale multiplies q (T * hs values) instead of the
-    scores (T * S), and the scores of one batch element ``[nh, T, S]`` are made, softmaxed in place and consumed
+    scores (T * S), and the scores are made, softmaxed in place and consumed a few batch elements at a time (as
+    many as fit ``_CHUNK`` values: one element for long sequences, the whole batch for a one-token decode step),
     while they are still in the CPU cache. Under ``no_grad`` nothing of size ``[B, nh, T, S]`` is kept at all; when
     a graph is recorded, the probabilities are saved for backward. Attention-probability dropout (BERT applies it
     in training) happens inside, with the mask kept for backward.
@@ -79,21 +80,21 @@ class Attention(Function):
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
         probs = xp.empty((b, nh, t, k.shape[2]), dtype=q.dtype) if self.records else None
         drops = [] if self.p > 0 else None
-        for i in range(b):
-            scores = qs[i] @ xp.swapaxes(k[i], -1, -2)  # [nh, T, hs] @ [nh, hs, S] -> [nh, T, S]
+        for rows in _chunks(b, nh * t * k.shape[2]):
+            scores = qs[rows] @ xp.swapaxes(k[rows], -1, -2)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
             if blocked is not None:
                 # Why a finite fill instead of -inf: a fully masked row then softmaxes to a uniform row, not NaN.
-                xp.copyto(scores, xp.finfo(q.dtype).min, where=blocked[min(i, blocked.shape[0] - 1)])
+                xp.copyto(scores, xp.finfo(q.dtype).min, where=_rows_of(blocked, rows))
             scores -= scores.max(axis=-1, keepdims=True)
             p = xp.exp(scores, out=scores)
-            p /= p.sum(axis=-1, keepdims=True)  # probabilities, [nh, T, S]
+            p /= p.sum(axis=-1, keepdims=True)  # probabilities, [b, nh, T, S]
             if probs is not None:
-                probs[i] = p
+                probs[rows] = p
             if drops is not None:
                 drop = self._dropout_scale(xp, p.shape, q.dtype)
                 drops.append(drop)
                 p = p * drop
-            xp.matmul(p, v[i], out=out[i])  # [nh, T, S] @ [nh, S, hs] -> [nh, T, hs]
+            xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
         self.qs, self.k, self.v, self.probs, self.drops = qs, k, v, probs, drops
         self.blocked, self.scale = blocked, 1.0 / math.sqrt(hs)
         return out
@@ -107,22 +108,36 @@ class Attention(Function):
         xp = get_array_module(gout)
         qs, k, v = self.qs, self.k, self.v
         gq, gk, gv = xp.empty_like(qs), xp.empty_like(k), xp.empty_like(v)
-        for i in range(qs.shape[0]):
-            p = self.probs[i]  # [nh, T, S]
-            pd = p if self.drops is None else p * self.drops[i]
-            gv[i] = xp.swapaxes(pd, -1, -2) @ gout[i]  # [nh, S, T] @ [nh, T, hs] -> [nh, S, hs]
-            gp = gout[i] @ xp.swapaxes(v[i], -1, -2)  # [nh, T, hs] @ [nh, hs, S] -> [nh, T, S]
+        for n, rows in enumerate(_chunks(qs.shape[0], qs.shape[1] * qs.shape[2] * k.shape[2])):
+            p = self.probs[rows]  # [b, nh, T, S]
+            pd = p if self.drops is None else p * self.drops[n]
+            gv[rows] = xp.swapaxes(pd, -1, -2) @ gout[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
+            gp = gout[rows] @ xp.swapaxes(v[rows], -1, -2)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
             if self.drops is not None:
-                gp *= self.drops[i]
+                gp *= self.drops[n]
             # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
             gp -= (gp * p).sum(axis=-1, keepdims=True)
             gp *= p
             if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
-                xp.copyto(gp, 0, where=self.blocked[min(i, self.blocked.shape[0] - 1)])
-            gq[i] = gp @ k[i]  # [nh, T, S] @ [nh, S, hs] -> [nh, T, hs]
-            gq[i] *= self.scale  # the scale was applied to q
-            gk[i] = xp.swapaxes(gp, -1, -2) @ qs[i]  # [nh, S, T] @ [nh, T, hs] -> [nh, S, hs]
+                xp.copyto(gp, 0, where=_rows_of(self.blocked, rows))
+            gq[rows] = gp @ k[rows]  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
+            gq[rows] *= self.scale  # the scale was applied to q
+            gk[rows] = xp.swapaxes(gp, -1, -2) @ qs[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
         return gq, gk, gv
+
+
+_CHUNK = 1 << 18  # score values per chunk (1 MiB of float32): about what stays in a core's L2 cache
+
+
+def _chunks(batch, per_row):
+    """Slices of the batch axis holding about ``_CHUNK`` score values each (at least one row)."""
+    step = max(1, _CHUNK // max(per_row, 1))
+    return [slice(i, min(i + step, batch)) for i in range(0, batch, step)]
+
+
+def _rows_of(mask, rows):
+    """The part of a mask ``[B or 1, ...]`` that applies to batch rows ``rows``."""
+    return mask if mask.shape[0] == 1 else mask[rows]
 
 
 def scaled_dot_product_attention(q, k, v, keep, *, dropout_p=0.0, rng=None):

@@ -27,9 +27,9 @@ class BertDecoderLayer:
         self.cross_attention = BertAttention(view.sub("crossattention"), config, state, memory_size=memory_size)
         self.ffn = BertFeedForward(view, config, state)
 
-    def __call__(self, x, self_keep, memory, memory_keep):
-        x = self.self_attention(x, self_keep)
-        x = self.cross_attention(x, memory_keep, memory=memory)
+    def __call__(self, x, self_keep, memory, memory_keep, *, cache=None, start=0):
+        x = self.self_attention(x, self_keep, cache=cache, start=start)
+        x = self.cross_attention(x, memory_keep, memory=memory, cache=cache)
         return self.ffn(x)
 
 
@@ -68,12 +68,19 @@ class BertDecoder:
                        for i in range(config.num_hidden_layers)]
         self.lm_head = BertLMHead(view.sub("cls.predictions"), config, self.embeddings.word.weight)
 
-    def __call__(self, ids, keep, memory, memory_keep):
-        """``keep``: decoder padding mask ``[B, 1, 1, T]`` or None; ``memory_keep``: encoder padding mask or None."""
+    def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
+        """``keep``: decoder padding mask ``[B, 1, 1, T]`` or None; ``memory_keep``: encoder padding mask or None.
+
+        With a ``cache`` (a DecoderCache, inference only), ``ids`` are the next positions after the
+        ``cache.length`` already decoded: their keys/values are appended and the cache advances.
+        """
         xp = get_array_module(ids)
-        t = ids.shape[1]
-        self_keep = combine_masks(causal_mask(xp, t, t), keep)  # [B, 1, T, T]
-        h = self.embeddings(ids, name="decoder_input_ids")  # [B, T] -> [B, T, C]
-        for layer in self.layers:
-            h = layer(h, self_keep, memory, memory_keep)
+        start, t = (cache.length if cache is not None else 0), ids.shape[1]
+        # One new query sees every cached position: no causal mask needed then.
+        self_keep = combine_masks(causal_mask(xp, t, start + t) if t > 1 else None, keep)  # [B, 1, T, start+T]
+        h = self.embeddings(ids, past_length=start, name="decoder_input_ids")  # [B, T] -> [B, T, C]
+        for i, layer in enumerate(self.layers):
+            h = layer(h, self_keep, memory, memory_keep, cache=cache.layers[i] if cache else None, start=start)
+        if cache is not None:
+            cache.length += t
         return self.lm_head(h)  # [B, T, C] -> [B, T, V]

@@ -64,11 +64,22 @@ class BertAttention:
         self.attention_dropout_p, self.state = config.attention_probs_dropout_prob, state
         self.dropout = Dropout(config.hidden_dropout_prob, state)
 
-    def __call__(self, x, keep, *, memory=None):
-        source = x if memory is None else memory
+    def __call__(self, x, keep, *, memory=None, cache=None, start=0):
+        """``cache`` (a LayerCache, inference only): self-attention appends this step's keys/values at position
+        ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards."""
         q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
-        k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
-        v = split_heads(self.value(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
+        if memory is None:  # self-attention
+            k = split_heads(self.key(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
+            v = split_heads(self.value(x), self.num_heads)
+            if cache is not None:
+                k, v = cache.append(k.data, v.data, start)  # -> [B, nh, start + T, hs]
+        elif cache is not None and cache.cross_k is not None:
+            k, v = cache.cross_k, cache.cross_v  # [B, nh, S, hs], computed at the first step
+        else:  # cross-attention over the encoder output
+            k = split_heads(self.key(memory), self.num_heads)  # [B, S, C_enc] -> [B, nh, S, hs]
+            v = split_heads(self.value(memory), self.num_heads)
+            if cache is not None:
+                cache.cross_k, cache.cross_v = k.data, v.data
         p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
         y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)  # -> [B, nh, T, hs]
         y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]

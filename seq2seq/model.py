@@ -21,9 +21,10 @@ import warnings
 import numpy as np
 
 from .attention import as_int_array, check_mask, padding_mask
-from .autograd import Tensor
+from .autograd import Tensor, no_grad
 from .backend import check_dtype, to_backend, to_numpy, xp_for
 from .bert_decoder import BertDecoder
+from .cache import DecoderCache
 from .checkpoint import load_state_dict, save_state_dict
 from .config import EncoderDecoderConfig, GenerationConfig, load_config
 from .encoder import BertEncoder
@@ -166,6 +167,23 @@ class EncoderDecoderModel:
             v = logits.shape[-1]
             loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1))  # [B, T, V] -> [B*T, V] -> ()
         return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
+
+    # -- step-by-step decoding (generation) -----------------------------------------------------------------
+    def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
+        """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
+        ids = as_int_array(input_ids, self.xp, name="input_ids")
+        keep = self._keep(attention_mask, ids, name="attention_mask")
+        with no_grad():
+            memory = self.encoder(ids, keep).data  # [B, S, C]
+        return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
+
+    def decode_step(self, decoder_input_ids, cache):
+        """Logits ``[B, V]`` for the position after ``decoder_input_ids`` (the new positions, ``[B, t]``), given
+        everything decoded before them in ``cache``, which advances by ``t``."""
+        ids = as_int_array(decoder_input_ids, self.xp, name="decoder_input_ids")
+        with no_grad():
+            logits = self.decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
+        return logits.data[:, -1]  # [B, t, V] -> [B, V]
 
     def _keep(self, mask, ids, *, name):
         if mask is None:

@@ -1,0 +1,59 @@
+"""The KV cache: decoding step by step with it equals one full forward pass without it."""
+import numpy as np
+import pytest
+
+import seq2seq
+
+
+@pytest.fixture(scope="module")
+def model():
+    enc = seq2seq.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                             intermediate_size=30, max_position_embeddings=64)
+    dec = seq2seq.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=3, num_attention_heads=4,
+                             intermediate_size=20, max_position_embeddings=64)
+    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec, decoder_start_token_id=2,
+                                                                       pad_token_id=0)
+    return seq2seq.EncoderDecoderModel(config, seed=1)
+
+
+def inputs(batch=3, src=7, tgt=9):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 50, (batch, src))
+    mask = np.ones_like(ids)
+    mask[1:, src - 2:] = 0
+    return ids, mask, rng.integers(3, 50, (batch, tgt))
+
+
+@pytest.mark.parametrize("capacity", [1, 4, 64], ids=["grows-often", "grows-once", "preallocated"])
+@pytest.mark.parametrize("step", [1, 2, 4])
+def test_cached_steps_equal_full_forward(model, capacity, step):
+    ids, mask, dec = inputs()
+    with seq2seq.no_grad():
+        full = model(ids, attention_mask=mask, decoder_input_ids=dec).logits  # [B, T, V]
+    cache = model.start_decoding(ids, attention_mask=mask, capacity=capacity)
+    for start in range(0, dec.shape[1], step):
+        chunk = dec[:, start:start + step]
+        logits = model.decode_step(chunk, cache)  # logits after the last of these positions
+        np.testing.assert_allclose(logits, full[:, start + chunk.shape[1] - 1], rtol=1e-5, atol=1e-6)
+    assert cache.length == dec.shape[1]
+
+
+def test_cross_attention_is_computed_once(model):
+    ids, mask, dec = inputs()
+    cache = model.start_decoding(ids, attention_mask=mask)
+    model.decode_step(dec[:, :1], cache)
+    first = [layer.cross_k for layer in cache.layers]
+    model.decode_step(dec[:, 1:2], cache)
+    assert all(a is layer.cross_k for a, layer in zip(first, cache.layers))
+
+
+def test_reorder_follows_the_chosen_rows(model):
+    ids, mask, dec = inputs()
+    with seq2seq.no_grad():
+        full = model(ids, attention_mask=mask, decoder_input_ids=dec).logits
+    cache = model.start_decoding(ids, attention_mask=mask)
+    model.decode_step(dec[:, :3], cache)
+    order = np.array([2, 2, 0])  # as beam search does: one row twice, one dropped
+    cache.reorder(order)
+    logits = model.decode_step(dec[order, 3:4], cache)
+    np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)
