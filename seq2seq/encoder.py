@@ -11,10 +11,10 @@ cross-attention block between the two. Checkpoint names (``attention.self.query`
 are those of transformers' ``BertModel``.
 """
 from .activations import get_activation
-from .attention import causal_mask, combine_masks, merge_heads, scaled_dot_product_attention, split_heads
+from .attention import (causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention,
+                        split_heads)
 from .backend import get_array_module
-from .errors import InputError
-from .layers import Dropout, Embedding, LayerNorm, Linear
+from .layers import Dropout, Embedding, LayerNorm, Linear, check_positions
 from .weights import normal, zeros
 
 
@@ -33,15 +33,10 @@ class BertEmbeddings:
     def __call__(self, ids, *, past_length=0, name="input_ids"):
         xp = get_array_module(ids)
         t = ids.shape[1]
-        if past_length + t > self.position.num:
-            raise InputError(f"{name} has {past_length + t} positions but the model has only "
-                             f"max_position_embeddings={self.position.num}")
-        if bool((ids < 0).any()) or bool((ids >= self.word.num).any()):
-            bad = ids[(ids < 0) | (ids >= self.word.num)][0]
-            raise InputError(f"{name} holds id {int(bad)}, outside the vocabulary [0, {self.word.num})")
+        check_positions(past_length + t, self.position.num, name=name)
         positions = xp.arange(past_length, past_length + t)[None, :]  # [1, T]
         token_types = positions * 0  # BERT's segment ids: all 0 for a single-segment input, [1, T]
-        h = self.word(ids) + self.token_type(token_types)  # [B, T] -> [B, T, C]
+        h = self.word(ids, name=name) + self.token_type(token_types)  # [B, T] -> [B, T, C]
         h = h + self.position(positions)  # [B, T, C] + [1, T, C]
         return self.dropout(self.norm(h))
 
@@ -52,13 +47,12 @@ class BertAttention:
     Self-attention when ``memory`` is None, cross-attention over ``memory`` (the encoder's output) otherwise.
     """
 
-    def __init__(self, view, config, state, *, memory_size=None):
+    def __init__(self, view, config, state):
         c, std = config.hidden_size, config.initializer_range
-        kv_in = memory_size or c  # cross-attention keys/values may come from an encoder of another width
         self.num_heads = config.num_attention_heads
         self.query = Linear(view.sub("self.query"), c, c, std=std)
-        self.key = Linear(view.sub("self.key"), kv_in, c, std=std)
-        self.value = Linear(view.sub("self.value"), kv_in, c, std=std)
+        self.key = Linear(view.sub("self.key"), c, c, std=std)
+        self.value = Linear(view.sub("self.value"), c, c, std=std)
         self.out = Linear(view.sub("output.dense"), c, c, std=std)
         self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
         self.attention_dropout_p, self.state = config.attention_probs_dropout_prob, state
@@ -68,22 +62,16 @@ class BertAttention:
         """``cache`` (a LayerCache, inference only): self-attention appends this step's keys/values at position
         ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards."""
         q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
-        if memory is None:  # self-attention
-            k = split_heads(self.key(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
-            v = split_heads(self.value(x), self.num_heads)
-            if cache is not None:
-                k, v = cache.append(k.data, v.data, start)  # -> [B, nh, start + T, hs]
-        elif cache is not None and cache.cross_k is not None:
-            k, v = cache.cross_k, cache.cross_v  # [B, nh, S, hs], computed at the first step
-        else:  # cross-attention over the encoder output
-            k = split_heads(self.key(memory), self.num_heads)  # [B, S, C_enc] -> [B, nh, S, hs]
-            v = split_heads(self.value(memory), self.num_heads)
-            if cache is not None:
-                cache.cross_k, cache.cross_v = k.data, v.data
+        k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)  # [B, nh, S, hs] each
         p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
         y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)  # -> [B, nh, T, hs]
         y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
         return self.norm(x + self.dropout(y))
+
+    def _project_kv(self, source):
+        k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
+        v = split_heads(self.value(source), self.num_heads)
+        return k, v
 
 
 class BertFeedForward:

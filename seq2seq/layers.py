@@ -1,4 +1,4 @@
-"""The small building blocks: Linear, LayerNorm, Embedding, Dropout, each made from a ParamView.
+"""The small building blocks: Linear, Conv1D, LayerNorm, Embedding, Dropout, each made from a ParamView.
 
 Each layer pulls its own tensors out of the view under the names transformers uses (``weight``, ``bias``), holds
 them as Tensors with idiomatic attribute names, and applies one op from ``nn_ops``. ``RunState`` is the one piece
@@ -7,6 +7,7 @@ from; ``model.train()`` and ``model.eval()`` flip it for every layer at once.
 """
 import numpy as np
 
+from .errors import InputError
 from .nn_ops import dropout, embedding, layer_norm, linear
 from .weights import normal, ones, zeros
 
@@ -28,6 +29,17 @@ class Linear:
 
     def __call__(self, x):
         return linear(x, self.weight, self.bias)  # [..., in] -> [..., out]
+
+
+class Conv1D:
+    """GPT-2's linear layer: y = x W + b with ``weight`` stored ``[in, out]`` (see ``nn_ops.Linear``)."""
+
+    def __init__(self, view, in_features, out_features, *, std):
+        self.weight = view.param("weight", (in_features, out_features), init=normal(std))
+        self.bias = view.param("bias", (out_features,), init=zeros)
+
+    def __call__(self, x):
+        return linear(x, self.weight, self.bias, in_out=True)  # [..., in] -> [..., out]
 
 
 class LayerNorm:
@@ -53,8 +65,18 @@ class Embedding:
         self.weight = view.param("weight", (num, dim), init=init)
         self.num = num
 
-    def __call__(self, ids):
+    def __call__(self, ids, *, name=None):
+        """Rows ``ids`` of the table; with a ``name`` (a user input), ids outside it raise InputError first."""
+        if name is not None and (bool((ids < 0).any()) or bool((ids >= self.num).any())):
+            bad = ids[(ids < 0) | (ids >= self.num)][0]
+            raise InputError(f"{name} holds id {int(bad)}, outside the vocabulary [0, {self.num})")
         return embedding(ids, self.weight)  # [B, T] -> [B, T, dim]
+
+
+def check_positions(length, limit, *, name):
+    """Raise InputError when a sequence needs more positions than the model has learned embeddings for."""
+    if length > limit:
+        raise InputError(f"{name} has {length} positions but the model has only max_position_embeddings={limit}")
 
 
 class Dropout:

@@ -18,23 +18,34 @@ from .errors import InputError
 
 
 class Linear(Function):
-    """y = x W^T + b, with W stored ``[out, in]`` as ``torch.nn.Linear`` stores it."""
+    """y = x W^T + b, with W stored ``[out, in]`` as ``torch.nn.Linear`` stores it.
+
+    ``in_out=True`` takes W stored ``[in, out]`` instead (y = x W + b): GPT-2's ``Conv1D`` layout. Why GPT-2
+    differs: its weights come from OpenAI's TensorFlow code, which multiplies on the right; transformers kept the
+    layout so the original checkpoints load unchanged.
+    """
+
+    def __init__(self, *, in_out=False):
+        self.in_out = in_out
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
+        w = weight if self.in_out else weight.T  # [in, out]
         x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM instead of a loop over batches
-        y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
+        y = x2 @ w  # [N, in] @ [in, out] -> [N, out]
         if bias is not None:
             y += bias
-        return y.reshape(*x.shape[:-1], weight.shape[0])  # [N, out] -> [..., out]
+        return y.reshape(*x.shape[:-1], w.shape[1])  # [N, out] -> [..., out]
 
     def backward(self, gy):
         gy2 = gy.reshape(-1, gy.shape[-1])  # [..., out] -> [N, out]
+        w = self.weight if self.in_out else self.weight.T  # [in, out]
         gx = gw = gb = None
         if self.needs_input_grad[0]:
-            gx = (gy2 @ self.weight).reshape(self.x.shape)  # [N, out] @ [out, in] -> [..., in]
+            gx = (gy2 @ w.T).reshape(self.x.shape)  # [N, out] @ [out, in] -> [..., in]
         if self.needs_input_grad[1]:
-            gw = gy2.T @ self.x.reshape(-1, self.x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
+            x2 = self.x.reshape(-1, self.x.shape[-1])
+            gw = x2.T @ gy2 if self.in_out else gy2.T @ x2  # [in, out] or [out, in], as stored
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = gy2.sum(axis=0)  # [N, out] -> [out]
         return gx, gw, gb
@@ -185,8 +196,9 @@ class Dropout(Function):
 
 
 # -- lowercase wrappers ---------------------------------------------------------------------------------------
-def linear(x, weight, bias=None):
-    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+def linear(x, weight, bias=None, *, in_out=False):
+    op = Linear(in_out=in_out)
+    return op(x, weight) if bias is None else op(x, weight, bias)
 
 
 def layer_norm(x, gamma, beta, eps=1e-5):

@@ -174,8 +174,17 @@ class GetItem(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        xp.add.at(gx, self.index, gy)
+        if _is_basic(self.index):  # slices and integers never repeat an element: a plain assignment will do
+            gx[self.index] = gy
+        else:
+            xp.add.at(gx, self.index, gy)
         return gx
+
+
+def _is_basic(index):
+    """True for NumPy "basic" indexing (ints, slices, None, Ellipsis), which selects each element at most once."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
 
 
 class Concat(Function):

@@ -105,6 +105,10 @@ class ParamView:
         """The same view, reading its tensors one level further down the checkpoint (``"bert"``: ``bert.*``)."""
         return ParamView(self.store, self.prefix, _join(self.source_prefix, source_name), self.tied_to)
 
+    def reading_at(self, source_prefix):
+        """The same view, reading its tensors from ``source_prefix`` (a full key prefix) of the checkpoint."""
+        return ParamView(self.store, self.prefix, source_prefix, self.tied_to)
+
     def tie(self, other):
         """This view, reusing ``other``'s parameters wherever ``other`` has one of the same relative name."""
         return ParamView(self.store, self.prefix, self.source_prefix, other)
