@@ -29,6 +29,7 @@ from .backend import get_array_module, has_cupy, to_numpy
 from .config import BartConfig, BertConfig, EncoderDecoderConfig, GenerationConfig, GPT2Config
 from .errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError, InputError,
                      Seq2SeqError)
+from .generate import GenerateOutput
 from .model import EncoderDecoderModel, Seq2SeqOutput
 from .tokenizer import Tokenizer
 
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BartConfig", "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
-    "EncoderDecoderModel", "Function", "GPT2Config", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
+    "EncoderDecoderModel", "Function", "GPT2Config", "GenerateOutput", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
     "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy", "is_grad_enabled", "no_grad",
     "to_numpy",
 ]

@@ -119,8 +119,83 @@ class BertConfig(Config):
                               "(only 'absolute' position embeddings are)")
 
 
-# model_type -> config class; the decoder kinds of later issues register here too.
-CONFIG_CLASSES = {"bert": BertConfig}
+class GPT2Config(Config):
+    """GPT-2 (as the decoder of bert2gpt2). transformers' names: n_embd, n_layer, n_head, n_positions."""
+
+    model_type = "gpt2"
+    aliases = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
+               "num_hidden_layers": "n_layer"}
+    defaults = {
+        "vocab_size": 50257,
+        "n_positions": 1024,
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": 0.1,
+        "embd_pdrop": 0.1,
+        "attn_pdrop": 0.1,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "use_cache": True,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+    }
+
+    def validate(self):
+        _require_positive(self, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"GPT2Config.n_embd ({self.n_embd}) is not a multiple of n_head ({self.n_head})")
+
+
+class BartConfig(Config):
+    """BART (its decoder serves bert2bart). transformers' names: d_model, decoder_layers, decoder_ffn_dim, ..."""
+
+    model_type = "bart"
+    aliases = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
+               "num_hidden_layers": "encoder_layers"}
+    defaults = {
+        "vocab_size": 50265,
+        "max_position_embeddings": 1024,
+        "encoder_layers": 12,
+        "encoder_ffn_dim": 4096,
+        "encoder_attention_heads": 16,
+        "decoder_layers": 12,
+        "decoder_ffn_dim": 4096,
+        "decoder_attention_heads": 16,
+        "encoder_layerdrop": 0.0,
+        "decoder_layerdrop": 0.0,
+        "activation_function": "gelu",
+        "d_model": 1024,
+        "dropout": 0.1,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "init_std": 0.02,
+        "classifier_dropout": 0.0,
+        "scale_embedding": False,
+        "use_cache": True,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "forced_eos_token_id": 2,
+        "is_encoder_decoder": True,
+    }
+
+    def validate(self):
+        _require_positive(self, "vocab_size", "max_position_embeddings", "d_model", "decoder_layers",
+                          "decoder_attention_heads", "decoder_ffn_dim")
+        if self.d_model % self.decoder_attention_heads:
+            raise ConfigError(f"BartConfig.d_model ({self.d_model}) is not a multiple of "
+                              f"decoder_attention_heads ({self.decoder_attention_heads})")
+
+
+# model_type -> config class
+CONFIG_CLASSES = {"bert": BertConfig, "gpt2": GPT2Config, "bart": BartConfig}
 
 
 def config_from_dict(d, *, source="config"):
@@ -202,6 +277,8 @@ class GenerationConfig(Config):
         "eos_token_id": None,
         "pad_token_id": None,
         "decoder_start_token_id": None,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
         "use_cache": True,
         "output_scores": False,
         "return_dict_in_generate": False,

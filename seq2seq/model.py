@@ -23,19 +23,22 @@ import numpy as np
 from .attention import as_int_array, check_mask, padding_mask
 from .autograd import Tensor, no_grad
 from .backend import check_dtype, to_backend, to_numpy, xp_for
+from .bart_decoder import BartDecoder
 from .bert_decoder import BertDecoder
 from .cache import DecoderCache
 from .checkpoint import load_state_dict, save_state_dict
 from .config import EncoderDecoderConfig, GenerationConfig, load_config
+from . import generate as generation
 from .encoder import BertEncoder
 from .errors import ConfigError, InputError
-from .layers import RunState
+from .gpt2_decoder import Gpt2Decoder
+from .layers import Linear, RunState
 from .nn_ops import cross_entropy
 from .ops import reshape
 from .weights import ParamStore
 
 ENCODERS = {"bert": BertEncoder}  # config.model_type -> encoder class
-DECODERS = {"bert": BertDecoder}  # config.model_type -> decoder class (needs cross-attention support)
+DECODERS = {"bert": BertDecoder, "gpt2": Gpt2Decoder, "bart": BartDecoder}  # decoders with cross-attention
 
 
 @dataclasses.dataclass
@@ -85,9 +88,16 @@ class EncoderDecoderModel:
         self.state = RunState(training=False, seed=0)
         encoder_view = store.view("encoder.")
         self.encoder = ENCODERS[enc_cfg.model_type](encoder_view, enc_cfg, self.state)
+        if config.tie_encoder_decoder and enc_cfg.model_type != dec_cfg.model_type:
+            raise ConfigError(f"tie_encoder_decoder needs encoder and decoder of one kind, got "
+                              f"{enc_cfg.model_type!r} and {dec_cfg.model_type!r}")
         tied_to = encoder_view if config.tie_encoder_decoder else None
-        self.decoder = DECODERS[dec_cfg.model_type](store.view("decoder."), dec_cfg, self.state,
-                                                    memory_size=enc_cfg.hidden_size, tied_to=tied_to)
+        self.decoder = DECODERS[dec_cfg.model_type](store.view("decoder."), dec_cfg, self.state, tied_to=tied_to)
+        # Encoder and decoder of different widths: transformers inserts a projection of the encoder's output.
+        self.enc_to_dec_proj = None
+        if enc_cfg.hidden_size != dec_cfg.hidden_size and getattr(dec_cfg, "cross_attention_hidden_size", None) is None:
+            self.enc_to_dec_proj = Linear(store.view("enc_to_dec_proj."), enc_cfg.hidden_size, dec_cfg.hidden_size,
+                                          std=enc_cfg.initializer_range)
         self.generation_config = GenerationConfig.from_model_config(config)
         self.loading_info = {"missing_keys": list(store.missing), "unexpected_keys": store.unused()}
 
@@ -159,7 +169,7 @@ class EncoderDecoderModel:
         dec_keep = self._keep(decoder_attention_mask, dec_ids, name="decoder_attention_mask")
 
         memory = self.encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
-        logits = self.decoder(dec_ids, dec_keep, memory, enc_keep)  # [B, T] -> [B, T, V]
+        logits = self.decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # [B, T] -> [B, T, V]
         loss = None
         if labels is not None:
             if labels.shape != dec_ids.shape:
@@ -168,13 +178,17 @@ class EncoderDecoderModel:
             loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1))  # [B, T, V] -> [B*T, V] -> ()
         return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
 
+    def _to_decoder_width(self, memory):
+        """The encoder output as the decoder's cross-attention reads it: ``[B, S, C_enc] -> [B, S, C_dec]``."""
+        return memory if self.enc_to_dec_proj is None else self.enc_to_dec_proj(memory)
+
     # -- step-by-step decoding (generation) -----------------------------------------------------------------
     def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
         """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
         ids = as_int_array(input_ids, self.xp, name="input_ids")
         keep = self._keep(attention_mask, ids, name="attention_mask")
         with no_grad():
-            memory = self.encoder(ids, keep).data  # [B, S, C]
+            memory = self._to_decoder_width(self.encoder(ids, keep)).data  # [B, S, C]
         return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
 
     def decode_step(self, decoder_input_ids, cache):
@@ -184,6 +198,15 @@ class EncoderDecoderModel:
         with no_grad():
             logits = self.decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
         return logits.data[:, -1]  # [B, t, V] -> [B, V]
+
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Token ids ``[B * num_return_sequences, out_len]`` from greedy decoding, sampling or beam search, with
+        transformers' arguments and results (see generate.py); a GenerateOutput with return_dict_in_generate."""
+        return generation.generate(self, input_ids, attention_mask, generation_config, **kwargs)
+
+    def generate_stream(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """An iterator of each step's tokens ``[B * num_return_sequences]`` as they are chosen (greedy, sampling)."""
+        return generation.generate_stream(self, input_ids, attention_mask, generation_config, **kwargs)
 
     def _keep(self, mask, ids, *, name):
         if mask is None:

@@ -1,0 +1,218 @@
+"""Logits processors against transformers' own classes (the oracle), on random and awkward scores.
+
+Each of ours runs on the array module under test (NumPy, and CuPy where a GPU is present); the reference is the
+tiny torch class from ``transformers.generation.logits_process`` on the same ids and scores. Results must agree
+exactly on which tokens are -inf and to float32 rounding elsewhere.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+from oracle import hf_bert2bert, torch, transformers
+from seq2seq import logits_process as lp
+from seq2seq.backend import to_numpy
+from seq2seq.config import GenerationConfig
+from seq2seq.errors import GenerationError
+
+hf_lp = pytest.importorskip("transformers.generation.logits_process")
+
+VOCAB = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Why: the oracle's many tiny ops are ~100x slower when torch's threads spin against a busy neighbour."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def case(seed, *, rows=4, cur_len=7, vocab=VOCAB, id_range=None, ties=False):
+    """Decoder ids ``[rows, cur_len]`` (repeats likely with a small ``id_range``) and float32 scores ``[rows, V]``."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, id_range or vocab, (rows, cur_len))
+    scores = rng.normal(0, 3, (rows, vocab)).astype(np.float32)
+    if ties:  # few distinct values: many ties, also at the top-k / top-p boundary
+        scores = np.round(scores / 2).astype(np.float32)
+    return ids, scores
+
+
+def ours(processor, ids, scores, xp):
+    before = scores.copy()
+    on_device = xp.asarray(scores)
+    out = processor(xp.asarray(ids), on_device)
+    np.testing.assert_array_equal(to_numpy(on_device), before)  # never writes into the caller's scores
+    return to_numpy(out)
+
+
+def reference(processor, ids, scores):
+    return processor(torch.tensor(ids), torch.tensor(scores)).numpy()
+
+
+def assert_same(got, want):
+    assert got.dtype == np.float32, got.dtype
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want), err_msg="different tokens filtered")
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
+
+
+# ---- one processor at a time ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("min_length", [0, 5, 7, 8, 12])
+@pytest.mark.parametrize("eos", [3, [3, 9], [4, 99]], ids=["eos", "eos-list", "eos-outside-vocab"])
+def test_min_length(xp, min_length, eos):
+    ids, scores = case(min_length)
+    assert_same(ours(lp.MinLength(min_length, eos), ids, scores, xp),
+                reference(hf_lp.MinLengthLogitsProcessor(min_length, eos), ids, scores))
+
+
+@pytest.mark.parametrize("min_new_tokens", [0, 5, 6, 7])
+@pytest.mark.parametrize("eos", [3, [3, 9]], ids=["eos", "eos-list"])
+def test_min_new_tokens(xp, min_new_tokens, eos):
+    ids, scores = case(min_new_tokens)  # cur_len 7: 6 new tokens after the start token
+    assert_same(ours(lp.MinNewTokens(1, min_new_tokens, eos), ids, scores, xp),
+                reference(hf_lp.MinNewTokensLengthLogitsProcessor(1, min_new_tokens, eos), ids, scores))
+
+
+@pytest.mark.parametrize("penalty", [0.5, 1.3, 2.0])
+def test_repetition_penalty(xp, penalty):
+    ids, scores = case(int(penalty * 10), cur_len=12, id_range=8)  # repeated ids, scores of both signs
+    assert_same(ours(lp.RepetitionPenalty(penalty), ids, scores, xp),
+                reference(hf_lp.RepetitionPenaltyLogitsProcessor(penalty), ids, scores))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("cur_len", [1, 3, 12])
+def test_no_repeat_ngram(xp, n, cur_len):
+    ids, scores = case(n * 100 + cur_len, cur_len=cur_len, id_range=3)  # 3 distinct ids: n-grams repeat a lot
+    got = ours(lp.NoRepeatNGram(n), ids, scores, xp)
+    assert_same(got, reference(hf_lp.NoRepeatNGramLogitsProcessor(n), ids, scores))
+    if cur_len == 12 and n <= 2:
+        assert np.isneginf(got).any()  # the case exercises banning
+
+
+@pytest.mark.parametrize("cur_len", [1, 2])
+def test_forced_bos(xp, cur_len):
+    ids, scores = case(cur_len, cur_len=cur_len)
+    assert_same(ours(lp.ForcedBOS(5), ids, scores, xp),
+                reference(hf_lp.ForcedBOSTokenLogitsProcessor(5), ids, scores))
+
+
+@pytest.mark.parametrize("max_length", [7, 8, 9])
+@pytest.mark.parametrize("eos", [3, [3, 9]], ids=["eos", "eos-list"])
+def test_forced_eos(xp, max_length, eos):
+    ids, scores = case(max_length)  # cur_len 7: forced when max_length == 8
+    assert_same(ours(lp.ForcedEOS(max_length, eos), ids, scores, xp),
+                reference(hf_lp.ForcedEOSTokenLogitsProcessor(max_length, eos), ids, scores))
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.7])
+def test_temperature(xp, temperature):
+    ids, scores = case(1)
+    assert_same(ours(lp.Temperature(temperature), ids, scores, xp),
+                reference(hf_lp.TemperatureLogitsWarper(temperature), ids, scores))
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 5, VOCAB, 100])
+@pytest.mark.parametrize("keep", [1, 3])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_top_k(xp, top_k, keep, ties):
+    ids, scores = case(top_k + keep, ties=ties)
+    got = ours(lp.TopK(top_k, min_tokens_to_keep=keep), ids, scores, xp)
+    assert_same(got, reference(hf_lp.TopKLogitsWarper(top_k, min_tokens_to_keep=keep), ids, scores))
+    assert (np.isfinite(got).sum(axis=-1) >= min(max(top_k, keep), VOCAB)).all()  # ties may keep more, never fewer
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.3, 0.8, 0.95, 1.0])
+@pytest.mark.parametrize("keep", [1, 3])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_top_p(xp, top_p, keep, ties):
+    ids, scores = case(int(top_p * 100) + keep, ties=ties)
+    got = ours(lp.TopP(top_p, min_tokens_to_keep=keep), ids, scores, xp)
+    want = reference(hf_lp.TopPLogitsWarper(top_p, min_tokens_to_keep=keep), ids, scores)
+    if ties:
+        # Which of several equal scores at the boundary survives is up to torch's unstable sort; ours drops the
+        # lower ids first (a stable sort). The kept scores, as a multiset, must still be the same.
+        for got_row, want_row in zip(got, want):
+            np.testing.assert_array_equal(np.sort(got_row[np.isfinite(got_row)]),
+                                          np.sort(want_row[np.isfinite(want_row)]))
+    else:
+        assert_same(got, want)
+    if top_p == 1.0:
+        assert np.isfinite(got).all()
+
+
+def test_warpers_accept_already_filtered_scores(xp):
+    """After a constraint banned tokens, -inf scores go through top-k/top-p as transformers passes them."""
+    ids, scores = case(7)
+    scores[:, ::2] = -np.inf
+    for mine, theirs in [(lp.TopK(4), hf_lp.TopKLogitsWarper(4)), (lp.TopP(0.7), hf_lp.TopPLogitsWarper(0.7))]:
+        assert_same(ours(mine, ids, scores, xp), reference(theirs, ids, scores))
+
+
+# ---- the list and its order -------------------------------------------------------------------------------------
+
+NAMES = {"RepetitionPenaltyLogitsProcessor": "RepetitionPenalty", "NoRepeatNGramLogitsProcessor": "NoRepeatNGram",
+         "MinLengthLogitsProcessor": "MinLength", "MinNewTokensLengthLogitsProcessor": "MinNewTokens",
+         "ForcedBOSTokenLogitsProcessor": "ForcedBOS", "ForcedEOSTokenLogitsProcessor": "ForcedEOS",
+         "TemperatureLogitsWarper": "Temperature", "TopKLogitsWarper": "TopK", "TopPLogitsWarper": "TopP"}
+
+SETTINGS = [
+    {},
+    dict(repetition_penalty=1.4, no_repeat_ngram_size=2, min_length=6, forced_eos_token_id=3),
+    dict(min_new_tokens=4, forced_bos_token_id=5, eos_token_id=[3, 9]),
+    dict(do_sample=True, temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=0.8, min_length=9),
+    dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0),
+    dict(do_sample=True, num_beams=3, top_k=1, top_p=0.2, eos_token_id=[3, 9]),  # beam sampling keeps len(eos)+1
+    dict(do_sample=True, num_beams=3, top_k=1, eos_token_id=None),
+    dict(do_sample=False, temperature=0.5, top_k=3, top_p=0.5, min_length=3, eos_token_id=None),
+]
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return hf_bert2bert()
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(sorted(s)) or "defaults")
+def test_build_matches_transformers_order_and_output(hf_model, settings):
+    fields = dict(max_length=10, eos_token_id=3, decoder_start_token_id=2, pad_token_id=0)
+    fields.update(settings)
+    ref_fields = dict(fields)
+    if fields.get("min_new_tokens") is not None:  # what transformers' _prepare_generated_length does first
+        ref_fields["min_length"] = fields["min_new_tokens"] + 1
+    hf_config = transformers.GenerationConfig(**ref_fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_model._prepare_special_tokens(hf_config, device="cpu")
+        hf_list = hf_model._get_logits_processor(hf_config, input_ids_seq_length=1, device="cpu", model_kwargs={})
+    mine = lp.build_logits_processors(GenerationConfig(**fields))
+    assert [type(p).__name__ for p in mine] == [NAMES[type(p).__name__] for p in hf_list]
+    for p, q in zip(mine, hf_list):
+        if isinstance(q, (hf_lp.TopKLogitsWarper, hf_lp.TopPLogitsWarper)):
+            assert p.min_tokens_to_keep == q.min_tokens_to_keep
+        if isinstance(q, hf_lp.TopKLogitsWarper):
+            assert p.top_k == q.top_k
+    for cur_len in (1, 5, 9):
+        ids, scores = case(cur_len, cur_len=cur_len, id_range=6)
+        assert_same(ours(mine, ids, scores, np), reference(hf_list, ids, scores))
+
+
+def test_empty_list_returns_scores_unchanged():
+    ids, scores = case(0)
+    assert lp.build_logits_processors(GenerationConfig(top_k=0)) == []
+    assert lp.LogitsProcessorList()(ids, scores) is scores
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lp.TopK(0), lambda: lp.TopK(-2), lambda: lp.TopK(2.5), lambda: lp.TopK(3, min_tokens_to_keep=0),
+    lambda: lp.TopP(0.0), lambda: lp.TopP(1.5), lambda: lp.TopP(-0.1),
+    lambda: lp.Temperature(0.0), lambda: lp.Temperature(-1.0), lambda: lp.RepetitionPenalty(0.0),
+    lambda: lp.NoRepeatNGram(0), lambda: lp.MinLength(-1, 3), lambda: lp.ForcedEOS(10, [-1]),
+], ids=["topk0", "topk-neg", "topk-float", "keep0", "topp0", "topp-big", "topp-neg", "temp0", "temp-neg",
+        "penalty0", "ngram0", "minlen-neg", "eos-neg"])
+def test_bad_arguments_raise(make):
+    with pytest.raises(GenerationError):
+        make()
