@@ -100,7 +100,7 @@ def cmd_generate(args):
     model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     kwargs = generation_kwargs(args)
-    beams = kwargs.get("num_beams", model.generation_config.num_beams)
+    beams = kwargs.get("num_beams", model.generation_config.num_beams) or 1
     for text in read_sources(args):
         batch = tokenizer([text])
         if beams == 1 and kwargs.get("num_return_sequences", 1) == 1 and not args.no_stream:

@@ -19,7 +19,7 @@ import math
 from .activations import get_activation
 from .attention import causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention, split_heads
 from .backend import get_array_module
-from .layers import Dropout, Embedding, LayerNorm, Linear, check_positions
+from .layers import Dropout, Embedding, LayerNorm, Linear, check_positions, lm_head_layout
 from .nn_ops import linear
 
 POSITION_OFFSET = 2
@@ -81,6 +81,7 @@ class BartDecoder:
         if not view.store.has_prefix(tokens.source_prefix) and view.store.has_prefix(view.source_prefix + "model.shared."):
             tokens = tokens.reading_at(view.source_prefix + "model.shared.")  # BartForConditionalGeneration
         self.embed_tokens = Embedding(tokens, config.vocab_size, c, std=std, padding_idx=config.pad_token_id)
+        lm_head_layout(self.embed_tokens.weight)  # also the LM head
         self.embed_scale = math.sqrt(c) if config.scale_embedding else 1.0
         self.embed_positions = Embedding(body.sub("embed_positions"), config.max_position_embeddings + POSITION_OFFSET,
                                          c, std=std)

@@ -156,7 +156,7 @@ def beam_search(model, input_ids, attention_mask, config, processors):
                                     max_length - prompt_len, early, lp)
         if _finished(row_open, done_flags, stopped, early):
             break
-        cache.reorder((source_beam + row_offset).reshape(-1))  # each kept beam takes its parent's history
+        cache.reorder_beams((source_beam + row_offset).reshape(-1))  # each kept beam takes its parent's history
         tokens = running[:, :, cur_len - 1].reshape(-1, 1)
 
     out_len = int(done_lens[:, :n_return].max())

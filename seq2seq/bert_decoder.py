@@ -16,7 +16,7 @@ from .attention import causal_mask, combine_masks
 from .activations import get_activation
 from .backend import get_array_module
 from .encoder import BertAttention, BertEmbeddings, BertFeedForward
-from .layers import LayerNorm, Linear
+from .layers import LayerNorm, Linear, lm_head_layout
 from .nn_ops import linear
 from .weights import zeros
 
@@ -46,7 +46,7 @@ class BertLMHead:
         self.dense = Linear(view.sub("transform.dense"), c, c, std=std)
         self.act = get_activation(config.hidden_act)
         self.norm = LayerNorm(view.sub("transform.LayerNorm"), c, eps=config.layer_norm_eps)
-        self.weight = word_embeddings  # [V, C], shared
+        self.weight = lm_head_layout(word_embeddings)  # [V, C], shared
         self.bias = view.param("bias", (config.vocab_size,), init=zeros)
 
     def __call__(self, h):

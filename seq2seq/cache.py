@@ -64,3 +64,19 @@ class DecoderCache:
             if layer.self_k is not None:
                 layer.self_k, layer.self_v = layer.self_k[index], layer.self_v[index]
         return self
+
+    def reorder_beams(self, index):
+        """Like ``reorder``, for beam search, where row i always takes ``index[i]`` from the beams of its own source.
+
+        Why cheaper: those beams share one encoder output, so their cross-attention keys/values and encoder mask
+        are already identical and stay put; only the self-attention keys/values move, and only the ``length``
+        positions filled so far.
+        """
+        xp = get_array_module(self.memory)
+        index = xp.asarray(index)
+        n = self.length
+        for layer in self.layers:
+            if layer.self_k is not None:
+                layer.self_k[:, :, :n] = layer.self_k[index, :, :n]  # the right side is a copy: safe in place
+                layer.self_v[:, :, :n] = layer.self_v[index, :, :n]
+        return self

@@ -35,12 +35,12 @@ from .attention import as_int_array
 from .autograd import no_grad
 from .backend import get_array_module, to_numpy
 from .beam_search import beam_search
-from .config import GenerationConfig
+from .config import GENERATION_DEFAULTS, GenerationConfig
 from .errors import GenerationError
 from .logits_process import build_logits_processors, eos_ids
 
 GENERATE_ARGS = frozenset(GenerationConfig.defaults) | {"seed"}  # what generate(**kwargs) accepts
-DEFAULT_MAX_LENGTH = GenerationConfig.defaults["max_length"]  # 20: also read as "not set" (_resolve_lengths)
+DEFAULT_MAX_LENGTH = GENERATION_DEFAULTS["max_length"]  # 20 new tokens when no length is set
 # Fields the code branches on, and what None there means (the default):
 NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams": 1, "num_return_sequences": 1,
               "min_length": 0, "use_cache": True, "length_penalty": 1.0, "early_stopping": False,
@@ -84,14 +84,11 @@ def prepare_config(model, generation_config=None, **kwargs):
         raise GenerationError(f"generation_config must be a seq2seq.GenerationConfig, "
                               f"got {type(generation_config).__name__}")
     config = copy.deepcopy(model.generation_config)
-    if generation_config is not None:
-        # As transformers: what a given config leaves unset comes from the model's. Its unset fields are None in
-        # transformers 5; here they hold the class defaults, so "set" means "differs from the default".
+    if generation_config is not None:  # as transformers: what a given config leaves unset comes from the model's
         for name, value in generation_config.to_diff_dict().items():
-            if value is not None:
-                setattr(config, name, copy.deepcopy(value))
-    length_is_default = kwargs.get("max_length") is None and config.max_length in (None, DEFAULT_MAX_LENGTH)
-    for name, value in GenerationConfig.defaults.items():  # transformers' global defaults fill what is unset...
+            setattr(config, name, copy.deepcopy(value))
+    length_is_default = kwargs.get("max_length") is None and config.max_length is None
+    for name, value in GENERATION_DEFAULTS.items():  # transformers' global defaults fill what is unset...
         if getattr(config, name, None) is None:
             setattr(config, name, value)
     for name, value in kwargs.items():  # ...then the arguments win, even None (top_k=None: no top-k filter)
@@ -133,8 +130,7 @@ def _resolve_special_ids(model, config):
 
 
 def _resolve_lengths(config, *, length_is_default):
-    # Why 20 counts as "not set": transformers 5 keeps max_length None unless someone sets it and then generates
-    # 20 *new* tokens; this config class stores 20 as its default, so 20 can only be read as that default.
+    # Why 21 when nothing is set: transformers 5 then generates 20 *new* tokens, not 20 in all.
     if config.max_new_tokens is not None:
         config.max_length = config.max_new_tokens + 1  # + the decoder start token
     elif length_is_default:

@@ -18,7 +18,7 @@ import math
 from .activations import get_activation
 from .attention import causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention, split_heads
 from .backend import get_array_module
-from .layers import Conv1D, Dropout, Embedding, LayerNorm, check_positions
+from .layers import Conv1D, Dropout, Embedding, LayerNorm, check_positions, lm_head_layout
 from .nn_ops import linear
 
 
@@ -100,6 +100,7 @@ class Gpt2Decoder:
                         source_name="transformer" if view.store.has_prefix(view.source_prefix + "transformer.") else "")
         c, std = config.n_embd, config.initializer_range
         self.wte = Embedding(body.sub("wte"), config.vocab_size, c, std=std)
+        lm_head_layout(self.wte.weight)  # also the LM head
         self.wpe = Embedding(body.sub("wpe"), config.n_positions, c, std=std)
         self.dropout = Dropout(config.embd_pdrop, state)
         self.layers = [Gpt2Block(body.sub(f"h.{i}"), config, state, layer_index=i) for i in range(config.n_layer)]

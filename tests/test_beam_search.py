@@ -13,7 +13,7 @@ from oracle import batch, hf_bert2bert, save_hf, torch
 
 import seq2seq
 from seq2seq.beam_search import BeamSearchOutput, beam_search, log_softmax, top_k
-from seq2seq.config import GenerationConfig
+from seq2seq.config import GENERATION_DEFAULTS, GenerationConfig
 from seq2seq.errors import GenerationError
 from seq2seq.logits_process import build_logits_processors
 
@@ -52,7 +52,8 @@ def gen_config(*, eos=EOS, pad=0, max_new_tokens=None, **fields):
     if max_new_tokens is not None:
         fields["max_length"] = 1 + max_new_tokens  # resolved as generate does: the start token counts
     fields.setdefault("output_scores", True)
-    return GenerationConfig(decoder_start_token_id=2, pad_token_id=pad, eos_token_id=eos, **fields)
+    resolved = {**GENERATION_DEFAULTS, **fields}  # beam_search takes a resolved config: nothing left unset
+    return GenerationConfig(**{**resolved, "decoder_start_token_id": 2, "pad_token_id": pad, "eos_token_id": eos})
 
 
 def assert_same(ours, ref):
@@ -179,6 +180,8 @@ class _History:
         self.tokens = None if self.tokens is None else self.tokens[index]
         return self
 
+    reorder_beams = reorder  # no cache to save work on: the whole history follows the beams
+
 
 class Recompute:
     """``decode_step`` without a KV cache: the full decoder over the whole prefix at every step."""
@@ -203,8 +206,9 @@ class Spy:
 
     def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
         cache = self.model.start_decoding(input_ids, attention_mask, capacity=capacity)
-        reorder = cache.reorder
-        cache.reorder = lambda index: self.reorders.append(len(index)) or reorder(index)
+        reorder, reorder_beams = cache.reorder, cache.reorder_beams
+        cache.reorder = lambda index: self.reorders.append(("all", len(index))) or reorder(index)
+        cache.reorder_beams = lambda index: self.reorders.append(("beams", len(index))) or reorder_beams(index)
         return cache
 
     def decode_step(self, ids, cache):
@@ -232,7 +236,8 @@ def test_each_step_feeds_one_token_per_beam(pair, source):
     out = beam_search(spy, ids, mask, gen_config(num_beams=4, max_length=12, eos=None), None)
     assert out.sequences.shape == (3, 12)
     assert spy.steps == [((12, 1), t) for t in range(11)]  # one new token per beam; the prefix is cached
-    assert spy.reorders == [12] * 11  # expand to beams, then follow the kept beams after all steps but the last
+    # expand to beams, then follow the kept beams (self-attention history only) after all steps but the last
+    assert spy.reorders == [("all", 12)] + [("beams", 12)] * 10
 
 
 @pytest.mark.parametrize("eos, early_stopping", [(EOS, True), (14, "never"), ([16, 38], False)], ids=str)

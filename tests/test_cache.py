@@ -57,3 +57,19 @@ def test_reorder_follows_the_chosen_rows(model):
     cache.reorder(order)
     logits = model.decode_step(dec[order, 3:4], cache)
     np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)
+
+
+def test_reorder_beams_moves_only_the_self_attention_history(model):
+    ids, mask, dec = inputs(batch=2)
+    beams = 3
+    with seq2seq.no_grad():
+        full = model(ids[[0, 0, 0, 1, 1, 1]], attention_mask=mask[[0, 0, 0, 1, 1, 1]],
+                     decoder_input_ids=dec[[0, 0, 0, 1, 1, 1]]).logits
+    cache = model.start_decoding(ids, attention_mask=mask).reorder(np.repeat(np.arange(2), beams))
+    model.decode_step(dec[[0, 0, 0, 1, 1, 1], :3], cache)
+    cross = [layer.cross_k for layer in cache.layers]
+    order = np.array([2, 0, 0, 5, 5, 3])  # within each source's beams, as beam search does
+    cache.reorder_beams(order)
+    assert all(a is layer.cross_k for a, layer in zip(cross, cache.layers))
+    logits = model.decode_step(dec[[0, 0, 0, 1, 1, 1]][order, 3:4], cache)
+    np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)

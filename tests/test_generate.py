@@ -379,3 +379,19 @@ def test_sampling_never_draws_a_zero_probability_token():
     assert set(np.unique(draws)) <= {0, 8}
     with pytest.raises(GenerationError, match="probability 0"):
         gen.sample_tokens(np.full((1, 4), -np.inf, dtype=np.float32), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("configured", [None, 20, 9], ids=["unset", "exactly-20", "9"])
+def test_configured_max_length_counts_like_transformers(hf, inputs, tmp_path, configured):
+    """An unset max_length means 20 new tokens; a configured one (even exactly 20) counts the whole sequence."""
+    ids, mask = inputs
+    original = copy.deepcopy(hf.generation_config)
+    hf.generation_config.eos_token_id = None  # every row runs to the limit
+    hf.generation_config.max_length = configured
+    try:
+        ours = seq2seq.EncoderDecoderModel.from_pretrained(save_hf(hf, tmp_path))
+        out = ours.generate(ids, mask)
+        np.testing.assert_array_equal(out, hf_generate(hf, ids, mask))
+        assert out.shape[1] == (21 if configured is None else configured)
+    finally:
+        hf.generation_config = original

