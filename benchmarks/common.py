@@ -17,20 +17,27 @@ def machine():
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
 
 
-def bert2bert_pair(*, hidden=768, layers=12, heads=12, intermediate=3072, vocab=30522, seed=0):
-    """(transformers model, our model) with identical random bert2bert weights, both in eval mode."""
+def bert2bert_pair(*, hidden=768, layers=12, heads=12, intermediate=3072, vocab=30522, decoder="bert", seed=0):
+    """(transformers model, our model) with identical random weights, both in eval mode.
+
+    The encoder is a BERT of the given size; the decoder a BERT of the same size, or with ``decoder="gpt2"`` a
+    GPT-2 of that width and depth (gpt2-small at the default size, its 50257-token vocabulary).
+    """
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
 
     import seq2seq  # noqa: PLC0415
 
     torch.manual_seed(seed)
-    def cfg():  # a fresh object each time: from_encoder_decoder_configs modifies the decoder's in place
+
+    def bert():  # a fresh object each time: from_encoder_decoder_configs modifies the decoder's in place
         return transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                        intermediate_size=intermediate, vocab_size=vocab)
 
-    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(cfg(), cfg())
-    config.decoder_start_token_id, config.pad_token_id = 101, 0
+    dec = bert() if decoder == "bert" else transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads,
+                                                                    n_inner=intermediate)
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(bert(), dec)
+    config.decoder_start_token_id, config.pad_token_id = (101, 0) if decoder == "bert" else (50256, 50256)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hf = transformers.EncoderDecoderModel(config).eval()
