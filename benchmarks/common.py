@@ -34,8 +34,10 @@ def bert2bert_pair(*, hidden=768, layers=12, heads=12, intermediate=3072, vocab=
         return transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                        intermediate_size=intermediate, vocab_size=vocab)
 
-    dec = bert() if decoder == "bert" else transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads,
-                                                                    n_inner=intermediate)
+    if decoder == "bert":
+        dec = bert()
+    else:
+        dec = transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate)
     config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(bert(), dec)
     config.decoder_start_token_id, config.pad_token_id = (101, 0) if decoder == "bert" else (50256, 50256)
     with warnings.catch_warnings():

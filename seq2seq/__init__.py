@@ -37,7 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BartConfig", "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
-    "EncoderDecoderModel", "Function", "GPT2Config", "GenerateOutput", "GenerationConfig", "GenerationError", "InputError", "Seq2SeqError",
+    "EncoderDecoderModel", "Function", "GPT2Config", "GenerateOutput", "GenerationConfig", "GenerationError",
+    "InputError", "Seq2SeqError",
     "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy", "is_grad_enabled", "no_grad",
     "to_numpy",
 ]

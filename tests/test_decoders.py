@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import seq2seq
-from oracle import assert_close, batch, bert_config, hf_forward, load_hf, save_hf, torch, transformers
+from oracle import assert_close, batch, bert_config, hf_forward, save_hf, torch, transformers
 
 pytestmark = pytest.mark.oracle
 
@@ -90,8 +90,8 @@ def test_one_sgd_step_matches_torch(pair):
         np.testing.assert_allclose(updated, after[n], rtol=1e-3, atol=1e-6, err_msg=n)
 
 
-@pytest.mark.parametrize("settings", [{}, {"num_beams": 3}, {"num_beams": 4, "length_penalty": 2.0,
-                                                               "num_return_sequences": 2}],
+@pytest.mark.parametrize("settings", [{}, {"num_beams": 3},
+                                      {"num_beams": 4, "length_penalty": 2.0, "num_return_sequences": 2}],
                          ids=["greedy", "beam3", "beam4-lp2-n2"])
 def test_generate_matches(pair, settings):
     name, hf, ours = pair

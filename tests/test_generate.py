@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from oracle import batch, hf_bert2bert, save_hf, torch, transformers
+from oracle import batch, hf_bert2bert, one_torch_thread, save_hf, torch, transformers  # noqa: F401
 import seq2seq
 from seq2seq import generate as gen
 from seq2seq.backend import to_numpy
@@ -19,15 +19,6 @@ from seq2seq.errors import GenerationError, InputError
 from seq2seq.logits_process import build_logits_processors
 
 EOS = 27
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Why: the oracle's many tiny ops are ~100x slower when torch's threads spin against a busy neighbour."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

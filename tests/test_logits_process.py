@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from oracle import hf_bert2bert, torch, transformers
+from oracle import hf_bert2bert, one_torch_thread, torch, transformers  # noqa: F401
 from seq2seq import logits_process as lp
 from seq2seq.backend import to_numpy
 from seq2seq.config import GenerationConfig
@@ -18,15 +18,6 @@ from seq2seq.errors import GenerationError
 hf_lp = pytest.importorskip("transformers.generation.logits_process")
 
 VOCAB = 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Why: the oracle's many tiny ops are ~100x slower when torch's threads spin against a busy neighbour."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def case(seed, *, rows=4, cur_len=7, vocab=VOCAB, id_range=None, ties=False):

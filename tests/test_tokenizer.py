@@ -25,6 +25,7 @@ def oracle(test):
     """Mark a test that compares live against transformers (``-m "not oracle"`` deselects them)."""
     return pytest.mark.oracle(pytest.mark.skipif(transformers is None, reason="needs transformers")(test))
 
+
 FOX = "The quick brown fox jumps over the lazy dog."
 FOX_IDS = [101, 1996, 4248, 2829, 4419, 14523, 2058, 1996, 13971, 3899, 1012, 102]
 

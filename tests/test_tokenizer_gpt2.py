@@ -1,4 +1,5 @@
-"""The real GPT-2 tokenizer (tests/fixtures/gpt2): known ids, and thousands of lines of English compared with transformers.
+"""The real GPT-2 tokenizer (tests/fixtures/gpt2): known ids, and thousands of lines of English compared with
+transformers.
 
 The fixture is OpenAI's GPT-2 vocabulary rebuilt offline by tests/fixtures/make_gpt2_vocab.py (see the README
 there); it is byte-identical to OpenAI's encoder.json / vocab.bpe. The corpus (about 5,000 distinct lines here) is
