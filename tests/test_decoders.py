@@ -188,3 +188,24 @@ def test_random_init_and_tie_rules():
     with pytest.raises(seq2seq.ConfigError, match="tie_encoder_decoder"):
         seq2seq.EncoderDecoderModel(seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(
             enc, dec, tie_encoder_decoder=True))
+
+
+def test_gpt2_buffers_skipped_and_projection_created_on_warm_start(tmp_path):
+    """Old GPT-2 checkpoints carry causal-mask buffers (attn.bias, attn.masked_bias): skipped, not reported. A wider
+    encoder gets a fresh enc_to_dec_proj, as in transformers."""
+    from safetensors.numpy import load_file, save_file
+    torch.manual_seed(0)
+    bert_dir = save_hf(transformers.BertModel(bert_config(hidden_size=48, num_attention_heads=4)), tmp_path / "bert")
+    gpt2_dir = save_hf(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "gpt2")
+    tensors = load_file(str(tmp_path / "gpt2" / "model.safetensors"))
+    for i in range(2):
+        tensors[f"transformer.h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 40, 40), np.uint8)).astype(bool)
+        tensors[f"transformer.h.{i}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    save_file(tensors, str(tmp_path / "gpt2" / "model.safetensors"), metadata={"format": "pt"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = seq2seq.EncoderDecoderModel.from_encoder_decoder_pretrained(bert_dir, gpt2_dir)
+        hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(bert_dir, gpt2_dir)
+    assert not [k for k in ours.loading_info["unexpected_keys"] if "attn" in k]
+    assert {"enc_to_dec_proj.weight", "enc_to_dec_proj.bias"} <= set(ours.loading_info["missing_keys"])
+    assert dict(ours.named_parameters())["enc_to_dec_proj.weight"].shape == tuple(hf.enc_to_dec_proj.weight.shape)
