@@ -40,12 +40,22 @@ def has_cupy():
         return False
 
 
+def unwrap(x):
+    """The array inside a Tensor; arrays (and anything else) pass through unchanged.
+
+    Why not ``getattr(x, "data", x)``: NumPy and CuPy arrays have a ``.data`` attribute of their own (a memoryview,
+    a device pointer). The Tensor is recognised by duck typing because backend.py comes before autograd.py.
+    """
+    if isinstance(x, np.ndarray) or (_cupy is not None and isinstance(x, _cupy.ndarray)):
+        return x
+    return x.data if type(x).__name__ == "Tensor" else x
+
+
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
     if _cupy is not None:
         for a in arrays:
-            a = getattr(a, "data", a)  # a Tensor's array
-            if isinstance(a, _cupy.ndarray):
+            if isinstance(unwrap(a), _cupy.ndarray):
                 return _cupy
     return np
 
@@ -77,7 +87,7 @@ def check_dtype(dtype):
 
 def to_numpy(x):
     """Bring an array (NumPy or CuPy) or a Tensor to a NumPy array on the host."""
-    x = getattr(x, "data", x)
+    x = unwrap(x)
     if _cupy is not None and isinstance(x, _cupy.ndarray):
         return _cupy.asnumpy(x)
     return np.asarray(x)
@@ -85,7 +95,7 @@ def to_numpy(x):
 
 def to_backend(x, backend):
     """Move an array (or Tensor data) to ``backend``; no copy when it is already there."""
-    x = getattr(x, "data", x)
+    x = unwrap(x)
     xp = xp_for(backend)
     if xp is np:
         return to_numpy(x)

@@ -47,3 +47,19 @@ def test_cupy_backend_without_cupy_is_a_clear_error():
     except ImportError:
         with pytest.raises(InputError, match="CuPy"):
             xp_for("cupy")
+
+
+def test_arrays_are_not_mistaken_for_tensors():
+    """An ndarray's own ``.data`` (a memoryview; on CuPy a device pointer) must never be taken for its contents."""
+    x = np.arange(6.0).reshape(2, 3)
+    assert to_numpy(x) is x
+    from seq2seq.backend import unwrap
+    assert unwrap(x) is x and unwrap(seq2seq.Tensor(x)) is x and unwrap(3) == 3
+
+
+def test_cupy_arrays_round_trip(xp):
+    x = xp.arange(6, dtype=xp.float32).reshape(2, 3)
+    assert get_array_module(x) is xp and get_array_module(seq2seq.Tensor(x)) is xp
+    np.testing.assert_array_equal(to_numpy(x), np.arange(6).reshape(2, 3))
+    t = seq2seq.Tensor(x)
+    assert t.data is x
