@@ -22,7 +22,13 @@ Reading order (each file builds only on those above it):
 18. ``model.py``        ``EncoderDecoderModel``: forward, loss, from_pretrained, save_pretrained, decode steps
 19. ``logits_process.py``, ``generate.py``, ``beam_search.py``  generation: processors, greedy/sampling, beams
 20. ``tokenizer.py``    ``Tokenizer`` over the ``tokenizers`` library
-21. ``__main__.py``     the command line
+21. ``optim.py``        SGD, AdamW, gradient clipping, the linear warm-up/decay schedule
+22. ``data.py``         JSONL pairs -> token ids -> length-bucketed batches in a resumable order
+23. ``evaluate.py``     validation loss and ROUGE of generated outputs
+24. ``plot.py``         a small PNG line-plot writer (loss curves) on numpy + zlib
+25. ``train.py``        the fine-tuning loop: checkpoints, exact resume, progress, evaluation
+26. ``trim.py``         cutting a model and its tokenizer down to the vocabulary a corpus uses
+27. ``__main__.py``     the command line: score, generate, finetune, trim-vocab
 """
 from .autograd import Function, Tensor, is_grad_enabled, no_grad
 from .backend import get_array_module, has_cupy, to_numpy

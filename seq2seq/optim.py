@@ -52,10 +52,21 @@ class Optimizer:
         if len(set(ids)) != len(ids):
             raise ValueError("some parameters appear more than once (in one group or in several)")
         self.state = {}  # id(parameter) -> {"step": int, moment arrays ...}, created on a parameter's first update
+        self._buffer = None  # scratch space for the update arithmetic (see _scratch)
 
     def _params(self):
         """Every parameter, group after group: a parameter's position here is its key in ``state_dict``."""
         return [p for group in self.param_groups for p in group["params"]]
+
+    def _scratch(self, xp, like):
+        """A work array shaped like ``like``: a view of one buffer shared by all parameters (sized for the largest),
+        so a step allocates nothing per parameter and the extra memory is one parameter's worth."""
+        need = like.size
+        buffer = self._buffer
+        if buffer is None or buffer.size < need or buffer.dtype != like.dtype or get_array_module(buffer) is not xp:
+            largest = max(p.size for p in self._params() if p.dtype == like.dtype)
+            buffer = self._buffer = xp.empty(max(largest, need), dtype=like.dtype)
+        return buffer[:need].reshape(like.shape)
 
     def zero_grad(self):
         """Forget the gradients: ``p.grad = None`` (torch's default ``set_to_none=True``)."""
@@ -164,17 +175,25 @@ class AdamW(Optimizer):
                 state["step"] += 1
                 t = state["step"]
 
+                tmp = self._scratch(xp, p.data)  # one reused buffer instead of a temporary per operation
                 if weight_decay != 0:
                     p.data *= 1 - lr * weight_decay
-                m += (1 - beta1) * (g - m)
-                v *= beta2
-                v += (1 - beta2) * g * g
+                xp.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)
+                tmp *= 1 - beta1
+                m += tmp
+                v *= beta2  # v = beta2 v + (1 - beta2) g^2
+                xp.multiply(g, 1 - beta2, out=tmp)
+                tmp *= g
+                v += tmp
 
                 bias_correction1 = 1 - beta1 ** t
                 bias_correction2 = 1 - beta2 ** t
                 step_size = lr / bias_correction1
-                denom = xp.sqrt(v) / bias_correction2 ** 0.5 + eps
-                p.data -= step_size * m / denom
+                xp.sqrt(v, out=tmp)  # denom = sqrt(v) / sqrt(bias_correction2) + eps
+                tmp /= bias_correction2 ** 0.5
+                tmp += eps
+                xp.divide(step_size * m, tmp, out=tmp)  # p -= step_size m / denom
+                p.data -= tmp
 
 
 def clip_grad_norm_(params, max_norm):
