@@ -59,16 +59,22 @@ class Gelu(Function):
     """Exact GELU: x * Phi(x), Phi the standard normal CDF = (1 + erf(x / sqrt 2)) / 2."""
 
     def forward(self, x):
-        self.x = x
-        self.cdf = erf(x * x.dtype.type(_SQRT_HALF))
-        self.cdf += 1
-        self.cdf *= 0.5
-        return x * self.cdf
+        y = erf(x * x.dtype.type(_SQRT_HALF))
+        y += 1
+        y *= 0.5  # Phi(x)
+        y *= x  # y = x Phi(x), in place
+        self.x, self.y = x, y  # y is the next layer's saved input anyway: keeping it here costs nothing
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        pdf = xp.exp(-0.5 * self.x * self.x) * (1.0 / math.sqrt(2.0 * math.pi))
-        return gy * (self.cdf + self.x * pdf)  # d/dx x Phi(x) = Phi(x) + x phi(x)
+        x = self.x
+        # Why Phi is recovered as y / x instead of kept from forward: storing it would hold one more [N, 4C]
+        # array per layer until backward (the largest activations of the model). Phi(0) = 1/2.
+        nonzero = x != 0
+        cdf = xp.where(nonzero, self.y / xp.where(nonzero, x, 1), x.dtype.type(0.5))
+        pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return gy * (cdf + x * pdf)  # d/dx x Phi(x) = Phi(x) + x phi(x)
 
 
 class GeluTanh(Function):

@@ -97,7 +97,8 @@ class Attention(Function):
                 drops.append(drop)
                 p = p * drop
             xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
-        self.qs, self.k, self.v, self.probs, self.drops, self.blocked = qs, k, v, probs, drops, blocked
+        # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
+        self.q, self.k, self.v, self.probs, self.drops, self.blocked = q, k, v, probs, drops, blocked
         return out
 
     def _dropout_scale(self, xp, shape, dtype):
@@ -107,9 +108,9 @@ class Attention(Function):
 
     def backward(self, gout):
         xp = get_array_module(gout)
-        qs, k, v = self.qs, self.k, self.v
-        gq, gk, gv = xp.empty_like(qs), xp.empty_like(k), xp.empty_like(v)
-        for n, rows in enumerate(_chunks(qs.shape[0], qs.shape[1] * qs.shape[2] * k.shape[2])):
+        q, k, v = self.q, self.k, self.v
+        gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
+        for n, rows in enumerate(_chunks(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])):
             p = self.probs[rows]  # [b, nh, T, S]
             pd = p if self.drops is None else p * self.drops[n]
             gv[rows] = xp.swapaxes(pd, -1, -2) @ gout[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
@@ -121,9 +122,9 @@ class Attention(Function):
             gp *= p
             if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
                 xp.copyto(gp, 0, where=_rows_of(self.blocked, rows))
+            gp *= self.scale  # scores were (scale q) k^T: the scale multiplies both gradients below
             gq[rows] = gp @ k[rows]  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
-            gq[rows] *= self.scale  # the scale was applied to q
-            gk[rows] = xp.swapaxes(gp, -1, -2) @ qs[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
+            gk[rows] = xp.swapaxes(gp, -1, -2) @ q[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
         return gq, gk, gv
 
 

@@ -67,17 +67,22 @@ class LayerNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        xhat = x - x.mean(axis=-1, keepdims=True)  # centred, [..., C]
-        var = xp.mean(xhat * xhat, axis=-1, keepdims=True)  # [..., 1]
-        self.rstd = 1.0 / xp.sqrt(var + self.eps)
-        xhat *= self.rstd  # normalised
-        self.xhat, self.gamma = xhat, gamma
-        y = xhat * gamma
+        mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+        y = x - mean  # centred, [..., C]
+        var = xp.mean(y * y, axis=-1, keepdims=True)  # [..., 1]
+        rstd = 1.0 / xp.sqrt(var + self.eps)
+        y *= rstd  # normalised: xhat
+        # Why keep x, mean and rstd rather than xhat: the graph holds x anyway, so xhat would be one more array of
+        # the activations' size per LayerNorm; backward rebuilds it in one pass.
+        self.x, self.mean, self.rstd, self.gamma = x, mean, rstd, gamma
+        y *= gamma
         y += beta
         return y
 
     def backward(self, gy):
-        xhat, rstd = self.xhat, self.rstd
+        rstd = self.rstd
+        xhat = self.x - self.mean
+        xhat *= rstd
         lead = tuple(range(gy.ndim - 1))
         ggamma = (gy * xhat).sum(axis=lead) if self.needs_input_grad[1] else None
         gbeta = gy.sum(axis=lead) if self.needs_input_grad[2] else None
