@@ -16,7 +16,7 @@ import numpy as np
 from .autograd import Function
 from .backend import get_array_module
 from .errors import InputError
-from .nn_ops import masked_softmax
+from .nn_ops import dropout_scale, masked_softmax
 from .ops import matmul, reshape, transpose
 
 
@@ -104,7 +104,7 @@ class Attention(Function):
     def _dropout_scale(self, xp, shape, dtype):
         """0 where dropped, 1 / (1 - p) where kept (inverted dropout)."""
         keep = xp.asarray(self.rng.random(shape, dtype=np.float32) >= self.p)
-        return keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
+        return keep.astype(dtype) * dtype.type(dropout_scale(self.p))
 
     def backward(self, gout):
         xp = get_array_module(gout)

@@ -201,11 +201,18 @@ class Dropout(Function):
     def forward(self, x):
         xp = get_array_module(x)
         keep = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
-        self.scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self.scaled_mask = keep.astype(x.dtype) * x.dtype.type(dropout_scale(self.p))
         return x * self.scaled_mask
 
     def backward(self, gy):
         return gy * self.scaled_mask
+
+
+def dropout_scale(p):
+    """What inverted dropout multiplies the kept values by: 1 / (1 - p), and 0 when p = 1 (all dropped, as torch)."""
+    if not 0.0 <= p <= 1.0:
+        raise InputError(f"dropout probability must be in [0, 1], got {p}")
+    return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
 
 
 # -- lowercase wrappers ---------------------------------------------------------------------------------------
