@@ -1,0 +1,391 @@
+"""Evaluate the fine-tuned Debian summariser and export it as the model this project ships.
+
+    python weights/default_model.py evaluate --model run/final --data /work/data/debian --out metrics.json
+    python weights/default_model.py export --model run/final --metrics metrics.json --history run/history.json \
+        --out weights/NAME --name NAME
+
+`evaluate` generates with beam search (the model's generation_config special ids, `--beams`, `--max-new-tokens`)
+for each split, decodes without special tokens and scores ROUGE-1/2/L F-measures (seq2seq/evaluate.py's scorer:
+rouge-score with stemming) of the model and of `baseline(source)` (weights/debian_data.py) against the synopses.
+`--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head. It writes
+{split: {"n", "model", "baseline", "gap_rougeL", "settings", "examples"}} (ten example rows per split) and prints a
+table. Everything is deterministic: fixed row choice, batches in length order, beam search.
+
+`export` writes config.json, generation_config.json, the tokenizer and model.safetensors with every floating tensor
+cast to float16, then a model card (README.md). Encoder and decoder share their weights (tie_encoder_decoder=True):
+this package loads one copy, but transformers 5 ignores the flag and needs the decoder's copies written out too.
+`--tied-copies auto` (default) measures both files and writes the copies only when they fit the size limit
+(`--max-mb`, decimal MB); the card records both sizes and the choice. The directory is written atomically: it
+appears only after the size check and a reload check (seq2seq loads it, float16 widened to float32, and greedy
+decoding of a few examples is compared with the source model) have run.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout
+
+import safetensors.numpy  # noqa: E402
+from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E402
+from seq2seq.checkpoint import save_state_dict  # noqa: E402
+from seq2seq.data import Seq2SeqDataset, read_jsonl  # noqa: E402
+from seq2seq.evaluate import ROUGE_TYPES, generate_texts, load_rouge, rouge  # noqa: E402
+from seq2seq.train import atomic_directory, format_seconds, write_json  # noqa: E402
+
+SPLITS = ("test", "test_unseen_family")
+EXAMPLES = 10
+MAX_MB = 45.0
+MB = 1_000_000
+METADATA = {"dtype": "float16"}  # in the safetensors header, beside the "format": "pt" transformers checks
+RECIPE = """python weights/debian_data.py build --update --out data/debian
+python -m seq2seq warm-start --tie-encoder-decoder --out warm
+cat data/debian/*.jsonl > corpus.jsonl
+python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl --out trimmed
+python -m seq2seq finetune --model trimmed --train data/debian/train.jsonl \\
+    --validation data/debian/validation.jsonl --out run --resume"""  # README's, when it cannot be read
+
+
+class ExportError(Exception):
+    """An export that must not ship (too big, not finite); the CLI prints it and exits with status 1."""
+
+
+def debian_data():
+    """weights/debian_data.py, imported by path (weights/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("debian_data", HERE / "debian_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def spread(total, k):
+    """k row indices spread evenly over ``range(total)`` (all of them when k is None or >= total)."""
+    if k is None or k >= total:
+        return list(range(total))
+    return [i * total // k for i in range(k)]
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_tokens=32, batch_size=32,
+                   max_source_len=128, scorer=None):
+    """One split's entry of metrics.json (see the module docstring)."""
+    baseline = debian_data().baseline
+    pairs = read_jsonl(path)
+    packages = [p for p, _ in read_jsonl(path, source_field="package")]
+    total, rows = len(pairs), spread(len(pairs), limit)
+    pairs, packages = [pairs[i] for i in rows], [packages[i] for i in rows]
+    data = Seq2SeqDataset.from_pairs(pairs, tokenizer, max_source_len=max_source_len)
+    order = np.argsort(data.source_lengths, kind="stable")  # similar lengths per batch: less padding
+    start = time.perf_counter()
+    with no_grad():
+        texts = generate_texts(model, tokenizer, data, order, batch_size=batch_size, num_beams=beams,
+                               max_new_tokens=max_new_tokens)
+    outputs = [None] * len(pairs)
+    for i, text in zip(order, texts):
+        outputs[i] = text
+    seconds = time.perf_counter() - start
+    references = [t for _, t in pairs]
+    baselines = [baseline(s) for s, _ in pairs]
+    scorer = scorer or load_rouge()
+    model_scores, base_scores = rouge(outputs, references, scorer), rouge(baselines, references, scorer)
+    examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
+                 "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
+    settings = {"num_beams": beams, "max_new_tokens": max_new_tokens, "max_source_len": max_source_len,
+                "limit": limit, "total": total, "seconds": round(seconds, 1)}
+    return {"n": len(pairs), "model": model_scores, "baseline": base_scores,
+            "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"], "settings": settings,
+            "examples": examples}
+
+
+def evaluate(model_dir, data_dir, out, *, splits=SPLITS, **kwargs):
+    """Score every split, write ``out`` (metrics.json) and return its content."""
+    model = EncoderDecoderModel.from_pretrained(model_dir).eval()
+    tokenizer = Tokenizer.from_pretrained(model_dir)
+    scorer = load_rouge()
+    metrics = {split: evaluate_split(model, tokenizer, os.path.join(data_dir, f"{split}.jsonl"), scorer=scorer,
+                                     **kwargs) for split in splits}
+    write_json(out, metrics)
+    return metrics
+
+
+def metrics_table(metrics):
+    """The markdown table of model vs baseline, ROUGE F-measures x 100."""
+    head = ["split", "n", *(f"model R-{k[5:]}" for k in ROUGE_TYPES), *(f"baseline R-{k[5:]}" for k in ROUGE_TYPES),
+            "R-L gap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split, m in metrics.items():
+        cells = [split, str(m["n"]), *(f"{100 * m['model'][k]:.1f}" for k in ROUGE_TYPES),
+                 *(f"{100 * m['baseline'][k]:.1f}" for k in ROUGE_TYPES), f"{100 * m['gap_rougeL']:+.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+def float16_tensors(model, *, include_tied_copies):
+    """The state dict with every floating tensor cast to float16; ExportError when one does not fit."""
+    out = {}
+    for key, array in model.state_dict(include_tied_copies=include_tied_copies).items():
+        if np.issubdtype(array.dtype, np.floating):
+            with np.errstate(over="ignore"):
+                array = array.astype(np.float16)
+            if not np.isfinite(array).all():
+                raise ExportError(f"{key} overflows float16 (largest |value| {np.abs(array).max()})")
+        out[key] = array
+    return out
+
+
+def safetensors_bytes(tensors):
+    """The exact size of the model.safetensors these tensors make."""
+    return len(safetensors.numpy.save(tensors, metadata={"format": "pt", **METADATA}))
+
+
+def greedy_ids(model, tokenizer, sources, max_new_tokens):
+    batch = tokenizer(sources, max_length=128)
+    with no_grad():
+        out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=1,
+                             max_new_tokens=max_new_tokens)
+    return [[t for t in row if t != model.generation_config.pad_token_id] for row in to_numpy(out).tolist()]
+
+
+def reload_check(source_model, tokenizer, path, sources, max_new_tokens=32):
+    """Load ``path`` in seq2seq (float16 -> float32) and compare greedy outputs with ``source_model``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = EncoderDecoderModel.from_pretrained(path)
+    info = model.loading_info
+    if info["missing_keys"] or info["unexpected_keys"] or model.num_parameters() != source_model.num_parameters():
+        raise ExportError(f"the export does not reload as the same model: {info}, {[str(w.message) for w in caught]}")
+    ours = greedy_ids(source_model, tokenizer, sources, max_new_tokens)
+    theirs = greedy_ids(model, tokenizer, sources, max_new_tokens)
+    same = sum(a == b for a, b in zip(ours, theirs))
+    differing = [{"source": s[:80], "float32": tokenizer.decode(a), "float16": tokenizer.decode(b)}
+                 for s, a, b in zip(sources, ours, theirs) if a != b]
+    return model, {"examples": len(sources), "identical": same, "differing": differing}
+
+
+def readme_recipe():
+    """The commands of the project README's "Fine-tuning" section (the first indented block), else RECIPE."""
+    try:
+        text = (HERE.parent / "README.md").read_text(encoding="utf-8")
+        section = text.split("## Fine-tuning", 1)[1].split("\n## ", 1)[0]
+    except (OSError, IndexError):
+        return RECIPE
+    block, started = [], False
+    for line in section.splitlines():
+        if line.startswith("    ") and line.strip():
+            block.append(line[4:])
+            started = True
+        elif started:
+            break
+    return "\n".join(block) or RECIPE
+
+
+def read_stats(data_dir):
+    for name in ("stats.json", "full_stats.json"):
+        path = Path(data_dir or "") / name
+        if data_dir and path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def cell(text):
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def model_card(name, *, model, metrics, history, stats, sizes, copies, check, demo, training_time, max_mb):
+    enc = model.config.encoder
+    m = metrics.get("test_unseen_family") or next(iter(metrics.values()))
+    settings = m.get("settings", {})
+    dd = debian_data()
+    out = ["---\nlanguage: en\nlibrary_name: seq2seq\npipeline_tag: summarization\n"
+           "base_model: sentence-transformers/all-MiniLM-L6-v2\ntags: [bert2bert, encoder-decoder, debian]\n---\n",
+           f"# {name}\n",
+           "A bert2bert summariser that turns a Debian package's long description into its one-line synopsis "
+           "(the short `Description:` line). Encoder and decoder are all-MiniLM-L6-v2, warm-started with shared "
+           f"weights and a vocabulary trimmed to the Debian corpus ({enc.vocab_size:,} tokens), "
+           f"{model.num_parameters() / 1e6:.1f}M parameters, fine-tuned with the NumPy trainer of this project "
+           "(`seq2seq`).\n",
+           "## How to run it\n",
+           f"    python -m seq2seq generate --model weights/{name} --num-beams 4 "
+           f"{shlex.quote(demo['source'])}\n",
+           f"prints `{demo['output']}`. In Python:\n",
+           "    from seq2seq import EncoderDecoderModel, Tokenizer\n"
+           f"    model = EncoderDecoderModel.from_pretrained(\"weights/{name}\")   # float16 widened to float32\n"
+           f"    tok = Tokenizer.from_pretrained(\"weights/{name}\")\n"
+           "    batch = tok([description], max_length=128)\n"
+           f"    ids = model.generate(batch[\"input_ids\"], attention_mask=batch[\"attention_mask\"], "
+           f"num_beams={settings.get('num_beams', 4)}, max_new_tokens={settings.get('max_new_tokens', 32)})\n"
+           "    print(tok.batch_decode(ids, skip_special_tokens=True))\n",
+           "With transformers (5.x), which ignores `tie_encoder_decoder`:\n",
+           "    import torch, transformers\n"
+           f"    model = transformers.EncoderDecoderModel.from_pretrained(\"weights/{name}\", dtype=torch.float32)\n"
+           + ("" if copies else
+              "    # transformers warns that decoder.* weights are missing (\"newly initialized\"): they are the\n"
+              "    # shared weights, stored once under encoder.*; this line copies them over\n"
+              "    model.decoder.bert.load_state_dict(model.encoder.state_dict(), strict=False)\n")
+           + f"    tok = transformers.AutoTokenizer.from_pretrained(\"weights/{name}\")\n",
+           "## Data\n",
+           "Debian 12 \"bookworm\" (main, bookworm-updates, bookworm-security) package descriptions from the "
+           "archive's `Translation-en` files, built by `weights/debian_data.py`: source = the long description as "
+           "plain text, target = the synopsis; one pair per package, duplicate synopses dropped. The texts belong "
+           "to each package's maintainers and are covered by that package's licence terms.\n"]
+    if stats:
+        counts = stats["counts"]
+        out.append("| split | pairs |\n|---|---|\n" + "\n".join(f"| {s} | {counts[s]:,} |" for s in counts) + "\n")
+        out.append(f"{stats.get('families', '?'):,} package families, {len(stats.get('families_held_out', [])):,} "
+                   "of them held out.\n")
+    out.append(f"Split rule: a package's *family* is its source package name (binary name when unknown) with "
+               f"ecosystem prefixes (lib, python3-, golang-github-, ...) and version suffixes stripped "
+               f"(`family()`); sha256 of the family holds out {dd.HELD_OUT_FAMILIES_PER_MILLE / 10:g}% of families "
+               f"as `test_unseen_family`, so no sibling of those packages is seen in training. The rest go "
+               f"{dd.TRAIN_PERCENT}/{dd.VALIDATION_PERCENT}/{100 - dd.TRAIN_PERCENT - dd.VALIDATION_PERCENT} to "
+               "train/validation/test by sha256 of the package name.\n")
+    out += ["## Recipe\n", "\n".join("    " + line for line in readme_recipe().splitlines()) + "\n"]
+    if history:
+        args = history.get("args", {})
+        out.append("| hyper-parameter | value |\n|---|---|\n"
+                   + "\n".join(f"| {k} | {v} |" for k, v in args.items() if v is not None) + "\n")
+        seconds = next((history[k] for k in ("train_seconds", "training_seconds", "seconds") if k in history), None)
+        time_text = training_time or (format_seconds(seconds) if seconds else "not recorded in history.json")
+        line = f"Steps: {len(history.get('loss', [])):,}. Training time: {time_text}."
+        if history.get("eval"):
+            last = history["eval"][-1]
+            line += (f" Last validation (step {last['step']}): loss {last['loss']:.4f}"
+                     + "".join(f", {k} {100 * last[k]:.1f}" for k in ROUGE_TYPES if k in last) + ".")
+        out.append(line + "\n")
+    elif training_time:
+        out.append(f"Training time: {training_time}.\n")
+    out += ["## Results\n",
+            f"ROUGE F-measures x 100 (rouge-score, stemming on), beam search with {settings.get('num_beams')} beams "
+            f"and at most {settings.get('max_new_tokens')} new tokens, sources cut to "
+            f"{settings.get('max_source_len')} tokens. Baseline: the first sentence of the description cut to 12 "
+            "words (`baseline()` in weights/debian_data.py)."
+            + ("".join(f" {s}: {v['n']:,} of {v['settings']['total']:,} rows, spread evenly over the split."
+                       for s, v in metrics.items() if v["n"] < v.get("settings", {}).get("total", v["n"])))
+            + "\n", metrics_table(metrics) + "\n",
+            "## Examples from the unseen-family split\n",
+            "| package | description (first 200 chars) | synopsis | model | baseline |\n|---|---|---|---|---|\n"
+            + "\n".join(f"| {cell(e['package'])} | {cell(e['source'])} | {cell(e['reference'])} | "
+                        f"{cell(e['model'])} | {cell(e['baseline'])} |" for e in m["examples"]) + "\n",
+            "## Files\n",
+            f"`model.safetensors` holds every floating tensor in float16 ({sizes[copies] / MB:.1f} MB). "
+            "`config.json` keeps `tie_encoder_decoder: true`: the encoder and decoder share one set of weights, "
+            f"stored once under `encoder.*` ({sizes[False] / MB:.1f} MB). Writing the decoder's copies as well, "
+            f"which transformers 5 needs because it ignores the flag, would make {sizes[True] / MB:.1f} MB; the "
+            f"limit is {max_mb:g} MB, so the copies are "
+            + ("written (transformers loads the folder as is).\n" if copies else
+               "not written, and transformers users copy the encoder's weights into the decoder after loading "
+               "(see above); seq2seq ties them itself.\n"),
+            f"Reload check: seq2seq loads this folder (float16 widened to float32) and its greedy outputs equal the "
+            f"float32 model's on {check['identical']} of {check['examples']} examples.\n",
+            "## Limitations\n",
+            "Trained on Debian's English descriptions only; the synopses it writes follow Debian's style (short, "
+            "no article, no final period) and can be wrong about what a package does. Not for other text.\n",
+            "_Written by `weights/default_model.py export`._\n"]
+    return "\n".join(out)
+
+
+def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_mb=MAX_MB, tied_copies="auto",
+           training_time=None, check_examples=5):
+    """Write the shipped model folder (see the module docstring); returns a summary dict."""
+    model = EncoderDecoderModel.from_pretrained(model_dir).eval()
+    tokenizer = Tokenizer.from_pretrained(model_dir)
+    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    history = json.loads(Path(history).read_text(encoding="utf-8")) if history else None
+    limit = int(max_mb * MB)
+    tensors = {c: float16_tensors(model, include_tied_copies=c) for c in (False, True)}
+    sizes = {c: safetensors_bytes(t) for c, t in tensors.items()}
+    copies = {"auto": sizes[True] <= limit, "yes": True, "no": False}[tied_copies]
+    if sizes[copies] > limit:
+        raise ExportError(f"model.safetensors would be {sizes[copies] / MB:.1f} MB, over the {max_mb:g} MB limit "
+                          f"(stored once: {sizes[False] / MB:.1f} MB, with tied copies: {sizes[True] / MB:.1f} MB)")
+    sources = [e["source"] for split in metrics.values() for e in split["examples"]][:check_examples]
+    with atomic_directory(out) as tmp:
+        config = model.config.to_dict()
+        config["dtype"] = "float16"
+        write_json(os.path.join(tmp, "config.json"), config)
+        write_json(os.path.join(tmp, "generation_config.json"),
+                   {**model.generation_config.to_diff_dict(), "_from_model_config": True})
+        save_state_dict(tensors[copies], tmp, metadata=METADATA)
+        tokenizer.save_pretrained(tmp)
+        os.chmod(os.path.join(tmp, "model.safetensors"), 0o644)  # safetensors writes 0600
+        written = os.path.getsize(os.path.join(tmp, "model.safetensors"))
+        if written > limit:
+            raise ExportError(f"{written / MB:.1f} MB written, over the {max_mb:g} MB limit")
+        shipped, check = reload_check(model, tokenizer, tmp, sources)
+        shown = (metrics.get("test_unseen_family") or next(iter(metrics.values())))["examples"]
+        whole = [e["source"] for e in shown if len(e["source"]) < 200]  # a description not cut at 200 chars
+        demo = (whole or [e["source"] for e in shown] or ["A command-line tool to convert images."])[0]
+        tok = Tokenizer.from_pretrained(tmp)
+        with no_grad():  # what the card's `python -m seq2seq generate ... --num-beams 4` command prints
+            ids = shipped.generate(tok([demo])["input_ids"], num_beams=4)
+        demo = {"source": " ".join(demo.split()), "output": tok.batch_decode(ids, skip_special_tokens=True)[0]}
+        card = model_card(name, model=model, metrics=metrics, history=history, stats=read_stats(data), sizes=sizes,
+                          copies=copies, check=check, demo=demo, training_time=training_time, max_mb=max_mb)
+        Path(tmp, "README.md").write_text(card, encoding="utf-8")
+    total = sum(p.stat().st_size for p in Path(out).iterdir())
+    return {"out": str(out), "tied_copies": copies, "sizes": sizes, "safetensors_bytes": written,
+            "folder_bytes": total, "check": check}
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    ev = commands.add_parser("evaluate", help="ROUGE of the model and of the baseline on the test splits")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True, help="directory of {split}.jsonl files")
+    ev.add_argument("--splits", default=",".join(SPLITS))
+    ev.add_argument("--limit", type=int, help="rows per split, spread evenly (default: all)")
+    ev.add_argument("--beams", type=int, default=4)
+    ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--max-source-len", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=32, help="sources per generate call")
+    ev.add_argument("--out", required=True, help="metrics.json to write")
+    ex = commands.add_parser("export", help="float16 safetensors + tokenizer + model card")
+    ex.add_argument("--model", required=True)
+    ex.add_argument("--metrics", required=True, help="metrics.json written by evaluate")
+    ex.add_argument("--history", help="OUT/history.json of the training run")
+    ex.add_argument("--data", default="/work/data/debian", help="data directory whose stats.json gives the sizes")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--name", required=True)
+    ex.add_argument("--max-mb", type=float, default=MAX_MB, help="size limit of model.safetensors (MB = 1e6 bytes)")
+    ex.add_argument("--tied-copies", choices=("auto", "yes", "no"), default="auto")
+    ex.add_argument("--training-time", help="training time for the card when history.json does not record it")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "evaluate":
+            metrics = evaluate(args.model, args.data, args.out, splits=args.splits.split(","), limit=args.limit,
+                               beams=args.beams, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                               max_source_len=args.max_source_len)
+            print(metrics_table(metrics))
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            result = export(args.model, args.metrics, args.out, args.name, history=args.history, data=args.data,
+                            max_mb=args.max_mb, tied_copies=args.tied_copies, training_time=args.training_time)
+            sizes, check = result["sizes"], result["check"]
+            print(f"model.safetensors stored once: {sizes[False] / MB:.2f} MB, with tied copies: "
+                  f"{sizes[True] / MB:.2f} MB (limit {args.max_mb:g} MB) -> tied copies "
+                  f"{'written' if result['tied_copies'] else 'not written'}; "
+                  f"folder {result['folder_bytes'] / MB:.2f} MB")
+            print(f"reload check: greedy outputs identical on {check['identical']}/{check['examples']} examples")
+            for d in check["differing"]:
+                print(f"  differs: {d}")
+            print(f"wrote {result['out']}", file=sys.stderr)
+    except ExportError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
