@@ -17,8 +17,9 @@ BartForCausalLM (and so transformers' bert2bart) does not use: it is reported as
 import math
 
 from .activations import get_activation
-from .attention import causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention, split_heads
+from .attention import keys_values, merge_heads, scaled_dot_product_attention, split_heads
 from .backend import get_array_module
+from .cache import run_decoder_layers
 from .layers import Dropout, Embedding, LayerNorm, Linear, check_positions, lm_head_layout
 from .nn_ops import linear
 
@@ -94,14 +95,10 @@ class BartDecoder:
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.config.max_position_embeddings, name="decoder_input_ids")
-        self_keep = combine_masks(causal_mask(xp, t, start + t) if t > 1 else None, keep)  # [B, 1, T, start+T]
         positions = xp.arange(start, start + t)[None, :] + POSITION_OFFSET  # [1, T]
         h = self.embed_tokens(ids, name="decoder_input_ids")  # [B, T] -> [B, T, C]
         if self.embed_scale != 1.0:
             h = h * self.embed_scale
         h = self.dropout(self.norm_embedding(h + self.embed_positions(positions)))
-        for i, layer in enumerate(self.layers):
-            h = layer(h, self_keep, memory, memory_keep, cache=cache.layers[i] if cache else None, start=start)
-        if cache is not None:
-            cache.length += t
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
         return linear(h, self.embed_tokens.weight)  # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]

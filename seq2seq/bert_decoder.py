@@ -12,9 +12,8 @@ This is transformers' ``BertLMHeadModel`` with ``is_decoder=True, add_cross_atte
 body too, which is how a bert2bert model is warm-started from two BERT checkpoints: the cross-attention blocks and
 the LM-head transform are then missing from the checkpoint and start from random values.
 """
-from .attention import causal_mask, combine_masks
 from .activations import get_activation
-from .backend import get_array_module
+from .cache import run_decoder_layers
 from .encoder import BertAttention, BertEmbeddings, BertFeedForward
 from .layers import LayerNorm, Linear, lm_head_layout
 from .nn_ops import linear
@@ -74,13 +73,7 @@ class BertDecoder:
         With a ``cache`` (a DecoderCache, inference only), ``ids`` are the next positions after the
         ``cache.length`` already decoded: their keys/values are appended and the cache advances.
         """
-        xp = get_array_module(ids)
-        start, t = (cache.length if cache is not None else 0), ids.shape[1]
-        # One new query sees every cached position: no causal mask needed then.
-        self_keep = combine_masks(causal_mask(xp, t, start + t) if t > 1 else None, keep)  # [B, 1, T, start+T]
+        start = cache.length if cache is not None else 0
         h = self.embeddings(ids, past_length=start, name="decoder_input_ids")  # [B, T] -> [B, T, C]
-        for i, layer in enumerate(self.layers):
-            h = layer(h, self_keep, memory, memory_keep, cache=cache.layers[i] if cache else None, start=start)
-        if cache is not None:
-            cache.length += t
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
         return self.lm_head(h)  # [B, T, C] -> [B, T, V]

@@ -16,8 +16,9 @@ they may carry (``attn.bias``, ``attn.masked_bias``) are skipped.
 import math
 
 from .activations import get_activation
-from .attention import causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention, split_heads
+from .attention import keys_values, merge_heads, scaled_dot_product_attention, split_heads
 from .backend import get_array_module
+from .cache import run_decoder_layers
 from .layers import Conv1D, Dropout, Embedding, LayerNorm, check_positions, lm_head_layout
 from .nn_ops import linear
 
@@ -110,13 +111,9 @@ class Gpt2Decoder:
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.wpe.num, name="decoder_input_ids")
-        self_keep = combine_masks(causal_mask(xp, t, start + t) if t > 1 else None, keep)  # [B, 1, T, start+T]
         positions = xp.arange(start, start + t)[None, :]  # [1, T]
         h = self.wte(ids, name="decoder_input_ids") + self.wpe(positions)  # [B, T] -> [B, T, C]
         h = self.dropout(h)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, self_keep, memory, memory_keep, cache=cache.layers[i] if cache else None, start=start)
-        if cache is not None:
-            cache.length += t
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
         # Why no separate weight: the LM head is the token embedding table itself (weight tying).
         return linear(self.ln_f(h), self.wte.weight)  # [B, T, C] @ [C, V] -> [B, T, V]
