@@ -17,6 +17,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .errors import InputError
 from .nn_ops import dropout_scale, masked_softmax
+from .parallel import for_each_block, scratch
 from .ops import matmul, reshape, transpose
 
 
@@ -64,9 +65,10 @@ class Attention(Function):
     ``attention_reference`` below, rearranged for speed: the scale multiplies q (T * hs values) instead of the
     scores (T * S), and the scores are made, softmaxed in place and consumed a few batch elements at a time (as
     many as fit ``_CHUNK`` values: one element for long sequences, the whole batch for a one-token decode step),
-    while they are still in the CPU cache. Under ``no_grad`` nothing of size ``[B, nh, T, S]`` is kept at all; when
-    a graph is recorded, the probabilities are saved for backward. Attention-probability dropout (BERT applies it
-    in training) happens inside, with the mask kept for backward.
+    while they are still in the CPU cache; the blocks of batch elements run on every core
+    (``parallel.for_each_block``). Under ``no_grad`` nothing of size ``[B, nh, T, S]`` is kept at all; when a graph
+    is recorded, the probabilities are saved for backward. Attention-probability dropout (BERT applies it in
+    training) happens inside, with the mask kept for backward.
     """
 
     def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None):
@@ -75,66 +77,76 @@ class Attention(Function):
     def forward(self, q, k, v):
         xp = get_array_module(q)
         b, nh, t, hs = q.shape
+        s = k.shape[2]
         if self.scale is None:
             self.scale = 1.0 / math.sqrt(hs)
         qs = q * q.dtype.type(self.scale)  # [B, nh, T, hs]
+        kt = xp.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
-        probs = xp.empty((b, nh, t, k.shape[2]), dtype=q.dtype) if self.records else None
-        drops = [] if self.p > 0 else None
-        for rows in _chunks(b, nh * t * k.shape[2]):
-            scores = qs[rows] @ xp.swapaxes(k[rows], -1, -2)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
+        probs = xp.empty((b, nh, t, s), dtype=q.dtype) if self.records else None
+        # The dropout mask is drawn here, whole, not inside the blocks: blocks run on several threads, and the
+        # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
+        kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
+
+        def block(rows):
+            n = rows.stop - rows.start
+            # the scores are made in the saved probabilities when there are any, else in a reused buffer
+            scores = probs[rows] if probs is not None else scratch(xp, (n, nh, t, s), q.dtype, name="attention")[0]
+            xp.matmul(qs[rows], kt[rows], out=scores)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
             if blocked is not None:
                 # Why a finite fill instead of -inf: a fully masked row then softmaxes to a uniform row, not NaN.
                 xp.copyto(scores, xp.finfo(q.dtype).min, where=_rows_of(blocked, rows))
             scores -= scores.max(axis=-1, keepdims=True)
             p = xp.exp(scores, out=scores)
             p /= p.sum(axis=-1, keepdims=True)  # probabilities, [b, nh, T, S]
-            if probs is not None:
-                probs[rows] = p
-            if drops is not None:
-                drop = self._dropout_scale(xp, p.shape, q.dtype)
-                drops.append(drop)
-                p = p * drop
+            if kept is not None:
+                p = self._dropped(xp, p, kept[rows])
             xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
+
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
-        self.q, self.k, self.v, self.probs, self.drops, self.blocked = q, k, v, probs, drops, blocked
+        self.q, self.k, self.v, self.probs, self.kept, self.blocked = q, k, v, probs, kept, blocked
         return out
 
-    def _dropout_scale(self, xp, shape, dtype):
-        """0 where dropped, 1 / (1 - p) where kept (inverted dropout)."""
-        keep = xp.asarray(self.rng.random(shape, dtype=np.float32) >= self.p)
-        return keep.astype(dtype) * dtype.type(dropout_scale(self.p))
+    def _dropped(self, xp, p, kept):
+        """Inverted dropout of the probabilities: 0 where dropped, p / (1 - p_drop) where kept (a new array)."""
+        (dropped,) = scratch(xp, p.shape, p.dtype, name="attention_dropout")
+        xp.multiply(p, kept, out=dropped)
+        dropped *= p.dtype.type(dropout_scale(self.p))
+        return dropped
 
     def backward(self, gout):
         xp = get_array_module(gout)
         q, k, v = self.q, self.k, self.v
+        b, nh, t, _ = q.shape
+        s = k.shape[2]
         gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
-        for n, rows in enumerate(_chunks(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])):
+
+        def block(rows):
             p = self.probs[rows]  # [b, nh, T, S]
-            pd = p if self.drops is None else p * self.drops[n]
-            gv[rows] = xp.swapaxes(pd, -1, -2) @ gout[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
-            gp = gout[rows] @ xp.swapaxes(v[rows], -1, -2)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
-            if self.drops is not None:
-                gp *= self.drops[n]
+            pd = p if self.kept is None else self._dropped(xp, p, self.kept[rows])
+            # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
+            xp.matmul(xp.swapaxes(pd, -1, -2), gout[rows], out=gv[rows])
+            gp, product = scratch(xp, p.shape, p.dtype, name="attention", count=2)
+            xp.matmul(gout[rows], xp.swapaxes(v[rows], -1, -2), out=gp)  # [b, nh, T, hs] @ [b, nh, hs, S]
+            if self.kept is not None:
+                gp *= self.kept[rows]
+                gp *= gp.dtype.type(dropout_scale(self.p))
             # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
-            gp -= (gp * p).sum(axis=-1, keepdims=True)
+            gp -= xp.multiply(gp, p, out=product).sum(axis=-1, keepdims=True)
             gp *= p
             if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
                 xp.copyto(gp, 0, where=_rows_of(self.blocked, rows))
             gp *= self.scale  # scores were (scale q) k^T: the scale multiplies both gradients below
-            gq[rows] = gp @ k[rows]  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
-            gk[rows] = xp.swapaxes(gp, -1, -2) @ q[rows]  # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
+            xp.matmul(gp, k[rows], out=gq[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
+            xp.matmul(xp.swapaxes(gp, -1, -2), q[rows], out=gk[rows])  # [b, nh, S, T] @ [b, nh, T, hs]
+
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         return gq, gk, gv
 
 
-_CHUNK = 1 << 18  # score values per chunk (1 MiB of float32): about what stays in a core's L2 cache
-
-
-def _chunks(batch, per_row):
-    """Slices of the batch axis holding about ``_CHUNK`` score values each (at least one row)."""
-    step = max(1, _CHUNK // max(per_row, 1))
-    return [slice(i, min(i + step, batch)) for i in range(0, batch, step)]
+_CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
 
 
 def _rows_of(mask, rows):

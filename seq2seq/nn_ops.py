@@ -15,6 +15,7 @@ import numpy as np
 from .autograd import Function
 from .backend import get_array_module
 from .errors import InputError
+from .parallel import as_rows, for_each_block, scratch
 
 
 _FEW_ROWS = 64  # up to this many rows, Linear multiplies in the order that is faster for thin inputs
@@ -60,42 +61,83 @@ class Linear(Function):
 
 
 class LayerNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as torch)."""
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as torch).
+
+    Both passes run on blocks of rows (``parallel.for_each_block``): each row is normalised on its own, so the
+    blocks are independent; the gradients of gamma and beta are sums over rows, added up block by block in order.
+    """
 
     def __init__(self, eps):
         self.eps = eps
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
-        y = x - mean  # centred, [..., C]
-        var = xp.mean(y * y, axis=-1, keepdims=True)  # [..., 1]
-        rstd = 1.0 / xp.sqrt(var + self.eps)
-        y *= rstd  # normalised: xhat
+        x = xp.ascontiguousarray(x)
+        y = xp.empty(x.shape, dtype=x.dtype)
+        x2, y2 = as_rows(x), as_rows(y)  # [..., C] -> [N, C] views
+        mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+
+        def block(rows):
+            xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
+            xp.mean(xb, axis=-1, keepdims=True, out=mb)
+            xp.subtract(xb, mb, out=yb)  # centred
+            (square,) = scratch(xp, yb.shape, yb.dtype, name="layer_norm")
+            xp.multiply(yb, yb, out=square)
+            xp.mean(square, axis=-1, keepdims=True, out=rb)  # biased variance
+            rb += self.eps
+            xp.sqrt(rb, out=rb)
+            xp.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
+            yb *= rb  # normalised: xhat
+            yb *= gamma
+            yb += beta
+
+        for_each_block(block, *x2.shape, xp=xp)
         # Why keep x, mean and rstd rather than xhat: the graph holds x anyway, so xhat would be one more array of
         # the activations' size per LayerNorm; backward rebuilds it in one pass.
         self.x, self.mean, self.rstd, self.gamma = x, mean, rstd, gamma
-        y *= gamma
-        y += beta
         return y
 
     def backward(self, gy):
-        rstd = self.rstd
-        xhat = self.x - self.mean
-        xhat *= rstd
-        lead = tuple(range(gy.ndim - 1))
-        ggamma = (gy * xhat).sum(axis=lead) if self.needs_input_grad[1] else None
-        gbeta = gy.sum(axis=lead) if self.needs_input_grad[2] else None
-        gx = None
-        if self.needs_input_grad[0]:
-            # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
-            # term 1: g itself; term 2: minus its mean (the mean was subtracted);
-            # term 3: minus xhat times mean(g * xhat) (the variance depends on x too); all scaled by rstd.
-            g = gy * self.gamma
-            gx = g - g.mean(axis=-1, keepdims=True)
-            gx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
-            gx *= rstd
+        xp = get_array_module(gy)
+        need_x, need_gamma, need_beta = self.needs_input_grad
+        gy2, x2 = as_rows(xp.ascontiguousarray(gy)), as_rows(self.x)  # [N, C]
+        gx = xp.empty(self.x.shape, dtype=gy.dtype) if need_x else None
+        gx2 = None if gx is None else as_rows(gx)
+
+        def block(rows):
+            gyb, mean, rstd = gy2[rows], self.mean[rows], self.rstd[rows]
+            xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
+            xp.subtract(x2[rows], mean, out=xhat)
+            xhat *= rstd
+            gamma_part = xp.multiply(gyb, xhat, out=g).sum(axis=0) if need_gamma else None  # [C]
+            beta_part = gyb.sum(axis=0) if need_beta else None  # [C]
+            if need_x:
+                # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
+                # term 1: g itself; term 2: minus its mean (the mean was subtracted);
+                # term 3: minus xhat times mean(g * xhat) (the variance depends on x too); all scaled by rstd.
+                gxb = gx2[rows]
+                xp.multiply(gyb, self.gamma, out=g)
+                g_mean = g.mean(axis=-1, keepdims=True)  # [n, 1]
+                gx_mean = xp.multiply(g, xhat, out=gxb).mean(axis=-1, keepdims=True)  # [n, 1]
+                xp.subtract(g, g_mean, out=gxb)
+                xhat *= gx_mean
+                gxb -= xhat
+                gxb *= rstd
+            return gamma_part, beta_part
+
+        parts = for_each_block(block, *gy2.shape, xp=xp)
+        ggamma = _sum_parts([gamma for gamma, _ in parts]) if need_gamma else None
+        gbeta = _sum_parts([beta for _, beta in parts]) if need_beta else None
         return gx, ggamma, gbeta
+
+
+def _sum_parts(parts):
+    """Per-block partial sums added up in block order (a fixed order: the same result on any number of threads)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 class MaskedSoftmax(Function):
@@ -136,7 +178,8 @@ class CrossEntropy(Function):
     """Mean over the non-ignored rows of -log softmax(logits)[label]; rows labelled ``ignore_index`` are skipped.
 
     logits ``[N, V]`` (any float dtype; computed in float32 at least), labels ``[N]`` integers. When every row is
-    ignored the mean is 0/0 = NaN, as in torch.
+    ignored the mean is 0/0 = NaN, as in torch. The ``[N, V]`` work runs on blocks of rows (one row = one
+    position's softmax over the vocabulary).
     """
 
     def __init__(self, labels, ignore_index=-100):
@@ -151,10 +194,20 @@ class CrossEntropy(Function):
         if bool(bad.any()):
             raise InputError(f"label {int(labels[bad][0])} is outside the vocabulary [0, {v}) "
                              f"(use {self.ignore_index} to ignore a position)")
-        x = logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False)
-        m = x.max(axis=-1, keepdims=True)
+        x = xp.ascontiguousarray(logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False))
+        m = xp.empty((n, 1), dtype=x.dtype)  # row maxima, [N, 1]
         # log-sum-exp minus the max, [N, 1]; m is kept apart: m + log_sum rounded at |m| = 1000 loses 6e-5
-        log_sum = xp.log(xp.exp(x - m).sum(axis=-1, keepdims=True))
+        log_sum = xp.empty((n, 1), dtype=x.dtype)
+
+        def block(rows):
+            xb = x[rows]
+            xp.max(xb, axis=-1, keepdims=True, out=m[rows])
+            (shifted,) = scratch(xp, xb.shape, xb.dtype, name="cross_entropy")
+            xp.subtract(xb, m[rows], out=shifted)
+            xp.exp(shifted, out=shifted)
+            xp.log(shifted.sum(axis=-1, keepdims=True), out=log_sum[rows])
+
+        for_each_block(block, n, v, xp=xp)
         safe = xp.where(valid, labels, 0)
         picked = x[xp.arange(n), safe] - m[:, 0]  # the label's logit minus the max, [N]
         self.x, self.m, self.log_sum, self.safe, self.valid, self.dtype = x, m, log_sum, safe, valid, logits.dtype
@@ -165,12 +218,20 @@ class CrossEntropy(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        p = self.x - self.m  # softmax, recomputed instead of kept: it is [N, V]
-        p -= self.log_sum
-        xp.exp(p, out=p)
-        p[xp.arange(p.shape[0]), self.safe] -= 1  # d(-log p_label)/dx = p - onehot(label)
+        n = self.x.shape[0]
         # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
-        p *= (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(p.dtype)
+        weight = (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N, 1]
+        p = xp.empty(self.x.shape, dtype=self.x.dtype)  # the gradient, [N, V]
+
+        def block(rows):
+            pb = p[rows]
+            xp.subtract(self.x[rows], self.m[rows], out=pb)  # softmax, recomputed instead of kept: it is [N, V]
+            pb -= self.log_sum[rows]
+            xp.exp(pb, out=pb)
+            pb[xp.arange(pb.shape[0]), self.safe[rows]] -= 1  # d(-log p_label)/dx = p - onehot(label)
+            pb *= weight[rows]
+
+        for_each_block(block, n, self.x.shape[1], xp=xp)
         return p.astype(self.dtype, copy=False)  # float16 logits get a float16 gradient
 
 
@@ -193,19 +254,25 @@ class Embedding(Function):
 
 
 class Dropout(Function):
-    """Zero each element with probability p and scale the rest by 1 / (1 - p) (inverted dropout, as torch)."""
+    """Zero each element with probability p and scale the rest by 1 / (1 - p) (inverted dropout, as torch).
+
+    The mask is kept as booleans for backward: a quarter of the memory of a float mask.
+    """
 
     def __init__(self, p, rng):
         self.p, self.rng = p, rng
 
     def forward(self, x):
         xp = get_array_module(x)
-        keep = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
-        self.scaled_mask = keep.astype(x.dtype) * x.dtype.type(dropout_scale(self.p))
-        return x * self.scaled_mask
+        self.kept = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
+        y = x * self.kept
+        y *= x.dtype.type(dropout_scale(self.p))
+        return y
 
     def backward(self, gy):
-        return gy * self.scaled_mask
+        gx = gy * self.kept
+        gx *= gy.dtype.type(dropout_scale(self.p))
+        return gx
 
 
 def dropout_scale(p):

@@ -22,24 +22,16 @@ in ``p.grad``: the gradient of the combined batch whenever its loss is the mean 
 cross-entropy loss averages over the labelled tokens of its batch, so that holds exactly when every micro-batch
 has the same number of tokens that are not -100; otherwise weight each loss by its share of the tokens instead.)
 """
-import math
-
 import numpy as np
 
 from .autograd import Tensor
 from .backend import get_array_module
+from .parallel import for_each_block, scratch
 
 
-_BLOCK = 1 << 16  # elements per block of an optimizer update: a few 256 KiB arrays, inside L2 cache
-
-
-def _row_blocks(shape):
-    """Slices along the first axis covering a tensor of ``shape`` in blocks of about ``_BLOCK`` elements."""
-    if not shape:
-        return [()]
-    row = max(1, int(math.prod(shape[1:])))
-    step = max(1, _BLOCK // row)
-    return [slice(i, i + step) for i in range(0, shape[0], step)]
+def _flat(array, order):
+    """``array`` as 1-D in memory order ``order`` ("C" or "F"): a view for an array contiguous in that order."""
+    return array.reshape(-1, order=order)
 
 
 class Optimizer:
@@ -66,19 +58,10 @@ class Optimizer:
         if len(set(ids)) != len(ids):
             raise ValueError("some parameters appear more than once (in one group or in several)")
         self.state = {}  # id(parameter) -> {"step": int, moment arrays ...}, created on a parameter's first update
-        self._buffer = None  # scratch space for the update arithmetic (see _scratch)
 
     def _params(self):
         """Every parameter, group after group: a parameter's position here is its key in ``state_dict``."""
         return [p for group in self.param_groups for p in group["params"]]
-
-    def _scratch(self, xp, like):
-        """A work array shaped like ``like`` (one block of a parameter): a view of one small reused buffer."""
-        need = like.size
-        buffer = self._buffer
-        if buffer is None or buffer.size < need or buffer.dtype != like.dtype or get_array_module(buffer) is not xp:
-            buffer = self._buffer = xp.empty(max(need, _BLOCK), dtype=like.dtype)
-        return buffer[:need].reshape(like.shape)
 
     def zero_grad(self):
         """Forget the gradients: ``p.grad = None`` (torch's default ``set_to_none=True``)."""
@@ -190,16 +173,29 @@ class AdamW(Optimizer):
                 bias_correction1 = 1 - beta1 ** t
                 bias_correction2 = 1 - beta2 ** t
                 step_size = lr / bias_correction1
-                # Why in blocks of rows: the update makes about a dozen passes over p, g, m and v; done a block
-                # at a time they run in the CPU cache instead of streaming the whole tensors from memory each time.
-                for rows in _row_blocks(p.data.shape):
-                    self._update_block(xp, p.data[rows], g[rows], m[rows], v[rows], lr=lr, beta1=beta1, beta2=beta2,
+                # Why in blocks: the update makes about a dozen passes over p, g, m and v; done a block at a time
+                # they run in the CPU cache, on every core (parallel.py), instead of streaming the whole tensors
+                # from memory each time. The blocks follow p's memory order (the tied LM-head table is column-major);
+                # p, m and v are flattened as views, so the update lands in them.
+                order = "F" if p.data.flags.f_contiguous and not p.data.flags.c_contiguous else "C"
+                flat = [_flat(a, order) for a in (p.data, g, m, v)]
+                if not all(xp.may_share_memory(f, a) for f, a in zip(flat[:1] + flat[2:], (p.data, m, v))):
+                    flat = [p.data, g, m, v]  # not contiguous (never for parameters the engine makes): one block
+                fp, fg, fm, fv = flat
+
+                def block(rows):
+                    self._update_block(xp, fp[rows], fg[rows], fm[rows], fv[rows], lr=lr, beta1=beta1, beta2=beta2,
                                        eps=eps, weight_decay=weight_decay, step_size=step_size,
                                        bias_correction2=bias_correction2)
 
+                if fp.ndim == 1:
+                    for_each_block(block, fp.size, 1, xp=xp)
+                else:
+                    block(slice(None))
+
     def _update_block(self, xp, p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
         """torch.optim.AdamW's arithmetic, in torch's order, in place on views of one block of a parameter."""
-        tmp = self._scratch(xp, p)  # one reused buffer instead of a temporary per operation
+        (tmp,) = scratch(xp, p.shape, p.dtype, name="adamw")  # one reused buffer, not a temporary per operation
         if weight_decay != 0:
             p *= 1 - lr * weight_decay
         xp.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from seq2seq import activations
+from seq2seq import activations, parallel
 from seq2seq.activations import ACTIVATIONS, erf, get_activation
 from seq2seq.autograd import Tensor
 from seq2seq.backend import to_numpy
@@ -34,12 +34,18 @@ def test_erf_special_values(xp):
     assert out[0] == 1.0 and out[1] == -1.0 and np.isnan(out[2]) and out[3] == 0.0 and out[4] == 0.0
 
 
-@pytest.mark.parametrize("size", [1, activations._CHUNK - 1, activations._CHUNK, activations._CHUNK + 1,
-                                  3 * activations._CHUNK + 7])
-def test_erf_across_chunk_boundaries(xp, rng, size):
-    x = (3 * rng.standard_normal(size)).astype(np.float32)
-    out = to_numpy(erf(xp.asarray(x)))
-    assert out.shape == (size,)
+@pytest.mark.parametrize("rows", [1, 7, 8, 9, 31])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_erf_across_block_boundaries(monkeypatch, xp, rng, rows, threads):
+    monkeypatch.setattr(parallel, "BLOCK_VALUES", 8 * 16)  # blocks of 8 rows
+    before = parallel.num_threads()
+    parallel.set_num_threads(threads)
+    x = (3 * rng.standard_normal((rows, 16))).astype(np.float32)
+    try:
+        out = to_numpy(erf(xp.asarray(x)))
+    finally:
+        parallel.set_num_threads(before)
+    assert out.shape == (rows, 16)
     assert np.abs(out - exact_erf(x.astype(np.float64))).max() < 1e-6
 
 

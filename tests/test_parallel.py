@@ -1,0 +1,113 @@
+"""Tests for seq2seq/parallel.py: blocks cover every row once, results do not depend on block size or threads,
+errors from a block reach the caller, scratch buffers are per name and per thread."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from seq2seq import parallel
+from seq2seq.activations import Gelu
+from seq2seq.attention import Attention
+from seq2seq.nn_ops import CrossEntropy, LayerNorm
+
+
+@pytest.fixture
+def threads(request):
+    before = parallel.num_threads()
+    parallel.set_num_threads(request.param)
+    yield request.param
+    parallel.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rows,row_values,block_values", [(1, 5, 16), (10, 5, 16), (10, 5, 15), (7, 100, 16),
+                                                          (0, 5, 16)])
+def test_row_blocks_cover_every_row_once(rows, row_values, block_values):
+    blocks = parallel.row_blocks(rows, row_values, block_values=block_values)
+    covered = [i for block in blocks for i in range(rows)[block]]
+    assert covered == list(range(rows))
+    assert all(block.stop - block.start >= 1 for block in blocks)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4], indirect=True)
+def test_for_each_block_returns_results_in_block_order(threads):
+    seen = []
+
+    def block(b):
+        seen.append(threading.get_ident())
+        time.sleep(0.005)  # long enough that no thread can finish its run before the last one is handed out
+        return b.start, b.stop
+
+    results = parallel.for_each_block(block, 100, 10, block_values=30)
+    assert results == [(i, min(i + 3, 100)) for i in range(0, 100, 3)]
+    assert (len(set(seen)) > 1) == (threads > 1)  # the runs of blocks went to other threads too
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+def test_an_error_in_a_block_reaches_the_caller(threads):
+    def fail_late(block):
+        if block.start >= 90:
+            raise ValueError(f"bad block {block.start}")
+    with pytest.raises(ValueError, match="bad block"):
+        parallel.for_each_block(fail_late, 100, 10, block_values=30)
+
+
+def test_scratch_is_reused_per_name_and_private_to_a_thread():
+    a1, b1 = parallel.scratch(np, (4, 3), np.float32, name="test_a", count=2)
+    (a2,) = parallel.scratch(np, (2, 3), np.float32, name="test_a")
+    (c,) = parallel.scratch(np, (4, 3), np.float32, name="test_c")
+    assert np.shares_memory(a1, a2) and not np.shares_memory(a1, b1) and not np.shares_memory(a1, c)
+    other = []
+    thread = threading.Thread(target=lambda: other.extend(parallel.scratch(np, (4, 3), np.float32, name="test_a")))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(a1, other[0])
+    (big,) = parallel.scratch(np, (1000, 1000), np.float64, name="test_a")  # another dtype, and larger: grows
+    assert big.shape == (1000, 1000) and big.dtype == np.float64
+
+
+def test_set_num_threads():
+    before = parallel.num_threads()
+    try:
+        parallel.set_num_threads(3)
+        assert parallel.num_threads() == 3
+        parallel.set_num_threads(0)
+        assert parallel.num_threads() == 1
+    finally:
+        parallel.set_num_threads(before)
+
+
+def _run_ops(rng):
+    """Forward and backward of every blockwise op on arrays spanning many blocks; all outputs and gradients."""
+    x = rng.standard_normal((6, 11, 24)).astype(np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    gelu = Gelu()
+    results += [gelu.forward(x), gelu.backward(gy)]
+    norm = LayerNorm(1e-5)
+    norm.needs_input_grad = (True, True, True)
+    gamma, beta = rng.standard_normal(24).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    results += [norm.forward(x, gamma, beta), *norm.backward(gy)]
+    labels = rng.integers(0, 24, 66)
+    labels[::5] = -100
+    loss = CrossEntropy(labels)
+    results += [loss.forward(x.reshape(66, 24)), loss.backward(np.float32(1.0))]
+    q, k, v = (rng.standard_normal((6, 2, 5, 4)).astype(np.float32) for _ in range(3))
+    attention = Attention(None, dropout_p=0.3, rng=np.random.default_rng(0))
+    attention.records = True
+    results += [attention.forward(q, k, v), *attention.backward(rng.standard_normal((6, 2, 5, 4)).astype(np.float32))]
+    return results
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("block_values", [24, 100, 1 << 17])
+def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threads, block_values):
+    expected = _run_ops(np.random.default_rng(0))  # default blocks
+    monkeypatch.setattr(parallel, "BLOCK_VALUES", block_values)
+    import seq2seq.attention
+    monkeypatch.setattr(seq2seq.attention, "_CHUNK", block_values)
+    for got, want in zip(_run_ops(np.random.default_rng(0)), expected):
+        if got.ndim == 1 and got.shape == (24,):  # gamma/beta gradients: sums over rows, added block by block
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(got, want)
