@@ -59,9 +59,9 @@ def make_batch(args):
 
 
 def run_ours(args, path):
-    import numpy as np  # noqa: PLC0415
+    import seq2seq  # noqa: PLC0415 - first, before NumPy: it sets OPENBLAS_THREAD_TIMEOUT (see seq2seq/__init__.py)
 
-    import seq2seq  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
     from seq2seq.optim import AdamW, clip_grad_norm_, param_groups  # noqa: PLC0415
 
     model = seq2seq.EncoderDecoderModel.from_pretrained(path)

@@ -104,7 +104,7 @@ class Attention(Function):
                 p = self._dropped(xp, p, kept[rows])
             xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=_small_products(t, s, hs))
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
         self.q, self.k, self.v, self.probs, self.kept, self.blocked = q, k, v, probs, kept, blocked
         return out
@@ -142,11 +142,19 @@ class Attention(Function):
             xp.matmul(gp, k[rows], out=gq[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
             xp.matmul(xp.swapaxes(gp, -1, -2), q[rows], out=gk[rows])  # [b, nh, S, T] @ [b, nh, T, hs]
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=_small_products(t, s, q.shape[3]))
         return gq, gk, gv
 
 
 _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
+_BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
+
+
+def _small_products(t, s, hs):
+    """Whether the blocks should run on several threads: only when each of their [T, hs] x [hs, S]-sized products
+    is too small for OpenBLAS to spread over its own threads (interface/gemm.c: 65536 * GEMM_MULTITHREAD_THRESHOLD,
+    4 by default). Otherwise both would share the cores and wait on each other (measured: 2x slower at 128 x 128)."""
+    return t * s * hs < _BLAS_SPLITS_FROM
 
 
 def _rows_of(mask, rows):

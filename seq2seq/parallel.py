@@ -75,17 +75,18 @@ def row_blocks(rows, row_values, *, block_values=None):
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def for_each_block(fn, rows, row_values, *, xp=np, block_values=None):
+def for_each_block(fn, rows, row_values, *, xp=np, block_values=None, threaded=True):
     """Call ``fn(block)`` for slices ``block`` that cover ``range(rows)``; return their results in order.
 
     ``fn`` must only read its inputs and write its own rows of an output: blocks run concurrently. On NumPy the
     blocks are split into one contiguous run per thread (the calling thread takes the first); on CuPy, or for
-    little work, ``fn`` is called once, or once per block, on this thread.
+    little work, ``fn`` is called once, or once per block, on this thread. ``threaded=False`` keeps the blocks on
+    this thread (for work that is already parallel inside, such as large matrix products).
     """
     if xp is not np:
         return [fn(slice(0, rows))]
     blocks = row_blocks(rows, row_values, block_values=block_values)
-    threads = min(num_threads(), len(blocks))
+    threads = min(num_threads(), len(blocks)) if threaded else 1
     if threads == 1:
         return [fn(block) for block in blocks]
     share = -(-len(blocks) // threads)  # blocks per thread, rounded up
