@@ -53,6 +53,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self.name = name
         self.creator = None  # the Function that made this tensor, when a graph is recorded
+        self.slot = None  # this tensor's place among its creator's outputs (a Slot), when it has a creator
 
     # -- array-like properties ------------------------------------------------------------------------------
     @property
@@ -109,34 +110,35 @@ class Tensor:
         xp = get_array_module(self.data)
         # (not getattr(grad, "data", grad): a NumPy array's .data is its memoryview)
         seed = xp.ones_like(self.data) if grad is None else xp.asarray(grad.data if isinstance(grad, Tensor) else grad)
-        # Pending gradients of non-leaf tensors, keyed by id. Each entry also holds the tensor itself: once the
-        # function consuming it has been released, this entry is what keeps it alive until its creator runs.
-        pending = {id(self): (self, seed)}
+        if self.creator is None:  # backward on a leaf itself
+            _accumulate_leaf_grad(self, seed, {id(seed)})
+            return
+        # Pending gradients of the graph's intermediate values, keyed by their slot (see Function.__call__).
+        pending = {self.slot: seed}
         handed_out = {id(seed)}  # ids of arrays stored as some leaf's .grad, or the caller's: never share one
         order = list(_topological_order(self))
-        if any(not function.inputs for function in order):  # release() emptied it: refuse, as torch does
+        if any(function.inputs is None for function in order):  # release() emptied it: refuse, as torch does
             raise RuntimeError("backward() through a graph that an earlier backward() already freed; "
                                "run the forward pass again to build a new graph")
         for function in order:
-            outputs = [ref() for ref in function.outputs]
-            gys = [pending.pop(id(o), (None, None))[1] if o is not None else None for o in outputs]
+            slots = [ref() for ref in function.outputs]  # None: an output nothing used, so no gradient reaches it
+            gys = [None if slot is None else pending.pop(slot, None) for slot in slots]
             if all(g is None for g in gys):
                 continue
-            gys = [xp.zeros_like(o.data) if g is None else g for g, o in zip(gys, outputs)]
+            gys = [xp.zeros(shape, dtype=dtype) if g is None else g
+                   for g, (shape, dtype) in zip(gys, function.output_specs)]
             gxs = function.backward(*gys)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
             for x, gx, needed in zip(function.inputs, gxs, function.needs_input_grad):
                 if not needed or gx is None:
                     continue
-                if x.creator is None:  # a leaf: the gradient is kept on the tensor
+                if isinstance(x, Tensor):  # a leaf: the gradient is kept on the tensor
                     _accumulate_leaf_grad(x, gx, handed_out)
                 else:
-                    previous = pending.get(id(x), (None, None))[1]
-                    pending[id(x)] = (x, gx if previous is None else previous + gx)
+                    previous = pending.get(x)
+                    pending[x] = gx if previous is None else previous + gx
             function.release()  # free what forward saved: nothing will ask for it again
-        if self.creator is None and id(self) in pending:  # backward on a leaf itself
-            _accumulate_leaf_grad(self, pending[id(self)][1], handed_out)
 
     # -- operators: defined in ops.py, attached at the end of that module ----------------------------------
 
@@ -159,7 +161,7 @@ def _accumulate_leaf_grad(x, g, handed_out):
 def _topological_order(root):
     """Functions reachable from ``root``, each after every function that consumes its outputs."""
     order, visited = [], set()
-    stack = [(root.creator, False)] if root.creator is not None else []
+    stack = [(root.creator, False)]
     while stack:  # iterative depth-first search: deep graphs must not hit Python's recursion limit
         function, expanded = stack.pop()
         if expanded:
@@ -169,10 +171,24 @@ def _topological_order(root):
             continue
         visited.add(id(function))
         stack.append((function, True))
-        for x in function.inputs:
-            if x.creator is not None and id(x.creator) not in visited:
+        for x in function.inputs or ():
+            if isinstance(x, Slot) and id(x.creator) not in visited:
                 stack.append((x.creator, False))
     return reversed(order)
+
+
+class Slot:
+    """The graph's record of one output of a Function: the function that made it. It holds no array.
+
+    Why not keep the output Tensor itself in the graph: the Tensor holds the array, which would then live until
+    backward even when no backward needs it (an Add's output, say, once the LayerNorm after it has saved its
+    input). Keeping only slots, the graph holds exactly the arrays the functions saved, as torch's autograd does.
+    """
+
+    __slots__ = ("creator", "__weakref__")
+
+    def __init__(self, creator):
+        self.creator = creator
 
 
 def as_tensor(x):
@@ -191,8 +207,8 @@ class Function:
     (an axis, a shape) are constructor arguments: ``Sum(axis=1)(x)``.
     """
 
-    inputs = ()
-    outputs = ()
+    inputs = ()  # per input: the leaf Tensor itself (its .grad is filled), or the Slot of the output it came from
+    outputs = ()  # a weak reference to the Slot of each output
     needs_input_grad = ()
     records = False  # True while a graph is being recorded through this call
 
@@ -205,14 +221,17 @@ class Function:
         single = not isinstance(ys, tuple)
         outputs = [Tensor(y) for y in ((ys,) if single else ys)]
         if self.records:
-            self.inputs = inputs
-            # Outputs are held weakly: an output keeps its creator alive, not the other way round.
-            self.outputs = [weakref.ref(o) for o in outputs]
+            self.inputs = [x if x.creator is None else x.slot for x in inputs]
             for o in outputs:
-                o.creator = self
+                o.creator, o.slot = self, Slot(self)
                 o.requires_grad = True
+            # Held weakly: a slot keeps its creator alive (through the tensor, or the functions that consume it),
+            # not the other way round, so an unused graph is freed by reference counting alone, without cycles.
+            self.outputs = [weakref.ref(o.slot) for o in outputs]
+            self.output_specs = [(o.shape, o.dtype) for o in outputs]
         return outputs[0] if single else tuple(outputs)
 
     def release(self):
         """Drop the inputs and saved arrays once ``backward`` has run, so their memory can be reused."""
         self.__dict__.clear()
+        self.inputs = None  # marks the function as spent: a second backward through it is refused
