@@ -17,7 +17,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .errors import InputError
 from .nn_ops import dropout_scale, masked_softmax
-from .parallel import for_each_block, scratch
+from .parallel import for_each_block, num_threads, scratch
 from .ops import matmul, reshape, transpose
 
 
@@ -89,22 +89,35 @@ class Attention(Function):
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
 
+        threaded, query_chunks = _plan(b, t, s, hs)
+
         def block(rows):
             n = rows.stop - rows.start
-            # the scores are made in the saved probabilities when there are any, else in a reused buffer
-            scores = probs[rows] if probs is not None else scratch(xp, (n, nh, t, s), q.dtype, name="attention")[0]
-            xp.matmul(qs[rows], kt[rows], out=scores)  # [b, nh, T, hs] @ [b, nh, hs, S] -> [b, nh, T, S]
-            if blocked is not None:
-                # Why a finite fill instead of -inf: a fully masked row then softmaxes to a uniform row, not NaN.
-                xp.copyto(scores, xp.finfo(q.dtype).min, where=_rows_of(blocked, rows))
-            scores -= scores.max(axis=-1, keepdims=True)
-            p = xp.exp(scores, out=scores)
-            p /= p.sum(axis=-1, keepdims=True)  # probabilities, [b, nh, T, S]
-            if kept is not None:
-                p = self._dropped(xp, p, kept[rows])
-            xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
+            for qr in query_chunks:  # slices of the query axis (one, unless the products must be kept small)
+                tq = len(range(t)[qr])
+                whole = tq == t  # then the scores can be made in place in the saved probabilities
+                if whole and probs is not None:
+                    scores = probs[rows]
+                else:
+                    (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
+                # [b, nh, tq, hs] @ [b, nh, hs, S] -> [b, nh, tq, S]
+                xp.matmul(qs[rows, :, qr], kt[rows], out=scores)
+                if blocked is not None:
+                    # Why a finite fill instead of -inf: a fully masked row softmaxes to a uniform row, not NaN.
+                    xp.copyto(scores, xp.finfo(q.dtype).min, where=_part_of(blocked, rows, qr))
+                scores -= scores.max(axis=-1, keepdims=True)
+                p = xp.exp(scores, out=scores)
+                p /= p.sum(axis=-1, keepdims=True)  # probabilities, [b, nh, tq, S]
+                if probs is not None and not whole:
+                    probs[rows, :, qr] = p
+                if kept is not None:
+                    p = self._dropped(xp, p, kept[rows, :, qr])
+                if whole:
+                    xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
+                else:
+                    out[rows, :, qr] = p @ v[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=_small_products(t, s, hs))
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=threaded)
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
         self.q, self.k, self.v, self.probs, self.kept, self.blocked = q, k, v, probs, kept, blocked
         return out
@@ -123,26 +136,31 @@ class Attention(Function):
         s = k.shape[2]
         gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
 
-        def block(rows):
-            p = self.probs[rows]  # [b, nh, T, S]
-            pd = p if self.kept is None else self._dropped(xp, p, self.kept[rows])
-            # [b, nh, S, T] @ [b, nh, T, hs] -> [b, nh, S, hs]
-            xp.matmul(xp.swapaxes(pd, -1, -2), gout[rows], out=gv[rows])
-            gp, product = scratch(xp, p.shape, p.dtype, name="attention", count=2)
-            xp.matmul(gout[rows], xp.swapaxes(v[rows], -1, -2), out=gp)  # [b, nh, T, hs] @ [b, nh, hs, S]
-            if self.kept is not None:
-                gp *= self.kept[rows]
-                gp *= gp.dtype.type(dropout_scale(self.p))
-            # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
-            gp -= xp.multiply(gp, p, out=product).sum(axis=-1, keepdims=True)
-            gp *= p
-            if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
-                xp.copyto(gp, 0, where=_rows_of(self.blocked, rows))
-            gp *= self.scale  # scores were (scale q) k^T: the scale multiplies both gradients below
-            xp.matmul(gp, k[rows], out=gq[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
-            xp.matmul(xp.swapaxes(gp, -1, -2), q[rows], out=gk[rows])  # [b, nh, S, T] @ [b, nh, T, hs]
+        threaded, query_chunks = _plan(b, t, s, q.shape[3])
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=_small_products(t, s, q.shape[3]))
+        def block(rows):
+            for i, qr in enumerate(query_chunks):
+                p = self.probs[rows, :, qr]  # [b, nh, tq, S]
+                pd = p if self.kept is None else self._dropped(xp, p, self.kept[rows, :, qr])
+                g = gout[rows, :, qr]  # [b, nh, tq, hs]
+                # keys and values collect their gradients from every query chunk
+                gv_part = xp.swapaxes(pd, -1, -2) @ g  # [b, nh, S, tq] @ [b, nh, tq, hs] -> [b, nh, S, hs]
+                _collect(gv, rows, gv_part, first=i == 0)
+                gp, product = scratch(xp, p.shape, p.dtype, name="attention", count=2)
+                xp.matmul(g, xp.swapaxes(v[rows], -1, -2), out=gp)  # [b, nh, tq, hs] @ [b, nh, hs, S]
+                if self.kept is not None:
+                    gp *= self.kept[rows, :, qr]
+                    gp *= gp.dtype.type(dropout_scale(self.p))
+                # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
+                gp -= xp.multiply(gp, p, out=product).sum(axis=-1, keepdims=True)
+                gp *= p
+                if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
+                    xp.copyto(gp, 0, where=_part_of(self.blocked, rows, qr))
+                gp *= self.scale  # scores were (scale q) k^T: the scale multiplies both gradients below
+                gq[rows, :, qr] = gp @ k[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
+                _collect(gk, rows, xp.swapaxes(gp, -1, -2) @ q[rows, :, qr], first=i == 0)  # [b, nh, S, hs]
+
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=threaded)
         return gq, gk, gv
 
 
@@ -150,16 +168,35 @@ _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores 
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 
 
-def _small_products(t, s, hs):
-    """Whether the blocks should run on several threads: only when each of their [T, hs] x [hs, S]-sized products
-    is too small for OpenBLAS to spread over its own threads (interface/gemm.c: 65536 * GEMM_MULTITHREAD_THRESHOLD,
-    4 by default). Otherwise both would share the cores and wait on each other (measured: 2x slower at 128 x 128)."""
-    return t * s * hs < _BLAS_SPLITS_FROM
+def _plan(batch, t, s, hs):
+    """How to run the blocks: (on several threads?, slices of the query axis each block goes through).
+
+    Each product of a block is [tq, hs] x [hs, S] or alike. OpenBLAS splits a product over its own threads from
+    m * n * k = 65536 * GEMM_MULTITHREAD_THRESHOLD (4 by default, interface/gemm.c); if our threads ran such
+    products side by side, both kinds of thread would share the cores and wait on each other (measured: 2x
+    slower). So with at least as many batch elements as threads, the queries are cut into chunks whose products
+    stay below that size, and the blocks run on our threads; with fewer (one long sequence), the blocks run one
+    after another and OpenBLAS spreads each whole product instead.
+    """
+    if batch < num_threads():
+        return False, [slice(0, t)]
+    chunks = -(-t * s * hs // (_BLAS_SPLITS_FROM - 1))  # ceil: enough chunks for every product to stay small
+    size = -(-t // chunks)
+    return True, [slice(i, min(i + size, t)) for i in range(0, t, size)]
 
 
-def _rows_of(mask, rows):
-    """The part of a mask ``[B or 1, ...]`` that applies to batch rows ``rows``."""
-    return mask if mask.shape[0] == 1 else mask[rows]
+def _collect(total, rows, part, *, first):
+    """``total[rows] = part`` for the first query chunk, ``+= part`` for the others."""
+    if first:
+        total[rows] = part
+    else:
+        total[rows] += part
+
+
+def _part_of(mask, rows, queries):
+    """The part of a mask ``[B or 1, 1, T or 1, S]`` for batch rows ``rows`` and query positions ``queries``."""
+    mask = mask if mask.shape[0] == 1 else mask[rows]
+    return mask if mask.shape[2] == 1 else mask[:, :, queries]
 
 
 def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None):

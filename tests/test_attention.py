@@ -95,12 +95,15 @@ def test_inference_keeps_no_probabilities():
 
 
 @pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["row-by-row", "few-rows", "whole-batch"])
-def test_chunking_does_not_change_results(monkeypatch, chunk):
+@pytest.mark.parametrize("splits_from", [1 << 18, 30, 13], ids=["whole-queries", "query-halves", "query-rows"])
+def test_chunking_does_not_change_results(monkeypatch, chunk, splits_from):
     import seq2seq.attention as attention
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((5, 2, 3, 4)) for _ in range(3))
     keep = make_keep(np, "causal+padding", 5, 3, 3)
     expected = attention_reference(q, k, v, keep).data
     monkeypatch.setattr(attention, "_CHUNK", chunk)
+    # products of more than splits_from multiply-adds are cut along the queries (3 x 4 x 3 = 36 per whole product)
+    monkeypatch.setattr(attention, "_BLAS_SPLITS_FROM", splits_from)
     np.testing.assert_allclose(Attention(keep)(q, k, v).data, expected, rtol=1e-12)
     assert check_grad(lambda q, k, v: Attention(keep, dropout_p=0.2, rng=np.random.default_rng(1))(q, k, v), q, k, v)
