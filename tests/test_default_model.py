@@ -178,7 +178,8 @@ def test_card_sections_and_metrics_table(run):
                     "## Examples from the unseen-family split", "## Files", "## Limitations"):
         assert f"\n{heading}\n" in card
     assert "python -m seq2seq generate --model weights/debian-tiny --num-beams 4 " in card
-    assert "python -m seq2seq finetune" in card and "trim-vocab" in card  # the README's recipe
+    assert "python -m seq2seq finetune" in card and "trim-vocab" in card  # the README's recipe: its steps
+    assert "bash weights/make_default_model.sh" in card  # and the one command that runs them
     assert "| lr | 0.00015 |" in card and "Steps: 3." in card and "Last validation (step 3): loss 4.5000" in card
     assert "test_unseen_family | 1,178 |" in card and "2.5% of families" in card  # sizes from full_stats.json
     for split, m in run.metrics.items():

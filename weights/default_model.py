@@ -46,7 +46,9 @@ EXAMPLES = 10
 MAX_MB = 45.0
 MB = 1_000_000
 METADATA = {"dtype": "float16"}  # in the safetensors header, beside the "format": "pt" transformers checks
-RECIPE = """python weights/debian_data.py build --update --out data/debian
+RECIPE = """bash weights/make_default_model.sh work/default-model
+
+python weights/debian_data.py build --update --out data/debian
 python -m seq2seq warm-start --tie-encoder-decoder --out warm
 cat data/debian/*.jsonl > corpus.jsonl
 python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl --out trimmed
@@ -174,20 +176,23 @@ def reload_check(source_model, tokenizer, path, sources, max_new_tokens=32):
 
 
 def readme_recipe():
-    """The commands of the project README's "Fine-tuning" section (the first indented block), else RECIPE."""
+    """The commands of the project README's "Fine-tuning" section (its indented blocks: the one-command recipe,
+    then the steps it runs), else RECIPE."""
     try:
         text = (HERE.parent / "README.md").read_text(encoding="utf-8")
         section = text.split("## Fine-tuning", 1)[1].split("\n## ", 1)[0]
     except (OSError, IndexError):
         return RECIPE
-    block, started = [], False
+    blocks, current = [], []
     for line in section.splitlines():
         if line.startswith("    ") and line.strip():
-            block.append(line[4:])
-            started = True
-        elif started:
-            break
-    return "\n".join(block) or RECIPE
+            current.append(line[4:])
+        elif current and line.strip():  # prose after a block ends it
+            blocks.append("\n".join(current))
+            current = []
+    if current:
+        blocks.append("\n".join(current))
+    return "\n\n".join(blocks) or RECIPE
 
 
 def read_stats(data_dir):
