@@ -89,7 +89,7 @@ class Attention(Function):
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
 
-        threaded, query_chunks = _plan(b, t, s, hs)
+        threaded, query_chunks = _plan(xp, b, t, s, hs)
 
         def block(rows):
             n = rows.stop - rows.start
@@ -136,7 +136,7 @@ class Attention(Function):
         s = k.shape[2]
         gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
 
-        threaded, query_chunks = _plan(b, t, s, q.shape[3])
+        threaded, query_chunks = _plan(xp, b, t, s, q.shape[3])
 
         def block(rows):
             for i, qr in enumerate(query_chunks):
@@ -168,7 +168,7 @@ _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores 
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 
 
-def _plan(batch, t, s, hs):
+def _plan(xp, batch, t, s, hs):
     """How to run the blocks: (on several threads?, slices of the query axis each block goes through).
 
     Each product of a block is [tq, hs] x [hs, S] or alike. OpenBLAS splits a product over its own threads from
@@ -176,9 +176,10 @@ def _plan(batch, t, s, hs):
     products side by side, both kinds of thread would share the cores and wait on each other (measured: 2x
     slower). So for a batch, the queries are cut into chunks whose products stay below that size, and the blocks
     run on our threads; for one sequence, one block runs the whole products and OpenBLAS spreads them instead.
-    (The choice depends on the shapes only, never on the number of threads: the results must not either.)
+    (The choice depends on the shapes only, never on the number of threads: the results must not either.) On a
+    GPU there is one block and no cutting: its matrix products are parallel already.
     """
-    if batch == 1:
+    if batch == 1 or xp is not np:
         return False, [slice(0, t)]
     chunks = -(-t * s * hs // (_BLAS_SPLITS_FROM - 1))  # ceil: enough chunks for every product to stay small
     size = -(-t // chunks)
