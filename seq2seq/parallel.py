@@ -19,8 +19,9 @@ array, a few arrays per thread well inside the 32 MiB L3 cache) two threads run 
 thread 3.4x faster than whole-array NumPy with fresh temporaries.
 
 Every op that uses this computes each row on its own (elementwise work, or reductions along the last axis), so the
-result is bit-for-bit the same whatever the block size or the number of threads: a training run resumed on a
-machine with another core count continues the same curve. Random numbers (dropout) are never drawn inside a block:
+result is bit-for-bit the same whatever the number of threads: a training run resumed on a machine with another
+core count continues the same curve. (Sums over rows, such as LayerNorm's parameter gradients, add per-block
+partial sums in block order: they depend on the block size, a constant, and not on the threads.) Random numbers (dropout) are never drawn inside a block:
 the order of draws must not depend on thread timing. On CuPy there is nothing to gain (a GPU kernel is already
 parallel), so the whole array is one block.
 
@@ -31,6 +32,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .errors import InputError
 
 BLOCK_VALUES = 1 << 17  # values per block: 512 KiB of float32 (see "Block size" above)
 
@@ -44,7 +47,9 @@ def num_threads():
     global _num_threads
     if _num_threads is None:
         setting = os.environ.get("SEQ2SEQ_NUM_THREADS")
-        if setting is not None and setting.strip().isdigit() and int(setting) > 0:
+        if setting is not None:
+            if not setting.strip().isdigit() or int(setting) < 1:
+                raise InputError(f"SEQ2SEQ_NUM_THREADS must be a whole number of threads >= 1, got {setting!r}")
             _num_threads = int(setting)
         else:
             _num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -78,10 +83,11 @@ def row_blocks(rows, row_values, *, block_values=None):
 def for_each_block(fn, rows, row_values, *, xp=np, block_values=None, threaded=True):
     """Call ``fn(block)`` for slices ``block`` that cover ``range(rows)``; return their results in order.
 
-    ``fn`` must only read its inputs and write its own rows of an output: blocks run concurrently. On NumPy the
-    blocks are split into one contiguous run per thread (the calling thread takes the first); on CuPy, or for
-    little work, ``fn`` is called once, or once per block, on this thread. ``threaded=False`` keeps the blocks on
-    this thread (for work that is already parallel inside, such as large matrix products).
+    ``fn`` must only read its inputs and write its own rows of an output (blocks run concurrently), and must not
+    call ``for_each_block`` itself (a block waiting for blocks could wait for a thread that is running it).
+    On NumPy the blocks are split into one contiguous run per thread (the calling thread takes the first); on
+    CuPy ``fn`` is called once, for all rows. ``threaded=False`` keeps the blocks on this thread (for work that is
+    already parallel inside, such as large matrix products).
     """
     if xp is not np:
         return [fn(slice(0, rows))]

@@ -114,3 +114,18 @@ def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threa
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         else:
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_a_bad_thread_count_in_the_environment_is_named(monkeypatch, value):
+    from seq2seq.errors import InputError
+    monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", value)
+    monkeypatch.setattr(parallel, "_num_threads", None)
+    with pytest.raises(InputError, match="SEQ2SEQ_NUM_THREADS"):
+        parallel.num_threads()
+
+
+def test_the_thread_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", "3")
+    monkeypatch.setattr(parallel, "_num_threads", None)
+    assert parallel.num_threads() == 3
