@@ -34,6 +34,19 @@ def _flat(array, order):
     return array.reshape(-1, order=order)
 
 
+def _copy_like(param, value, position, name):
+    """A copy of a saved state array in the parameter's dtype, device and memory layout (a column-major table
+    keeps column-major moments, so the blockwise update sees them as views in the same order as the table)."""
+    xp = get_array_module(param)
+    value = xp.asarray(value)
+    if value.shape != param.shape:
+        raise ValueError(f"saved optimizer state {name!r} of parameter {position} has shape {tuple(value.shape)}, "
+                         f"the parameter {tuple(param.shape)}")
+    out = xp.empty_like(param)
+    out[...] = value
+    return out
+
+
 class Optimizer:
     """What SGD and AdamW share: parameter groups, per-parameter state, ``zero_grad`` and (de)serialisation.
 
@@ -94,8 +107,7 @@ class Optimizer:
         self.state = {}
         for position, entry in state_dict["state"].items():
             p = by_position[int(position)]
-            xp = get_array_module(p)
-            self.state[id(p)] = {name: int(value) if name == "step" else xp.array(value, dtype=p.dtype)  # copies
+            self.state[id(p)] = {name: int(value) if name == "step" else _copy_like(p.data, value, position, name)
                                  for name, value in entry.items()}
 
     def __repr__(self):

@@ -222,6 +222,34 @@ def test_state_dict_is_a_snapshot(xp):
         AdamW([p, Tensor(xp.ones(1), requires_grad=True)]).load_state_dict(state)
 
 
+def test_loaded_moments_take_the_parameters_layout(xp, rng):
+    table = xp.asfortranarray(xp.asarray(rng.normal(size=(7, 5)).astype(np.float32)))  # as the tied LM-head table
+    p = Tensor(table, requires_grad=True)
+    twin = Tensor(table.copy(order="F"), requires_grad=True)
+    opt, opt2 = AdamW([p], lr=0.1), AdamW([twin], lr=0.1)
+    p.grad = xp.asarray(rng.normal(size=(7, 5)).astype(np.float32))
+    opt.step()
+    twin.data[...] = p.data
+    opt2.load_state_dict(opt.state_dict())  # saved moments are C-ordered NumPy copies
+    state = opt2.state[id(twin)]
+    assert state["exp_avg"].flags.f_contiguous and state["exp_avg_sq"].flags.f_contiguous
+    for _ in range(2):
+        p.grad = twin.grad = xp.asarray(rng.normal(size=(7, 5)).astype(np.float32))
+        opt.step()
+        opt2.step()
+    np.testing.assert_array_equal(to_numpy(twin.data), to_numpy(p.data))
+
+
+def test_loading_moments_of_another_shape_is_refused(xp):
+    p = Tensor(xp.ones(3, dtype=xp.float32), requires_grad=True)
+    opt = AdamW([p])
+    p.grad = xp.ones(3, dtype=xp.float32)
+    opt.step()
+    state = opt.state_dict()
+    with pytest.raises(ValueError, match=r"'exp_avg' of parameter 0 has shape \(3,\), the parameter \(4,\)"):
+        AdamW([Tensor(xp.ones(4, dtype=xp.float32), requires_grad=True)]).load_state_dict(state)
+
+
 # -- parameter groups and gradient accumulation ------------------------------------------------------------------
 
 @pytest.mark.oracle
