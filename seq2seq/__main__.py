@@ -208,8 +208,8 @@ def cmd_finetune(args):
                 if args.resume is not True:
                     raise
                 print(f"no checkpoint in {args.out} yet: starting afresh", file=sys.stderr)
-        elif list_checkpoints(args.out):
-            sys.exit(f"error: {args.out} already holds checkpoints (latest {list_checkpoints(args.out)[-1]}); "
+        elif existing := list_checkpoints(args.out):
+            sys.exit(f"error: {args.out} already holds checkpoints (latest {existing[-1]}); "
                      "pass --resume to continue from it, or choose another --out")
         model, tokenizer = finetune_model(args, checkpoint)
         lengths = {"max_source_len": args.max_source_len, "max_target_len": args.max_target_len}

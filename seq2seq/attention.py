@@ -89,7 +89,7 @@ class Attention(Function):
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
 
-        threaded, query_chunks = _plan(xp, b, t, s, hs)
+        query_chunks = _query_chunks(xp, b, t, s, hs)
 
         def block(rows):
             n = rows.stop - rows.start
@@ -117,7 +117,7 @@ class Attention(Function):
                 else:
                     out[rows, :, qr] = p @ v[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=threaded)
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
         self.q, self.k, self.v, self.probs, self.kept, self.blocked = q, k, v, probs, kept, blocked
         return out
@@ -136,7 +136,7 @@ class Attention(Function):
         s = k.shape[2]
         gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
 
-        threaded, query_chunks = _plan(xp, b, t, s, q.shape[3])
+        query_chunks = _query_chunks(xp, b, t, s, q.shape[3])
 
         def block(rows):
             for i, qr in enumerate(query_chunks):
@@ -160,7 +160,7 @@ class Attention(Function):
                 gq[rows, :, qr] = gp @ k[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
                 _collect(gk, rows, xp.swapaxes(gp, -1, -2) @ q[rows, :, qr], first=i == 0)  # [b, nh, S, hs]
 
-        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK, threaded=threaded)
+        for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         return gq, gk, gv
 
 
@@ -168,22 +168,22 @@ _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores 
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 
 
-def _plan(xp, batch, t, s, hs):
-    """How to run the blocks: (on several threads?, slices of the query axis each block goes through).
+def _query_chunks(xp, batch, t, s, hs):
+    """The slices of the query axis that each block of batch elements goes through, one after another.
 
     Each product of a block is [tq, hs] x [hs, S] or alike. OpenBLAS splits a product over its own threads from
     m * n * k = 65536 * GEMM_MULTITHREAD_THRESHOLD (4 by default, interface/gemm.c); if our threads ran such
     products side by side, both kinds of thread would share the cores and wait on each other (measured: 2x
     slower). So for a batch, the queries are cut into chunks whose products stay below that size, and the blocks
-    run on our threads; for one sequence, one block runs the whole products and OpenBLAS spreads them instead.
+    run on our threads; one sequence is one block, on this thread, whose whole products OpenBLAS spreads instead.
     (The choice depends on the shapes only, never on the number of threads: the results must not either.) On a
     GPU there is one block and no cutting: its matrix products are parallel already.
     """
     if batch == 1 or xp is not np:
-        return False, [slice(0, t)]
+        return [slice(0, t)]
     chunks = -(-t * s * hs // (_BLAS_SPLITS_FROM - 1))  # ceil: enough chunks for every product to stay small
     size = -(-t // chunks)
-    return True, [slice(i, min(i + size, t)) for i in range(0, t, size)]
+    return [slice(i, min(i + size, t)) for i in range(0, t, size)]
 
 
 def _collect(total, rows, part, *, first):

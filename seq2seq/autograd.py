@@ -52,8 +52,12 @@ class Tensor:
         self.grad = None
         self.requires_grad = requires_grad
         self.name = name
-        self.creator = None  # the Function that made this tensor, when a graph is recorded
-        self.slot = None  # this tensor's place among its creator's outputs (a Slot), when it has a creator
+        self.slot = None  # this tensor's place among its creator's outputs (a Slot), when a graph is recorded
+
+    @property
+    def creator(self):
+        """The Function that made this tensor (None for a leaf, or a value computed under ``no_grad``)."""
+        return None if self.slot is None else self.slot.creator
 
     # -- array-like properties ------------------------------------------------------------------------------
     @property
@@ -221,9 +225,9 @@ class Function:
         single = not isinstance(ys, tuple)
         outputs = [Tensor(y) for y in ((ys,) if single else ys)]
         if self.records:
-            self.inputs = [x if x.creator is None else x.slot for x in inputs]
+            self.inputs = [x if x.slot is None else x.slot for x in inputs]
             for o in outputs:
-                o.creator, o.slot = self, Slot(self)
+                o.slot = Slot(self)
                 o.requires_grad = True
             # Held weakly: a slot keeps its creator alive (through the tensor, or the functions that consume it),
             # not the other way round, so an unused graph is freed by reference counting alone, without cycles.

@@ -190,20 +190,15 @@ class AdamW(Optimizer):
                 # from memory each time. The blocks follow p's memory order (the tied LM-head table is column-major);
                 # p, m and v are flattened as views, so the update lands in them.
                 order = "F" if p.data.flags.f_contiguous and not p.data.flags.c_contiguous else "C"
-                flat = [_flat(a, order) for a in (p.data, g, m, v)]
-                if not all(xp.may_share_memory(f, a) for f, a in zip(flat[:1] + flat[2:], (p.data, m, v))):
-                    flat = [p.data, g, m, v]  # not contiguous (never for parameters the engine makes): one block
-                fp, fg, fm, fv = flat
-
-                def block(rows):
-                    self._update_block(xp, fp[rows], fg[rows], fm[rows], fv[rows], lr=lr, beta1=beta1, beta2=beta2,
-                                       eps=eps, weight_decay=weight_decay, step_size=step_size,
-                                       bias_correction2=bias_correction2)
-
-                if fp.ndim == 1:
-                    for_each_block(block, fp.size, 1, xp=xp)
-                else:
-                    block(slice(None))
+                fp, fm, fv = (_flat(a, order) for a in (p.data, m, v))
+                hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
+                         "step_size": step_size, "bias_correction2": bias_correction2}
+                if all(xp.may_share_memory(f, a) for f, a in ((fp, p.data), (fm, m), (fv, v))):
+                    fg = _flat(g, order)  # a copy only when g's layout differs from p's
+                    for_each_block(lambda rows: self._update_block(xp, fp[rows], fg[rows], fm[rows], fv[rows],
+                                                                   **hyper), fp.size, 1, xp=xp)
+                else:  # not contiguous (never for parameters the engine makes): one block, on the arrays themselves
+                    self._update_block(xp, p.data, g, m, v, **hyper)
 
     def _update_block(self, xp, p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
         """torch.optim.AdamW's arithmetic, in torch's order, in place on views of one block of a parameter."""

@@ -80,19 +80,18 @@ def row_blocks(rows, row_values, *, block_values=None):
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def for_each_block(fn, rows, row_values, *, xp=np, block_values=None, threaded=True):
+def for_each_block(fn, rows, row_values, *, xp=np, block_values=None):
     """Call ``fn(block)`` for slices ``block`` that cover ``range(rows)``; return their results in order.
 
     ``fn`` must only read its inputs and write its own rows of an output (blocks run concurrently), and must not
     call ``for_each_block`` itself (a block waiting for blocks could wait for a thread that is running it).
     On NumPy the blocks are split into one contiguous run per thread (the calling thread takes the first); on
-    CuPy ``fn`` is called once, for all rows. ``threaded=False`` keeps the blocks on this thread (for work that is
-    already parallel inside, such as large matrix products).
+    CuPy ``fn`` is called once, for all rows.
     """
     if xp is not np:
         return [fn(slice(0, rows))]
     blocks = row_blocks(rows, row_values, block_values=block_values)
-    threads = min(num_threads(), len(blocks)) if threaded else 1
+    threads = min(num_threads(), len(blocks))
     if threads == 1:
         return [fn(block) for block in blocks]
     share = -(-len(blocks) // threads)  # blocks per thread, rounded up

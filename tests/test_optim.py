@@ -204,11 +204,17 @@ def test_state_dict_resumes_exactly(name, xp, rng, tmp_path):
     assert opt2.param_groups[1]["lr"] == opt.param_groups[1]["lr"]
 
 
-def test_state_dict_is_a_snapshot(xp):
+def adamw_after_one_step(xp):
+    """A 3-element parameter and an AdamW that has taken one step on it (its state has moments)."""
     p = Tensor(xp.ones(3, dtype=xp.float32), requires_grad=True)
     opt = AdamW([p])
     p.grad = xp.ones(3, dtype=xp.float32)
     opt.step()
+    return p, opt
+
+
+def test_state_dict_is_a_snapshot(xp):
+    p, opt = adamw_after_one_step(xp)
     state = opt.state_dict()
     assert set(state["state"]) == {0} and state["state"][0]["step"] == 1
     assert isinstance(state["state"][0]["exp_avg"], np.ndarray)
@@ -241,10 +247,7 @@ def test_loaded_moments_take_the_parameters_layout(xp, rng):
 
 
 def test_loading_moments_of_another_shape_is_refused(xp):
-    p = Tensor(xp.ones(3, dtype=xp.float32), requires_grad=True)
-    opt = AdamW([p])
-    p.grad = xp.ones(3, dtype=xp.float32)
-    opt.step()
+    _, opt = adamw_after_one_step(xp)
     state = opt.state_dict()
     with pytest.raises(ValueError, match=r"'exp_avg' of parameter 0 has shape \(3,\), the parameter \(4,\)"):
         AdamW([Tensor(xp.ones(4, dtype=xp.float32), requires_grad=True)]).load_state_dict(state)
