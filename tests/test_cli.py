@@ -1,4 +1,4 @@
-"""The command line: `python -m seq2seq score` and `python -m seq2seq generate`, run as a user would."""
+"""The command line: `python -m seq2seq summarize`, `score` and `generate`, run as a user would."""
 import subprocess
 import sys
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import seq2seq
+import seq2seq.__main__
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -67,6 +68,37 @@ def test_generate_sampling_repeats_with_a_seed(tiny_model_dir):
     args = ("generate", "--model", str(path), "--do-sample", "--top-k", "20", "--seed", "3", "--max-new-tokens", "6",
             "--no-stream", "some text")
     assert run_cli(*args) == run_cli(*args)
+
+
+def test_summarize_texts_and_stdin(tiny_model_dir):
+    path, model, tok = tiny_model_dir
+    texts = ["a library for reading configuration files", "tools to convert images"]
+    expected = expected_texts(model, tok, texts, num_beams=2, max_new_tokens=5)
+    args = ("summarize", "--model", str(path), "--num-beams", "2", "--max-new-tokens", "5")
+    assert run_cli(*args, *texts).splitlines() == expected
+    assert run_cli(*args, "-", stdin="\n".join(texts) + "\n\n").splitlines() == expected
+
+
+def test_summarize_without_text_shows_the_example(tiny_model_dir):
+    path, model, tok = tiny_model_dir
+    out = run_cli("summarize", "--model", str(path), "--max-new-tokens", "5").splitlines()
+    example = seq2seq.__main__.PENLIGHT_DESCRIPTION
+    assert out == [f"description: {example}",
+                   f"synopsis:    {expected_texts(model, tok, [example], max_new_tokens=5)[0]}"]
+
+
+def test_summarize_names_the_missing_shipped_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(seq2seq.__main__, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
+    with pytest.raises(SystemExit) as exit_info:
+        seq2seq.__main__.main(["summarize", "some description"])
+    message = str(exit_info.value)
+    assert str(tmp_path / "minilm-l6-debian-synopsis") in message and "--model" in message
+
+
+def test_summarize_reports_a_bad_model_dir(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "seq2seq", "summarize", "--model", str(tmp_path), "text"],
+                            capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert result.returncode != 0 and str(tmp_path) in result.stderr and "Traceback" not in result.stderr
 
 
 def test_score_default_job_prints_a_finite_loss():

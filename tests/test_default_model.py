@@ -258,7 +258,21 @@ def test_export_reloads_in_seq2seq_with_the_same_outputs(run):
         got = logits(model, batch)
         np.testing.assert_allclose(got, ref, rtol=0, atol=FP16_TOL * np.abs(ref).max())
         ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=8)
-        assert np.array_equal(model.generate(**ids), run.model.generate(**ids))
+        assert np.array_equal(model.generate(**ids, num_beams=1), run.model.generate(**ids, num_beams=1))
+
+
+def test_export_generates_with_the_evaluated_settings_by_default(run):
+    settings = run.metrics["test_unseen_family"]["settings"]
+    for out in run.out.values():
+        config = json.loads((out / "generation_config.json").read_text())
+        assert config["num_beams"] == settings["num_beams"] == 4
+        assert config["max_new_tokens"] == settings["max_new_tokens"] == 8
+        assert "_from_model_config" not in config  # no longer what config.json alone would give
+        assert config["eos_token_id"] == run.tokenizer.sep_token_id
+        model = seq2seq.EncoderDecoderModel.from_pretrained(out)
+        batch = run.batch()
+        ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        assert np.array_equal(model.generate(**ids), model.generate(**ids, num_beams=4, max_new_tokens=8))
 
 
 @oracle
@@ -285,5 +299,11 @@ def test_export_loads_in_transformers_with_the_same_outputs(run):
             np.testing.assert_allclose(got, ref, rtol=0, atol=FP16_TOL * np.abs(ref).max())
             ours = seq2seq.EncoderDecoderModel.from_pretrained(out)
             np.testing.assert_allclose(got, logits(ours, batch), rtol=0, atol=1e-4 * np.abs(ref).max())
+            if copies == "auto":  # generate() with the shipped defaults (beam search) gives our ids
+                ours_ids = ours.generate(batch["input_ids"], attention_mask=batch["attention_mask"])
+                hf_ids = hf.generate(input_ids=torch.tensor(batch["input_ids"]),
+                                     attention_mask=torch.tensor(batch["attention_mask"])).numpy()
+                assert hf.generation_config.num_beams == 4
+                assert hf_ids.tolist() == ours_ids.tolist()
         tok = transformers.AutoTokenizer.from_pretrained(run.out["auto"])
         assert tok(["a b"])["input_ids"] == run.tokenizer(["a b"])["input_ids"].tolist()

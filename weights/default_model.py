@@ -11,7 +11,8 @@ rouge-score with stemming) of the model and of `baseline(source)` (weights/debia
 {split: {"n", "model", "baseline", "gap_rougeL", "settings", "examples"}} (ten example rows per split) and prints a
 table. Everything is deterministic: fixed row choice, batches in length order, beam search.
 
-`export` writes config.json, generation_config.json, the tokenizer and model.safetensors with every floating tensor
+`export` writes config.json, generation_config.json (with the evaluated beams and length as generate()'s defaults,
+as summarisation checkpoints on the Hub do), the tokenizer and model.safetensors with every floating tensor
 cast to float16, then a model card (README.md). Encoder and decoder share their weights (tie_encoder_decoder=True):
 this package loads one copy, but transformers 5 ignores the flag and needs the decoder's copies written out too.
 `--tied-copies auto` (default) measures both files and writes the copies only when they fit the size limit
@@ -319,8 +320,11 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         config = model.config.to_dict()
         config["dtype"] = "float16"
         write_json(os.path.join(tmp, "config.json"), config)
-        write_json(os.path.join(tmp, "generation_config.json"),
-                   {**model.generation_config.to_diff_dict(), "_from_model_config": True})
+        evaluated = (metrics.get("test_unseen_family") or next(iter(metrics.values()))).get("settings", {})
+        generation = {k: evaluated[k] for k in ("num_beams", "max_new_tokens") if evaluated.get(k)}
+        write_json(os.path.join(tmp, "generation_config.json"),  # generate() defaults to the evaluated settings
+                   {**{k: v for k, v in model.generation_config.to_diff_dict().items()
+                       if k != "_from_model_config"}, **generation})  # not derived from config.json any more
         save_state_dict(tensors[copies], tmp, metadata=METADATA)
         tokenizer.save_pretrained(tmp)
         os.chmod(os.path.join(tmp, "model.safetensors"), 0o644)  # safetensors writes 0600
