@@ -88,7 +88,9 @@ class Trainer:
         self.schedule = LinearSchedule(self.optimizer, args.warmup_steps, self.total_steps)
         model.state.rng = np.random.default_rng(args.seed)  # dropout's draws: seeded, and saved in checkpoints
         self.step = 0
-        self.history = {"loss": [], "lr": [], "grad_norm": [], "eval": []}
+        # train_seconds: the time spent in training steps, summed over every chunk of a resumed run (evaluations and
+        # checkpoint writes left out); what a model card reports as the training time
+        self.history = {"loss": [], "lr": [], "grad_norm": [], "eval": [], "train_seconds": 0.0}
 
     def _total_steps(self):
         if self.args.max_steps is not None:
@@ -112,6 +114,8 @@ class Trainer:
             self.history["loss"].append(loss)
             self.history["lr"].append(self.schedule.get_last_lr()[0])
             self.history["grad_norm"].append(grad_norm)
+            if self.history["train_seconds"] is not None:
+                self.history["train_seconds"] += seconds
             self.schedule.step()
             progress.update(self.step, loss, tokens, seconds=seconds, lr=self.history["lr"][-1])
             saved = False
@@ -190,7 +194,8 @@ class Trainer:
         self.schedule.load_state_dict(schedule)  # the position from the checkpoint, the shape from the arguments
         self.batches.load_state_dict(state["data"])
         self.model.state.rng.bit_generator.state = state["dropout_rng"]
-        self.step, self.history = int(state["step"]), state["history"]
+        # a checkpoint from before train_seconds was recorded: the total is unknown (None), not the time since
+        self.step, self.history = int(state["step"]), {"train_seconds": None, **state["history"]}
         changed = {k: (v, getattr(self.args, k)) for k, v in state["args"].items()
                    if k in ("lr", "warmup_steps", "weight_decay", "clip", "grad_accum", "epochs", "max_steps")
                    and v != getattr(self.args, k)}

@@ -82,7 +82,8 @@ class Run:
         args = TrainingArguments().to_dict()
         eval_entry = {"step": 3, "loss": 4.5, "rouge1": 0.41, "rouge2": 0.2, "rougeL": 0.4, "examples": 200}
         self.history.write_text(json.dumps({"args": args, "loss": [6.0, 5.0, 4.0], "lr": [1e-5] * 3,
-                                            "grad_norm": [1.0] * 3, "eval": [eval_entry]}))
+                                            "grad_norm": [1.0] * 3, "eval": [eval_entry],
+                                            "train_seconds": 5430.5}))
         self.out = {}
         for copies in ("auto", "no"):
             self.out[copies] = root / f"export-{copies}"
@@ -180,7 +181,8 @@ def test_card_sections_and_metrics_table(run):
     assert "python -m seq2seq generate --model weights/debian-tiny --num-beams 4 " in card
     assert "python -m seq2seq finetune" in card and "trim-vocab" in card  # the README's recipe: its steps
     assert "bash weights/make_default_model.sh" in card  # and the one command that runs them
-    assert "| lr | 0.00015 |" in card and "Steps: 3." in card and "Last validation (step 3): loss 4.5000" in card
+    assert "| lr | 0.00015 |" in card and "Steps: 3." in card and "Training time: 1h30m in training steps" in card
+    assert "Last validation (step 3): loss 4.5000" in card
     assert "test_unseen_family | 1,178 |" in card and "2.5% of families" in card  # sizes from full_stats.json
     for split, m in run.metrics.items():
         cells = [split, str(LIMIT), *(f"{100 * m[w][k]:.1f}" for w in ("model", "baseline")

@@ -88,6 +88,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tok, train_data
 
     first = trainer(tiny_model(tok, tie=tie), tok, train_data, tmp_path / "cut", grad_accum=accum, stop_after=3)
     first.train()  # as if killed after step 3: only the checkpoint survives
+    first_seconds = first.history["train_seconds"]
     del first
     checkpoint = find_checkpoint(tmp_path / "cut")
     assert checkpoint.endswith("checkpoint-000003")
@@ -95,7 +96,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tok, train_data
     second = trainer(model, tok, train_data, tmp_path / "cut", grad_accum=accum)
     second.load_checkpoint(checkpoint)
     assert second.step == 3 and len(second.history["loss"]) == 3
+    assert second.history["train_seconds"] == first_seconds > 0  # the time so far travels with the checkpoint
     second.train()
+    assert second.history["train_seconds"] > first_seconds  # and grows: the whole run's training time
 
     assert second.history["loss"] == whole.history["loss"]  # bit for bit, every step
     assert second.history["lr"] == whole.history["lr"]

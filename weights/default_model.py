@@ -261,8 +261,9 @@ def model_card(name, *, model, metrics, history, stats, sizes, copies, check, de
         args = history.get("args", {})
         out.append("| hyper-parameter | value |\n|---|---|\n"
                    + "\n".join(f"| {k} | {v} |" for k, v in args.items() if v is not None) + "\n")
-        seconds = next((history[k] for k in ("train_seconds", "training_seconds", "seconds") if k in history), None)
-        time_text = training_time or (format_seconds(seconds) if seconds else "not recorded in history.json")
+        seconds = history.get("train_seconds")  # summed over the chunks of a resumed run
+        time_text = training_time or (f"{format_seconds(seconds)} in training steps (evaluations and checkpoint "
+                                      "writes not counted)" if seconds else "not recorded in history.json")
         line = f"Steps: {len(history.get('loss', [])):,}. Training time: {time_text}."
         if history.get("eval"):
             last = history["eval"][-1]
