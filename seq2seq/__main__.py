@@ -175,9 +175,9 @@ def cmd_summarize(args):
         tokenizer = Tokenizer.from_pretrained(path)
     except Seq2SeqError as err:
         sys.exit(f"error: {err}")
-    synopses = []
+    synopses, limit = [], args.max_source_len or tokenizer.model_max_length or 128  # the length it was scored at
     for first in range(0, len(texts), 32):
-        batch = tokenizer(texts[first:first + 32], max_length=args.max_source_len)
+        batch = tokenizer(texts[first:first + 32], max_length=limit)
         with no_grad():  # beams and lengths: the model's generation_config.json unless given here
             ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generation_kwargs(args))
         synopses += tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -304,7 +304,8 @@ def build_parser():
     summ = commands.add_parser("summarize", help="one-line synopsis of Debian package descriptions (the shipped model)")
     summ.add_argument("text", nargs="*", help="descriptions ('-': one per line from stdin; none: an example)")
     summ.add_argument("--model", help=f"model directory (default: weights/{SHIPPED_MODEL} of this checkout)")
-    summ.add_argument("--max-source-len", type=int, default=128, help="source tokens kept (default: 128)")
+    summ.add_argument("--max-source-len", type=int,
+                      help="source tokens kept (default: the tokenizer's model_max_length, else 128)")
     summ.add_argument("--backend", choices=BACKENDS, default="numpy")
     add_generation_flags(summ)
     summ.set_defaults(run=cmd_summarize)

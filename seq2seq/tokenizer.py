@@ -214,8 +214,15 @@ class Tokenizer:
 
     @property
     def model_max_length(self):
-        """The longest input the model takes, or None when the config sets no limit."""
+        """The longest input the model takes, or None when the config sets no limit; settable, as transformers'
+        (truncation without ``max_length`` uses it, and ``save_pretrained`` writes it)."""
         return self._model_max_length
+
+    @model_max_length.setter
+    def model_max_length(self, limit):
+        if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 1):
+            raise InputError(f"model_max_length must be a positive int or None, got {limit!r}")
+        self._model_max_length = None if limit is None or limit > _UNLIMITED else int(limit)
 
     def _special_id(self, name):
         token = self._special.get(name)

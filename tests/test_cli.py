@@ -79,6 +79,24 @@ def test_summarize_texts_and_stdin(tiny_model_dir):
     assert run_cli(*args, "-", stdin="\n".join(texts) + "\n\n").splitlines() == expected
 
 
+def test_summarize_cuts_sources_at_the_tokenizers_model_max_length(tiny_model_dir, tmp_path):
+    path, model, tok = tiny_model_dir
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((path / name).read_bytes())
+    short = seq2seq.Tokenizer.from_pretrained(path)
+    short.model_max_length = 5  # as the shipped model's export sets it: the source length it was scored at
+    short.save_pretrained(tmp_path)
+    text = "a library for reading configuration files written in many formats"
+    args = ("summarize", "--model", str(tmp_path), "--max-new-tokens", "5", text)
+    cut = seq2seq.Tokenizer.from_pretrained(path)([text], max_length=5)
+    expected = tok.batch_decode(model.generate(cut["input_ids"], attention_mask=cut["attention_mask"],
+                                               max_new_tokens=5), skip_special_tokens=True)
+    whole = expected_texts(model, tok, [text], max_new_tokens=5)
+    assert expected != whole  # the cut is visible in the output
+    assert run_cli(*args).splitlines() == expected
+    assert run_cli(*args, "--max-source-len", "64").splitlines() == whole
+
+
 def test_summarize_without_text_shows_the_example(tiny_model_dir):
     path, model, tok = tiny_model_dir
     out = run_cli("summarize", "--model", str(path), "--max-new-tokens", "5").splitlines()

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "fixtures" / "debian"
 SPLITS = ("test", "test_unseen_family")
 LIMIT = 5
+SOURCE_LEN = 24  # tokens of each source that evaluate keeps; the export's tokenizer then truncates there too
 FP16_TOL = 5e-3  # of the largest |logit|: float16 weights round at 4.9e-4 relative, ten times that is plenty
 SPREAD = 10.0  # word embeddings (and so the tied LM head) x10: confident logits, so float16 rounding does not
 # flip greedy choices. The network inside stays smooth: the embeddings go through a LayerNorm first.
@@ -75,7 +76,7 @@ class Run:
         self.tokenizer.save_pretrained(self.model_dir)
         self.metrics_path = root / "metrics.json"
         self.evaluate_args = ["evaluate", "--model", str(self.model_dir), "--data", str(DATA), "--limit", str(LIMIT),
-                              "--max-new-tokens", "8", "--batch-size", "2"]
+                              "--max-new-tokens", "8", "--batch-size", "2", "--max-source-len", str(SOURCE_LEN)]
         dm.main([*self.evaluate_args, "--out", str(self.metrics_path)])
         self.metrics = json.loads(self.metrics_path.read_text())
         self.history = root / "history.json"
@@ -149,7 +150,7 @@ def test_baseline_scores_equal_a_direct_computation(run):
 def test_model_outputs_are_beam_search_on_each_row_and_deterministic(run, tmp_path):
     rows = [json.loads(line) for line in (DATA / "test.jsonl").read_text().splitlines()][::50 // LIMIT]
     for row, example in zip(rows, run.metrics["test"]["examples"]):
-        batch = run.tokenizer([row["source"]], max_length=128)  # one at a time: no padding, no reordering
+        batch = run.tokenizer([row["source"]], max_length=SOURCE_LEN)  # one at a time: no padding, no reordering
         ids = run.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=4,
                                  max_new_tokens=8)
         assert example["model"] == run.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
@@ -275,6 +276,17 @@ def test_export_generates_with_the_evaluated_settings_by_default(run):
         batch = run.batch()
         ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         assert np.array_equal(model.generate(**ids), model.generate(**ids, num_beams=4, max_new_tokens=8))
+
+
+def test_export_tokenizer_cuts_sources_as_the_evaluation_did(run):
+    assert run.metrics["test_unseen_family"]["settings"]["max_source_len"] == SOURCE_LEN
+    long_text = " ".join(s for s, _ in seq2seq.data.read_jsonl(DATA / "test.jsonl")[:3])
+    for out in run.out.values():
+        assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == SOURCE_LEN
+        tok = seq2seq.Tokenizer.from_pretrained(out)
+        assert tok([long_text])["input_ids"].tolist() == run.tokenizer([long_text], max_length=SOURCE_LEN)[
+            "input_ids"].tolist()
+    assert f"model_max_length = {SOURCE_LEN} tokens" in run.card
 
 
 @oracle

@@ -246,6 +246,21 @@ def test_vocab_txt_without_config_uses_bert_defaults(minilm_dir, tmp_path):
     assert ours(SENTENCES[-3])["input_ids"].shape[1] > 512
 
 
+def test_model_max_length_is_settable_and_saved(minilm_dir, tmp_path):
+    ours = Tokenizer.from_pretrained(minilm_dir)
+    ours.model_max_length = 6  # as a transformers user sets it: truncation without max_length then cuts there
+    assert ours(SENTENCES)["input_ids"].shape[1] == 6
+    ours.save_pretrained(tmp_path)
+    again = Tokenizer.from_pretrained(tmp_path)
+    assert again.model_max_length == 6
+    assert again(SENTENCES)["input_ids"].tolist() == ours(SENTENCES)["input_ids"].tolist()
+    ours.model_max_length = None
+    assert ours(SENTENCES[-3])["input_ids"].shape[1] > 512
+    for bad in (0, -3, 2.5, "64", True):
+        with pytest.raises(InputError, match="model_max_length"):
+            ours.model_max_length = bad
+
+
 @oracle
 @pytest.mark.parametrize("with_tokenizer_json", [True, False], ids=["tokenizer_json", "vocab_txt"])
 @pytest.mark.parametrize("overrides", [

@@ -152,15 +152,15 @@ def safetensors_bytes(tensors):
     return len(safetensors.numpy.save(tensors, metadata={"format": "pt", **METADATA}))
 
 
-def greedy_ids(model, tokenizer, sources, max_new_tokens):
-    batch = tokenizer(sources, max_length=128)
+def greedy_ids(model, tokenizer, sources, max_new_tokens, max_source_len=128):
+    batch = tokenizer(sources, max_length=max_source_len)
     with no_grad():
         out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=1,
                              max_new_tokens=max_new_tokens)
     return [[t for t in row if t != model.generation_config.pad_token_id] for row in to_numpy(out).tolist()]
 
 
-def reload_check(source_model, tokenizer, path, sources, max_new_tokens=32):
+def reload_check(source_model, tokenizer, path, sources, max_new_tokens=32, max_source_len=128):
     """Load ``path`` in seq2seq (float16 -> float32) and compare greedy outputs with ``source_model``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -168,8 +168,8 @@ def reload_check(source_model, tokenizer, path, sources, max_new_tokens=32):
     info = model.loading_info
     if info["missing_keys"] or info["unexpected_keys"] or model.num_parameters() != source_model.num_parameters():
         raise ExportError(f"the export does not reload as the same model: {info}, {[str(w.message) for w in caught]}")
-    ours = greedy_ids(source_model, tokenizer, sources, max_new_tokens)
-    theirs = greedy_ids(model, tokenizer, sources, max_new_tokens)
+    ours = greedy_ids(source_model, tokenizer, sources, max_new_tokens, max_source_len)
+    theirs = greedy_ids(model, tokenizer, sources, max_new_tokens, max_source_len)
     same = sum(a == b for a, b in zip(ours, theirs))
     differing = [{"source": s[:80], "float32": tokenizer.decode(a), "float16": tokenizer.decode(b)}
                  for s, a, b in zip(sources, ours, theirs) if a != b]
@@ -228,7 +228,7 @@ def model_card(name, *, model, metrics, history, stats, sizes, copies, check, de
            "    from seq2seq import EncoderDecoderModel, Tokenizer\n"
            f"    model = EncoderDecoderModel.from_pretrained(\"weights/{name}\")   # float16 widened to float32\n"
            f"    tok = Tokenizer.from_pretrained(\"weights/{name}\")\n"
-           "    batch = tok([description], max_length=128)\n"
+           f"    batch = tok([description])   # cut to model_max_length = {settings.get('max_source_len')} tokens\n"
            f"    ids = model.generate(batch[\"input_ids\"], attention_mask=batch[\"attention_mask\"], "
            f"num_beams={settings.get('num_beams', 4)}, max_new_tokens={settings.get('max_new_tokens', 32)})\n"
            "    print(tok.batch_decode(ids, skip_special_tokens=True))\n",
@@ -327,12 +327,15 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
                    {**{k: v for k, v in model.generation_config.to_diff_dict().items()
                        if k != "_from_model_config"}, **generation})  # not derived from config.json any more
         save_state_dict(tensors[copies], tmp, metadata=METADATA)
+        if evaluated.get("max_source_len"):  # tok(texts) truncates sources as the evaluation did (as on the Hub)
+            tokenizer.model_max_length = evaluated["max_source_len"]
         tokenizer.save_pretrained(tmp)
         os.chmod(os.path.join(tmp, "model.safetensors"), 0o644)  # safetensors writes 0600
         written = os.path.getsize(os.path.join(tmp, "model.safetensors"))
         if written > limit:
             raise ExportError(f"{written / MB:.1f} MB written, over the {max_mb:g} MB limit")
-        shipped, check = reload_check(model, tokenizer, tmp, sources)
+        shipped, check = reload_check(model, tokenizer, tmp, sources,
+                                      max_source_len=evaluated.get("max_source_len") or 128)
         shown = (metrics.get("test_unseen_family") or next(iter(metrics.values())))["examples"]
         whole = [e["source"] for e in shown if len(e["source"]) < 200]  # a description not cut at 200 chars
         demo = (whole or [e["source"] for e in shown] or ["A command-line tool to convert images."])[0]
