@@ -260,7 +260,8 @@ def model_card(name, *, model, metrics, history, stats, sizes, copies, check, de
     if history:
         args = history.get("args", {})
         out.append("| hyper-parameter | value |\n|---|---|\n"
-                   + "\n".join(f"| {k} | {v} |" for k, v in args.items() if v is not None) + "\n")
+                   + "\n".join(f"| {k} | {v} |" for k, v in args.items()
+                               if v is not None and not (k == "epochs" and args.get("max_steps"))) + "\n")
         seconds = history.get("train_seconds")  # summed over the chunks of a resumed run
         time_text = training_time or (f"{format_seconds(seconds)} in training steps (evaluations and checkpoint "
                                       "writes not counted)" if seconds else "not recorded in history.json")
