@@ -108,7 +108,11 @@ def test_activation_matches_torch(xp, rng, name):
     ty = TORCH_ACTIVATIONS[name](tx)
     ty.backward(torch.from_numpy(gy))
     assert y.dtype == np.float32 and t.grad.dtype == np.float32
-    np.testing.assert_allclose(to_numpy(y.data), ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+    exact = TORCH_ACTIVATIONS[name](torch.from_numpy(x.astype(np.float64))).numpy()
+    np.testing.assert_allclose(to_numpy(y.data), exact, rtol=1e-6, atol=1e-6)
+    # torch's float32 GELU differs by CPU: on AVX-512 machines its vectorised erf is off from the float64 value by
+    # up to 1e-6 in the tail (x ~ -3.4, where GELU is ~1e-3); ours stays within 8e-7 there
+    np.testing.assert_allclose(to_numpy(y.data), ty.detach().numpy(), rtol=1e-6, atol=2e-6)
     # gradients: near saturation 1 - tanh^2 cancels in float32, and torch's own float32 gradient is off from the
     # float64 one by 1e-6 * |gy| there too (|gy| up to ~4 here)
     np.testing.assert_allclose(to_numpy(t.grad), tx.grad.numpy(), rtol=1e-5, atol=5e-6)
