@@ -1,10 +1,8 @@
 """weights/default_model.py: `evaluate` (model vs baseline ROUGE on the Debian test splits) and `export` (float16
 safetensors, tokenizer, model card), on a tiny random bert2bert over the MiniLM vocabulary trimmed to the fixture
 corpus, so the whole file runs in seconds."""
-import importlib.util
 import json
 import shlex
-import struct
 import subprocess
 import sys
 import warnings
@@ -16,6 +14,7 @@ import pytest
 import seq2seq
 from seq2seq.train import TrainingArguments
 from seq2seq.trim import trim_vocabulary
+from weights_scripts import load_module, safetensors_header
 
 try:
     import torch
@@ -31,13 +30,6 @@ SOURCE_LEN = 24  # tokens of each source that evaluate keeps; the export's token
 FP16_TOL = 5e-3  # of the largest |logit|: float16 weights round at 4.9e-4 relative, ten times that is plenty
 SPREAD = 10.0  # word embeddings (and so the tied LM head) x10: confident logits, so float16 rounding does not
 # flip greedy choices. The network inside stays smooth: the embeddings go through a LayerNorm first.
-
-
-def load_module(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "weights" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 dm = load_module("default_model")
@@ -106,14 +98,6 @@ def logits(model, batch):
     dec = batch["input_ids"][:, :6]
     with seq2seq.no_grad():
         return model(batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=dec).logits
-
-
-def safetensors_header(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    return header
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------------------

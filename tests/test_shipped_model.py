@@ -1,10 +1,8 @@
 """The model this project ships, weights/minilm-l6-debian-synopsis: its files are what the card says, it beats the
 baseline on held-out package families, the README's main job runs with it, and transformers computes the same
 beams from the same folder."""
-import importlib.util
 import json
 import shlex
-import struct
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import pytest
 import seq2seq
 from seq2seq.data import read_jsonl
 from seq2seq.evaluate import rouge
+from weights_scripts import load_module, safetensors_header
 
 try:
     import torch
@@ -28,13 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "weights" / "minilm-l6-debian-synopsis"
 UNSEEN = REPO / "tests" / "fixtures" / "debian" / "test_unseen_family.jsonl"  # 50 rows of the held-out families
 MAX_BYTES = 45_000_000
-
-
-def debian_data():
-    spec = importlib.util.spec_from_file_location("debian_data", REPO / "weights" / "debian_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +49,9 @@ def unseen_outputs(shipped):
     return pairs, outputs
 
 
-def safetensors_header():
-    """The tensor entries of model.safetensors' JSON header (name -> dtype, shape, offsets)."""
-    with open(MODEL / "model.safetensors", "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    return header
-
-
 def test_files_are_float16_within_the_size_limit():
     assert (MODEL / "model.safetensors").stat().st_size <= MAX_BYTES
-    assert {t["dtype"] for t in safetensors_header().values()} == {"F16"}
+    assert {t["dtype"] for t in safetensors_header(MODEL / "model.safetensors").values()} == {"F16"}
     config = json.loads((MODEL / "config.json").read_text())
     assert config["tie_encoder_decoder"] and config["encoder"]["vocab_size"] < 30522  # shared, trimmed
     generation = json.loads((MODEL / "generation_config.json").read_text())
@@ -80,7 +63,8 @@ def test_files_are_float16_within_the_size_limit():
 def test_beats_the_baseline_on_unseen_families(unseen_outputs):
     pairs, outputs = unseen_outputs
     references = [t for _, t in pairs]
-    baseline = [debian_data().baseline(s) for s, _ in pairs]
+    first_sentence = load_module("debian_data").baseline
+    baseline = [first_sentence(s) for s, _ in pairs]
     ours, theirs = rouge(outputs, references), rouge(baseline, references)
     assert all(text.strip() for text in outputs)
     # On the whole split (1,178 rows) the card reports the gap; 50 rows are noisier, so the bar here is lower.
@@ -118,7 +102,8 @@ def test_transformers_generates_the_same_beams(shipped, unseen_outputs):
         warnings.simplefilter("ignore")
         hf = transformers.EncoderDecoderModel.from_pretrained(MODEL, dtype=torch.float32).eval()
         hf_tok = transformers.AutoTokenizer.from_pretrained(MODEL)
-    if "decoder.bert.embeddings.word_embeddings.weight" not in safetensors_header():  # shared weights stored once:
+    stored = safetensors_header(MODEL / "model.safetensors")
+    if "decoder.bert.embeddings.word_embeddings.weight" not in stored:  # shared weights stored once:
         hf.decoder.bert.load_state_dict(hf.encoder.state_dict(), strict=False)  # the card's line for transformers 5
     hf_batch = hf_tok([s for s, _ in pairs], padding=True, truncation=True, return_tensors="pt")
     assert np.array_equal(hf_batch["input_ids"].numpy(), batch["input_ids"])  # both cut at model_max_length
@@ -127,4 +112,3 @@ def test_transformers_generates_the_same_beams(shipped, unseen_outputs):
     with torch.no_grad():
         theirs = hf.generate(**hf_batch).numpy()  # the folder's generation_config.json: 4 beams
     assert ours.tolist() == theirs.tolist()
-

@@ -328,15 +328,15 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
                    {**{k: v for k, v in model.generation_config.to_diff_dict().items()
                        if k != "_from_model_config"}, **generation})  # not derived from config.json any more
         save_state_dict(tensors[copies], tmp, metadata=METADATA)
-        if evaluated.get("max_source_len"):  # tok(texts) truncates sources as the evaluation did (as on the Hub)
-            tokenizer.model_max_length = evaluated["max_source_len"]
+        source_len = evaluated.get("max_source_len")
+        if source_len:  # tok(texts) truncates sources as the evaluation did (as on the Hub)
+            tokenizer.model_max_length = source_len
         tokenizer.save_pretrained(tmp)
         os.chmod(os.path.join(tmp, "model.safetensors"), 0o644)  # safetensors writes 0600
         written = os.path.getsize(os.path.join(tmp, "model.safetensors"))
         if written > limit:
             raise ExportError(f"{written / MB:.1f} MB written, over the {max_mb:g} MB limit")
-        shipped, check = reload_check(model, tokenizer, tmp, sources,
-                                      max_source_len=evaluated.get("max_source_len") or 128)
+        shipped, check = reload_check(model, tokenizer, tmp, sources, max_source_len=source_len or 128)
         shown = (metrics.get("test_unseen_family") or next(iter(metrics.values())))["examples"]
         whole = [e["source"] for e in shown if len(e["source"]) < 200]  # a description not cut at 200 chars
         demo = (whole or [e["source"] for e in shown] or ["A command-line tool to convert images."])[0]
