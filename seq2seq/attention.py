@@ -66,9 +66,12 @@ class Attention(Function):
     scores (T * S), and the scores are made, softmaxed in place and consumed a few batch elements at a time (as
     many as fit ``_CHUNK`` values: one element for long sequences, the whole batch for a one-token decode step),
     while they are still in the CPU cache; the blocks of batch elements run on every core
-    (``parallel.for_each_block``). Under ``no_grad`` nothing of size ``[B, nh, T, S]`` is kept at all; when a graph
-    is recorded, the probabilities are saved for backward. Attention-probability dropout (BERT applies it in
-    training) happens inside, with the mask kept for backward.
+    (``parallel.for_each_block``). Nothing of size ``[B, nh, T, S]`` is kept for backward either: as flash
+    attention does, forward saves each score row's maximum and log-sum-exp (``[B, nh, T, 1]`` each), and backward
+    recomputes the probabilities from q and k, one block at a time. That costs one more [T, hs] x [hs, S] product
+    per block and saves the largest activation of training (at batch 64 x 64 tokens, MiniLM's 12 heads and 18
+    attention blocks: 109 MiB). Attention-probability dropout (BERT applies it in training) happens inside, with
+    the mask kept for backward.
     """
 
     def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None):
@@ -84,7 +87,10 @@ class Attention(Function):
         kt = xp.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
-        probs = xp.empty((b, nh, t, s), dtype=q.dtype) if self.records else None
+        # per score row, for backward: the maximum and the log of sum(exp(score - maximum)), [B, nh, T, 1] each
+        # (kept apart, not added: for a fully masked row both the maximum and the scores are the dtype's lowest value)
+        row_max = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records else None
+        log_sum = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records else None
         # The dropout mask is drawn here, whole, not inside the blocks: blocks run on several threads, and the
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
@@ -95,32 +101,42 @@ class Attention(Function):
             n = rows.stop - rows.start
             for qr in query_chunks:  # slices of the query axis (one, unless the products must be kept small)
                 tq = len(range(t)[qr])
-                whole = tq == t  # then the scores can be made in place in the saved probabilities
-                if whole and probs is not None:
-                    scores = probs[rows]
-                else:
-                    (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
+                (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
                 # [b, nh, tq, hs] @ [b, nh, hs, S] -> [b, nh, tq, S]
                 xp.matmul(qs[rows, :, qr], kt[rows], out=scores)
                 if blocked is not None:
                     # Why a finite fill instead of -inf: a fully masked row softmaxes to a uniform row, not NaN.
                     xp.copyto(scores, xp.finfo(q.dtype).min, where=_part_of(blocked, rows, qr))
-                scores -= scores.max(axis=-1, keepdims=True)
+                top = scores.max(axis=-1, keepdims=True)  # [b, nh, tq, 1]
+                scores -= top
                 p = xp.exp(scores, out=scores)
-                p /= p.sum(axis=-1, keepdims=True)  # probabilities, [b, nh, tq, S]
-                if probs is not None and not whole:
-                    probs[rows, :, qr] = p
+                total = p.sum(axis=-1, keepdims=True)  # [b, nh, tq, 1]
+                p /= total  # probabilities, [b, nh, tq, S]
+                if row_max is not None:
+                    row_max[rows, :, qr], log_sum[rows, :, qr] = top, xp.log(total)
                 if kept is not None:
                     p = self._dropped(xp, p, kept[rows, :, qr])
-                if whole:
+                if tq == t:
                     xp.matmul(p, v[rows], out=out[rows])  # [b, nh, T, S] @ [b, nh, S, hs] -> [b, nh, T, hs]
                 else:
                     out[rows, :, qr] = p @ v[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
 
         for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
-        self.q, self.k, self.v, self.probs, self.kept, self.blocked = q, k, v, probs, kept, blocked
+        self.q, self.k, self.v, self.kept, self.blocked = q, k, v, kept, blocked
+        self.row_max, self.log_sum = row_max, log_sum
         return out
+
+    def _probabilities(self, xp, rows, qr, out):
+        """The forward pass's probabilities for batch rows ``rows`` and queries ``qr``, recomputed into ``out``:
+        exp(score - row maximum - log-sum-exp), the scores made again from q and k."""
+        q, k = self.q[rows, :, qr], self.k[rows]
+        xp.matmul(q * q.dtype.type(self.scale), xp.swapaxes(k, -1, -2), out=out)  # [b, nh, tq, hs] @ [b, nh, hs, S]
+        if self.blocked is not None:
+            xp.copyto(out, xp.finfo(q.dtype).min, where=_part_of(self.blocked, rows, qr))
+        out -= self.row_max[rows, :, qr]
+        out -= self.log_sum[rows, :, qr]
+        return xp.exp(out, out=out)
 
     def _dropped(self, xp, p, kept):
         """Inverted dropout of the probabilities: 0 where dropped, p / (1 - p_drop) where kept (a new array)."""
@@ -139,14 +155,16 @@ class Attention(Function):
         query_chunks = _query_chunks(xp, b, t, s, q.shape[3])
 
         def block(rows):
+            n = rows.stop - rows.start
             for i, qr in enumerate(query_chunks):
-                p = self.probs[rows, :, qr]  # [b, nh, tq, S]
+                tq = len(range(t)[qr])
+                p, gp, product = scratch(xp, (n, nh, tq, s), q.dtype, name="attention", count=3)
+                p = self._probabilities(xp, rows, qr, p)  # [b, nh, tq, S]
                 pd = p if self.kept is None else self._dropped(xp, p, self.kept[rows, :, qr])
                 g = gout[rows, :, qr]  # [b, nh, tq, hs]
                 # keys and values collect their gradients from every query chunk
                 gv_part = xp.swapaxes(pd, -1, -2) @ g  # [b, nh, S, tq] @ [b, nh, tq, hs] -> [b, nh, S, hs]
                 _collect(gv, rows, gv_part, first=i == 0)
-                gp, product = scratch(xp, p.shape, p.dtype, name="attention", count=2)
                 xp.matmul(g, xp.swapaxes(v[rows], -1, -2), out=gp)  # [b, nh, tq, hs] @ [b, nh, hs, S]
                 if self.kept is not None:
                     gp *= self.kept[rows, :, qr]

@@ -83,15 +83,37 @@ def test_dropout_changes_outputs_only_in_training_and_repeats_with_seed():
     assert not np.allclose(a, plain)
 
 
-def test_inference_keeps_no_probabilities():
-    q = seq2seq.Tensor(np.ones((1, 1, 2, 3), np.float32), requires_grad=True)
+def test_nothing_of_the_scores_size_is_kept():
+    """Inference keeps nothing; training keeps q, k, v and two numbers per score row (backward recomputes the
+    probabilities), never a [B, nh, T, S] array."""
+    q = seq2seq.Tensor(np.ones((2, 3, 5, 4), np.float32), requires_grad=True)
+    k = seq2seq.Tensor(np.ones((2, 3, 7, 4), np.float32), requires_grad=True)
     with seq2seq.no_grad():
         op = Attention()
-        op(q, q, q)
-    assert op.probs is None
+        op(q, k, k)
+    assert op.row_max is None and op.log_sum is None
     op = Attention()
-    op(q, q, q)
-    assert op.probs.shape == (1, 1, 2, 2)
+    op(q, k, k)
+    assert op.row_max.shape == op.log_sum.shape == (2, 3, 5, 1)
+    saved = [a for a in vars(op).values() if isinstance(a, np.ndarray)]
+    assert max(a.size for a in saved) == 2 * 3 * 7 * 4  # k and v: the largest arrays kept
+
+
+def test_fully_masked_rows_backward_matches_the_reference():
+    """A query that may see no key softmaxes to a uniform row; the recomputed probabilities must be uniform too."""
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
+    keep = np.ones((2, 1, 3, 3), bool)
+    keep[0, :, 1] = False  # batch 0, query 1: every key masked
+    keep[1, :, :, 2] = False
+    gout = rng.standard_normal((2, 2, 3, 4)).astype(np.float32)
+    grads = []
+    for attend in (lambda a, b, c: Attention(keep)(a, b, c), lambda a, b, c: attention_reference(a, b, c, keep)):
+        ts = [seq2seq.Tensor(x, requires_grad=True) for x in (q, k, v)]
+        (attend(*ts) * seq2seq.Tensor(gout)).sum().backward()
+        grads.append([t.grad for t in ts])
+    for fused, reference in zip(*grads):
+        np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["row-by-row", "few-rows", "whole-batch"])
