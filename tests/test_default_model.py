@@ -180,6 +180,23 @@ def test_card_sections_and_metrics_table(run):
     assert "test: 5 of 50 rows, spread evenly" in card
 
 
+def test_card_of_a_run_in_two_stages_shows_each_stage_and_the_total(run):
+    second = run.root / "history2.json"
+    history = json.loads(run.history.read_text())
+    history["args"]["lr"], history["train_seconds"] = 1e-4, 1800.0
+    history["loss"] = history["loss"][:2]
+    second.write_text(json.dumps(history))
+    out = run.root / "export-two-stages"
+    dm.main(["export", "--model", str(run.model_dir), "--metrics", str(run.metrics_path), "--out", str(out),
+             "--name", "debian-tiny", "--data", str(DATA), "--history", str(run.history), "--history", str(second)])
+    card = (out / "README.md").read_text()
+    first_stage, second_stage = card.split("Stage 1 of 2: from the trimmed warm start.")[1].split(
+        "Stage 2 of 2: continued from stage 1's final model.")
+    assert "| lr | 0.00015 |" in first_stage and "Steps: 3. Training time: 1h30m" in first_stage
+    assert "| lr | 0.0001 |" in second_stage and "Steps: 2. Training time: 30m00s" in second_stage
+    assert "In all: 5 steps; 2h00m in training steps." in second_stage
+
+
 def test_card_command_prints_what_the_card_says(run):
     line = next(text for text in run.card.splitlines() if "python -m seq2seq generate" in text)
     promised = run.card.split(line, 1)[1].split("prints `", 1)[1].split("`. In Python", 1)[0]

@@ -37,24 +37,28 @@ def made(tmp_path_factory):
 
 def test_every_step_ran_and_left_its_output(made):
     work, export, first = made
-    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
+    for step in ("1/7", "2/7", "3/7", "4/7", "5/7 fine-tuning, stage 2", "6/7", "7/7"):
         assert f"== {step}" in first.stderr
     assert "data/debian: already there" in first.stderr  # the sample stood in for step 1
     for path in ("warm/config.json", "corpus.jsonl", "trimmed/tokenizer.json", "run/final/model.safetensors",
-                 "run/history.json", "metrics.json"):
+                 "run/history.json", "run2/final/model.safetensors", "run2/history.json", "metrics.json"):
         assert (work / path).is_file(), path
     assert not list(work.glob("*.tmp"))  # nothing half-written left behind
     metrics = json.loads((work / "metrics.json").read_text())
     assert metrics["test_unseen_family"]["n"] == 3
-    assert len(json.loads((work / "run" / "history.json").read_text())["loss"]) == 2
+    for stage in ("run", "run2"):
+        assert len(json.loads((work / stage / "history.json").read_text())["loss"]) == 2
+    assert json.loads((work / "run2" / "history.json").read_text())["args"]["seed"] == 1  # stage 2's own order
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {p.name for p in export.iterdir()}
+    assert "Stage 2 of 2: continued from stage 1's final model." in (export / "README.md").read_text()
 
 
 def test_a_second_run_skips_what_is_there(made):
     work, export, _ = made
-    before = (work / "run" / "final" / "model.safetensors").stat().st_mtime_ns
+    before = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2")]
     second = run_script(work, export)
     assert second.returncode == 0, second.stderr[-3000:]
     for out in ("data/debian", "warm", "trimmed", "metrics.json"):
         assert f"{out}: already there" in second.stderr
-    assert (work / "run" / "final" / "model.safetensors").stat().st_mtime_ns == before  # not trained again
+    after = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2")]
+    assert after == before  # neither stage trained again

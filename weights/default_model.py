@@ -1,8 +1,8 @@
 """Evaluate the fine-tuned Debian summariser and export it as the model this project ships.
 
     python weights/default_model.py evaluate --model run/final --data /work/data/debian --out metrics.json
-    python weights/default_model.py export --model run/final --metrics metrics.json --history run/history.json \
-        --out weights/NAME --name NAME
+    python weights/default_model.py export --model run2/final --metrics metrics.json --history run/history.json \
+        --history run2/history.json --out weights/NAME --name NAME
 
 `evaluate` generates with beam search (the model's generation_config special ids, `--beams`, `--max-new-tokens`)
 for each split, decodes without special tokens and scores ROUGE-1/2/L F-measures (seq2seq/evaluate.py's scorer:
@@ -208,7 +208,24 @@ def cell(text):
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def model_card(name, *, model, metrics, history, stats, sizes, copies, check, demo, training_time, max_mb):
+def training_summary(history, *, training_time=None):
+    """One training run's hyper-parameters (a table), steps, time and last validation, for the card."""
+    args = history.get("args", {})
+    table = ("| hyper-parameter | value |\n|---|---|\n"
+             + "\n".join(f"| {k} | {v} |" for k, v in args.items()
+                         if v is not None and not (k == "epochs" and args.get("max_steps"))) + "\n")
+    seconds = history.get("train_seconds")  # summed over the chunks of a resumed run
+    time_text = training_time or (f"{format_seconds(seconds)} in training steps (evaluations and checkpoint "
+                                  "writes not counted)" if seconds else "not recorded in history.json")
+    line = f"Steps: {len(history.get('loss', [])):,}. Training time: {time_text}."
+    if history.get("eval"):
+        last = history["eval"][-1]
+        line += (f" Last validation (step {last['step']}): loss {last['loss']:.4f}"
+                 + "".join(f", {k} {100 * last[k]:.1f}" for k in ROUGE_TYPES if k in last) + ".")
+    return table + "\n" + line + "\n"
+
+
+def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, demo, training_time, max_mb):
     enc = model.config.encoder
     m = metrics.get("test_unseen_family") or next(iter(metrics.values()))
     settings = m.get("settings", {})
@@ -257,21 +274,16 @@ def model_card(name, *, model, metrics, history, stats, sizes, copies, check, de
                f"{dd.TRAIN_PERCENT}/{dd.VALIDATION_PERCENT}/{100 - dd.TRAIN_PERCENT - dd.VALIDATION_PERCENT} to "
                "train/validation/test by sha256 of the package name.\n")
     out += ["## Recipe\n", "\n".join("    " + line for line in readme_recipe().splitlines()) + "\n"]
-    if history:
-        args = history.get("args", {})
-        out.append("| hyper-parameter | value |\n|---|---|\n"
-                   + "\n".join(f"| {k} | {v} |" for k, v in args.items()
-                               if v is not None and not (k == "epochs" and args.get("max_steps"))) + "\n")
-        seconds = history.get("train_seconds")  # summed over the chunks of a resumed run
-        time_text = training_time or (f"{format_seconds(seconds)} in training steps (evaluations and checkpoint "
-                                      "writes not counted)" if seconds else "not recorded in history.json")
-        line = f"Steps: {len(history.get('loss', [])):,}. Training time: {time_text}."
-        if history.get("eval"):
-            last = history["eval"][-1]
-            line += (f" Last validation (step {last['step']}): loss {last['loss']:.4f}"
-                     + "".join(f", {k} {100 * last[k]:.1f}" for k in ROUGE_TYPES if k in last) + ".")
-        out.append(line + "\n")
-    elif training_time:
+    for i, history in enumerate(histories):
+        if len(histories) > 1:
+            out.append(f"Stage {i + 1} of {len(histories)}"
+                       + (": from the trimmed warm start." if i == 0 else f": continued from stage {i}'s final model.") + "\n")
+        out.append(training_summary(history, training_time=training_time if len(histories) == 1 else None))
+    if len(histories) > 1:
+        seconds = [h.get("train_seconds") for h in histories]
+        total = (f"{format_seconds(sum(seconds))} in training steps" if all(seconds) else "not recorded for every stage")
+        out.append(f"In all: {sum(len(h.get('loss', [])) for h in histories):,} steps; {total}.\n")
+    if not histories and training_time:
         out.append(f"Training time: {training_time}.\n")
     out += ["## Results\n",
             f"ROUGE F-measures x 100 (rouge-score, stemming on), beam search with {settings.get('num_beams')} beams "
@@ -309,7 +321,8 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
     model = EncoderDecoderModel.from_pretrained(model_dir).eval()
     tokenizer = Tokenizer.from_pretrained(model_dir)
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-    history = json.loads(Path(history).read_text(encoding="utf-8")) if history else None
+    paths = [history] if isinstance(history, (str, os.PathLike)) else list(history or ())
+    histories = [json.loads(Path(path).read_text(encoding="utf-8")) for path in paths]  # one per training stage
     limit = int(max_mb * MB)
     tensors = {c: float16_tensors(model, include_tied_copies=c) for c in (False, True)}
     sizes = {c: safetensors_bytes(t) for c, t in tensors.items()}
@@ -344,7 +357,7 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         with no_grad():  # what the card's `python -m seq2seq generate ... --num-beams 4` command prints
             ids = shipped.generate(tok([demo])["input_ids"], num_beams=4)
         demo = {"source": " ".join(demo.split()), "output": tok.batch_decode(ids, skip_special_tokens=True)[0]}
-        card = model_card(name, model=model, metrics=metrics, history=history, stats=read_stats(data), sizes=sizes,
+        card = model_card(name, model=model, metrics=metrics, histories=histories, stats=read_stats(data), sizes=sizes,
                           copies=copies, check=check, demo=demo, training_time=training_time, max_mb=max_mb)
         Path(tmp, "README.md").write_text(card, encoding="utf-8")
     total = sum(p.stat().st_size for p in Path(out).iterdir())
@@ -370,7 +383,8 @@ def main(argv=None):
     ex = commands.add_parser("export", help="float16 safetensors + tokenizer + model card")
     ex.add_argument("--model", required=True)
     ex.add_argument("--metrics", required=True, help="metrics.json written by evaluate")
-    ex.add_argument("--history", help="OUT/history.json of the training run")
+    ex.add_argument("--history", action="append", default=[],
+                    help="OUT/history.json of the training run; once per stage, in order, for a run in stages")
     ex.add_argument("--data", default="/work/data/debian", help="data directory whose stats.json gives the sizes")
     ex.add_argument("--out", required=True)
     ex.add_argument("--name", required=True)
