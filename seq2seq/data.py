@@ -14,7 +14,10 @@ Why length buckets: a batch is padded to its longest source, so mixing a 10-toke
 most of the work on padding. Each epoch is shuffled, cut into pools of ~100 batches, each pool sorted by source
 length and cut into batches, and then the batch order is shuffled again: batches hold similar lengths, yet which
 examples meet and in which order still changes every epoch (the "bucket by length" trick of fairseq and of
-transformers' ``group_by_length``). The order of an epoch is a pure function of ``(seed, epoch)``, so the position
+transformers' ``group_by_length``). Sources of equal length are sorted by target length, as fairseq sorts: the
+decoder is padded to the batch's longest target too, and with sources truncated to a common maximum many sources
+tie (Debian descriptions cut to 64 tokens: half of them; with batches of 64 the padded decoder positions of an
+epoch drop from 1.22 M to 0.91 M for 0.62 M real ones, a tenth of the training arithmetic). The order of an epoch is a pure function of ``(seed, epoch)``, so the position
 ``(epoch, batch)`` is all a checkpoint needs to continue exactly where a run stopped.
 """
 import dataclasses
@@ -121,6 +124,7 @@ class Seq2SeqDataset:
         self.sources, self.labels, self.texts = list(sources), list(labels), list(texts)
         self.pad_token_id = int(pad_token_id)
         self.source_lengths = np.array([len(s) for s in self.sources], dtype=np.int64)
+        self.target_lengths = np.array([len(t) for t in self.labels], dtype=np.int64)
 
     @classmethod
     def from_pairs(cls, pairs, tokenizer, *, max_source_len=128, max_target_len=32):
@@ -161,11 +165,12 @@ class Seq2SeqDataset:
 
 # ---- ordering -----------------------------------------------------------------------------------------------------
 
-def epoch_batches(lengths, *, batch_size, seed, epoch, pool_batches=100):
+def epoch_batches(lengths, *, batch_size, seed, epoch, pool_batches=100, target_lengths=None):
     """The batches of one epoch as a list of index arrays: every example exactly once, similar lengths together.
 
-    Shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length (stable, so ties keep the
-    shuffled order), cut into batches, shuffle the batches. A pure function of ``(seed, epoch)``.
+    Shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length (and equal lengths by
+    ``target_lengths`` when given; stable, so ties keep the shuffled order), cut into batches, shuffle the batches.
+    A pure function of ``(seed, epoch)``.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -175,7 +180,10 @@ def epoch_batches(lengths, *, batch_size, seed, epoch, pool_batches=100):
     batches = []
     for start in range(0, len(order), pool):
         chunk = order[start:start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        if target_lengths is None:
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        else:  # lexsort: the last key is the primary one
+            chunk = chunk[np.lexsort((target_lengths[chunk], lengths[chunk]))]
         batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
 
@@ -192,6 +200,7 @@ class BatchIterator:
             raise InputError("the training set is empty")
         self.dataset, self.batch_size, self.seed, self.pool_batches = dataset, batch_size, seed, pool_batches
         self.epoch, self.index = 0, 0
+        self.bucket_by = "source,target"  # "source": the order of checkpoints saved before targets were sorted too
         self._order, self._order_epoch = None, None
 
     @property
@@ -205,8 +214,9 @@ class BatchIterator:
 
     def _epoch_order(self):
         if self._order_epoch != self.epoch:
+            targets = self.dataset.target_lengths if self.bucket_by == "source,target" else None
             self._order = epoch_batches(self.dataset.source_lengths, batch_size=self.batch_size, seed=self.seed,
-                                        epoch=self.epoch, pool_batches=self.pool_batches)
+                                        epoch=self.epoch, pool_batches=self.pool_batches, target_lengths=targets)
             self._order_epoch = self.epoch
         return self._order
 
@@ -223,7 +233,7 @@ class BatchIterator:
     def state_dict(self):
         """What resuming needs (the order itself is recomputed from the seed)."""
         return {"seed": self.seed, "batch_size": self.batch_size, "pool_batches": self.pool_batches,
-                "examples": len(self.dataset), **self.position}
+                "examples": len(self.dataset), "bucket_by": self.bucket_by, **self.position}
 
     def load_state_dict(self, state):
         """Continue from a saved position; refuses one saved with another seed, batch size, pool size or number
@@ -233,4 +243,9 @@ class BatchIterator:
             if key in state and state[key] != mine[key]:
                 raise InputError(f"cannot resume the data order: it was saved with {key}={state[key]}, "
                                  f"this run has {key}={mine[key]}")
+        # a checkpoint from before targets were sorted too continues in its own order
+        self.bucket_by = state.get("bucket_by", "source")
+        if self.bucket_by not in ("source", "source,target"):
+            raise InputError(f"cannot resume the data order: unknown bucket_by={self.bucket_by!r}")
+        self._order_epoch = None  # the order is recomputed with it
         self.epoch, self.index = int(state["epoch"]), int(state["batch"])
