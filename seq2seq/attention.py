@@ -102,11 +102,7 @@ class Attention(Function):
             for qr in query_chunks:  # slices of the query axis (one, unless the products must be kept small)
                 tq = len(range(t)[qr])
                 (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
-                # [b, nh, tq, hs] @ [b, nh, hs, S] -> [b, nh, tq, S]
-                xp.matmul(qs[rows, :, qr], kt[rows], out=scores)
-                if blocked is not None:
-                    # Why a finite fill instead of -inf: a fully masked row softmaxes to a uniform row, not NaN.
-                    xp.copyto(scores, xp.finfo(q.dtype).min, where=_part_of(blocked, rows, qr))
+                _masked_scores(xp, qs[rows, :, qr], kt[rows], blocked, rows, qr, out=scores)  # [b, nh, tq, S]
                 top = scores.max(axis=-1, keepdims=True)  # [b, nh, tq, 1]
                 scores -= top
                 p = xp.exp(scores, out=scores)
@@ -130,10 +126,9 @@ class Attention(Function):
     def _probabilities(self, xp, rows, qr, out):
         """The forward pass's probabilities for batch rows ``rows`` and queries ``qr``, recomputed into ``out``:
         exp(score - row maximum - log-sum-exp), the scores made again from q and k."""
-        q, k = self.q[rows, :, qr], self.k[rows]
-        xp.matmul(q * q.dtype.type(self.scale), xp.swapaxes(k, -1, -2), out=out)  # [b, nh, tq, hs] @ [b, nh, hs, S]
-        if self.blocked is not None:
-            xp.copyto(out, xp.finfo(q.dtype).min, where=_part_of(self.blocked, rows, qr))
+        q = self.q[rows, :, qr]
+        _masked_scores(xp, q * q.dtype.type(self.scale), xp.swapaxes(self.k[rows], -1, -2), self.blocked, rows, qr,
+                       out=out)  # [b, nh, tq, S]
         out -= self.row_max[rows, :, qr]
         out -= self.log_sum[rows, :, qr]
         return xp.exp(out, out=out)
@@ -202,6 +197,17 @@ def _query_chunks(xp, batch, t, s, hs):
     chunks = -(-t * s * hs // (_BLAS_SPLITS_FROM - 1))  # ceil: enough chunks for every product to stay small
     size = -(-t // chunks)
     return [slice(i, min(i + size, t)) for i in range(0, t, size)]
+
+
+def _masked_scores(xp, qs, kt, blocked, rows, queries, *, out):
+    """``out = qs @ kt`` (scaled queries ``[b, nh, tq, hs]``, keys ``[b, nh, hs, S]``) with the blocked scores of
+    batch rows ``rows`` and queries ``queries`` replaced by the dtype's lowest value: what forward softmaxes and
+    backward rebuilds."""
+    xp.matmul(qs, kt, out=out)  # [b, nh, tq, hs] @ [b, nh, hs, S] -> [b, nh, tq, S]
+    if blocked is not None:
+        # Why a finite fill instead of -inf: a fully masked row softmaxes to a uniform row, not NaN.
+        xp.copyto(out, xp.finfo(out.dtype).min, where=_part_of(blocked, rows, queries))
+    return out
 
 
 def _collect(total, rows, part, *, first):

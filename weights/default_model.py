@@ -276,12 +276,12 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
     out += ["## Recipe\n", "\n".join("    " + line for line in readme_recipe().splitlines()) + "\n"]
     for i, history in enumerate(histories):
         if len(histories) > 1:
-            out.append(f"Stage {i + 1} of {len(histories)}"
-                       + (": from the trimmed warm start." if i == 0 else f": continued from stage {i}'s final model.") + "\n")
+            start = "from the trimmed warm start" if i == 0 else f"continued from stage {i}'s final model"
+            out.append(f"Stage {i + 1} of {len(histories)}: {start}.\n")
         out.append(training_summary(history, training_time=training_time if len(histories) == 1 else None))
     if len(histories) > 1:
         seconds = [h.get("train_seconds") for h in histories]
-        total = (f"{format_seconds(sum(seconds))} in training steps" if all(seconds) else "not recorded for every stage")
+        total = f"{format_seconds(sum(seconds))} in training steps" if all(seconds) else "not recorded for every stage"
         out.append(f"In all: {sum(len(h.get('loss', [])) for h in histories):,} steps; {total}.\n")
     if not histories and training_time:
         out.append(f"Training time: {training_time}.\n")

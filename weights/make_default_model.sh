@@ -59,7 +59,9 @@ fi
 run_into trimmed python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl
 # the recipe of the shipped model; FINETUNE_ARGS come after it, so a flag given there wins
 FINETUNE_RECIPE=${FINETUNE_RECIPE:-"--batch-size 64 --lr 2e-4 --warmup-steps 100 --max-steps 1800 --max-source-len 64"}
-FINETUNE2_RECIPE=${FINETUNE2_RECIPE-"--batch-size 64 --lr 1e-4 --warmup-steps 50 --max-steps 1800 --max-source-len 64 --seed 1"}
+# (stage 2: "-" not ":-", so that an empty FINETUNE2_RECIPE skips the stage instead of restoring the default)
+STAGE2="--batch-size 64 --lr 1e-4 --warmup-steps 50 --max-steps 1800 --max-source-len 64 --seed 1"
+FINETUNE2_RECIPE=${FINETUNE2_RECIPE-$STAGE2}
 SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-64}  # evaluation cuts sources as training did
 
 # finetune MODEL OUT RECIPE: one resumable stage, skipped once OUT/final exists
