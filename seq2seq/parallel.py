@@ -21,9 +21,9 @@ thread 3.4x faster than whole-array NumPy with fresh temporaries.
 Every op that uses this computes each row on its own (elementwise work, or reductions along the last axis), so the
 result is bit-for-bit the same whatever the number of threads: a training run resumed on a machine with another
 core count continues the same curve. (Sums over rows, such as LayerNorm's parameter gradients, add per-block
-partial sums in block order: they depend on the block size, a constant, and not on the threads.) Random numbers (dropout) are never drawn inside a block:
-the order of draws must not depend on thread timing. On CuPy there is nothing to gain (a GPU kernel is already
-parallel), so the whole array is one block.
+partial sums in block order: they depend on the block size, a constant, and not on the threads.) Random numbers
+(dropout) are never drawn inside a block: the order of draws must not depend on thread timing. On CuPy there is
+nothing to gain (a GPU kernel is already parallel), so the whole array is one block.
 
 The number of threads is the number of cores this process may run on, or ``SEQ2SEQ_NUM_THREADS`` when set.
 """

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from seq2seq import activations, parallel
+from seq2seq import parallel
 from seq2seq.activations import ACTIVATIONS, erf, get_activation
 from seq2seq.autograd import Tensor
 from seq2seq.backend import to_numpy
