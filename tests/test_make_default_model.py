@@ -43,10 +43,10 @@ def test_every_step_ran_and_left_its_output(made):
     assert "data/debian: already there" in first.stderr  # the sample stood in for step 1
     for path in ("warm/config.json", "corpus.jsonl", "trimmed/tokenizer.json", "run/final/model.safetensors",
                  "run/history.json", "run2/final/model.safetensors", "run2/history.json",
-                 "run3/final/model.safetensors", "run3/history.json", "metrics.json"):
+                 "run3/final/model.safetensors", "run3/history.json", "run3/metrics.json"):
         assert (work / path).is_file(), path
     assert not list(work.glob("*.tmp"))  # nothing half-written left behind
-    metrics = json.loads((work / "metrics.json").read_text())
+    metrics = json.loads((work / "run3" / "metrics.json").read_text())
     assert metrics["test_unseen_family"]["n"] == 3
     for stage in ("run", "run2", "run3"):
         assert len(json.loads((work / stage / "history.json").read_text())["loss"]) == 2
@@ -61,7 +61,7 @@ def test_a_second_run_skips_what_is_there(made):
     before = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2", "run3")]
     second = run_script(work, export)
     assert second.returncode == 0, second.stderr[-3000:]
-    for out in ("data/debian", "warm", "trimmed", "metrics.json"):
+    for out in ("data/debian", "warm", "trimmed", "run3/metrics.json"):
         assert f"{out}: already there" in second.stderr
     after = [(work / stage / "final" / "model.safetensors").stat().st_mtime_ns for stage in ("run", "run2", "run3")]
     assert after == before  # no stage trained again
@@ -73,5 +73,6 @@ def test_an_empty_stage_recipe_skips_that_stage(made, tmp_path):
     third = run_script(work, export, FINETUNE3_RECIPE="")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "== 6/8 no stage 3 (FINETUNE3_RECIPE is empty)" in third.stderr
+    assert (work / "run2" / "metrics.json").is_file()  # stage 2's model scored, not stage 3's metrics reused
     card = (export / "README.md").read_text()
     assert "Stage 2 of 2: continued from stage 1's final model." in card and "Stage 3" not in card

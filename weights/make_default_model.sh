@@ -10,7 +10,8 @@
 #   4. fine-tune, stage 1: lr 2e-4, batch 64, 1,800 steps, sources <= 64  (python -m seq2seq finetune ... --resume)
 #   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order (seed 1)
 #   6. fine-tune, stage 3, from stage 2's model: the same with a third data order (seed 2)
-#   7. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate)
+#   7. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate), written
+#      beside the last stage's model (run3/metrics.json), so that adding or dropping a stage scores anew
 #   8. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
 # then renamed), and steps 4-6 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
@@ -93,8 +94,8 @@ for stage in 2 3; do  # each later stage continues from the last stage that ran
 done
 step "7/8 evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
-run_into metrics.json python "$REPO/weights/default_model.py" evaluate --model "$final/final" --data data/debian \
-    --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
+run_into "$final/metrics.json" python "$REPO/weights/default_model.py" evaluate --model "$final/final" \
+    --data data/debian --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
 step "8/8 export to $EXPORT_DIR"
-python "$REPO/weights/default_model.py" export --model "$final/final" --metrics metrics.json \
+python "$REPO/weights/default_model.py" export --model "$final/final" --metrics "$final/metrics.json" \
     "${histories[@]}" --data data/debian --out "$EXPORT_DIR" --name "$NAME"
