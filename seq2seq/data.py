@@ -243,8 +243,9 @@ class BatchIterator:
                 raise InputError(f"cannot resume the data order: it was saved with {key}={state[key]}, "
                                  f"this run has {key}={mine[key]}")
         # a checkpoint from before targets were sorted too continues in its own order
-        self.bucket_by = state.get("bucket_by", "source")
-        if self.bucket_by not in ("source", "source,target"):
-            raise InputError(f"cannot resume the data order: unknown bucket_by={self.bucket_by!r}")
+        bucket_by = state.get("bucket_by", "source")
+        if bucket_by not in ("source", "source,target"):
+            raise InputError(f"cannot resume the data order: unknown bucket_by={bucket_by!r}")
+        self.bucket_by = bucket_by  # set only once checked: a refused state leaves this iterator as it was
         self._order_epoch = None  # the order is recomputed with it
         self.epoch, self.index = int(state["epoch"]), int(state["batch"])

@@ -16,7 +16,7 @@
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
 # then renamed), and steps 4-6 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
 # The stages are sized to the 2-core CPU (FINETUNE_RECIPE, FINETUNE2_RECIPE, FINETUNE3_RECIPE below): ~2 epochs
-# each at ~3.3 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
+# each at ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
 # of 5,400 steps because each stage's model is then a finished, evaluated model of its own.
 # FINETUNE2_RECIPE="" or FINETUNE3_RECIPE="" skips that stage (a later stage then continues from the last one that
 # ran, and step 7 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128:
