@@ -37,6 +37,8 @@ mkdir -p "$WORK"
 cd "$WORK"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
+STAGES=(2 3 4)                    # the stages after the first (FINETUNE2..4_RECIPE below)
+TOTAL=$((${#STAGES[@]} + 6))      # steps: data, warm start, vocabulary, stage 1, STAGES, evaluation, export
 step() { echo "== $*" >&2; }
 
 # run_into OUT COMMAND...: run COMMAND with "--out OUT.tmp", then rename OUT.tmp to OUT (skipped if OUT exists)
@@ -52,11 +54,11 @@ run_into() {
     mv "$out.tmp" "$out"
 }
 
-step "1/9 data"
+step "1/$TOTAL data"
 run_into data/debian python "$REPO/weights/debian_data.py" build --update
-step "2/9 warm start"
+step "2/$TOTAL warm start"
 run_into warm python -m seq2seq warm-start --tie-encoder-decoder
-step "3/9 vocabulary"
+step "3/$TOTAL vocabulary"
 if [ ! -e corpus.jsonl ]; then
     cat data/debian/*.jsonl > corpus.jsonl.tmp
     mv corpus.jsonl.tmp corpus.jsonl
@@ -80,25 +82,25 @@ finetune() {
             --eval-every 600 --eval-examples 100 $3 ${FINETUNE_ARGS:-}
     fi
 }
-step "4/9 fine-tuning, stage 1 (resumable)"
+step "4/$TOTAL fine-tuning, stage 1 (resumable)"
 finetune trimmed run "$FINETUNE_RECIPE"
 final=run
 histories=(--history run/history.json)
-for stage in 2 3 4; do  # each later stage continues from the last stage that ran
+for stage in "${STAGES[@]}"; do  # each later stage continues from the last stage that ran
     recipe=FINETUNE${stage}_RECIPE
     if [ -n "${!recipe}" ]; then
-        step "$((stage + 3))/9 fine-tuning, stage $stage from $final/final (resumable)"
+        step "$((stage + 3))/$TOTAL fine-tuning, stage $stage from $final/final (resumable)"
         finetune "$final/final" "run$stage" "${!recipe}"
         final=run$stage
         histories+=(--history "run$stage/history.json")
     else
-        step "$((stage + 3))/9 no stage $stage ($recipe is empty)"
+        step "$((stage + 3))/$TOTAL no stage $stage ($recipe is empty)"
     fi
 done
-step "8/9 evaluation"
+step "$((TOTAL - 1))/$TOTAL evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
 run_into "$final/metrics.json" python "$REPO/weights/default_model.py" evaluate --model "$final/final" \
     --data data/debian --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
-step "9/9 export to $EXPORT_DIR"
+step "$TOTAL/$TOTAL export to $EXPORT_DIR"
 python "$REPO/weights/default_model.py" export --model "$final/final" --metrics "$final/metrics.json" \
     "${histories[@]}" --data data/debian --out "$EXPORT_DIR" --name "$NAME"
