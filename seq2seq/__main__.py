@@ -369,6 +369,7 @@ def build_parser():
             ("warmup_steps", int, "steps of linear warm-up, then linear decay to 0"),
             ("weight_decay", float, "AdamW weight decay of the matrices"),
             ("clip", float, "max gradient norm (0: off)"),
+            ("label_smoothing_factor", float, "weight of the uniform target mixed into each label (0: off)"),
             ("eval_every", int, "evaluate every N steps (0: only at the end)"),
             ("eval_examples", int, "validation pairs scored with ROUGE"), ("eval_beams", int, "beams when evaluating"),
             ("save_every", int, "checkpoint every N steps (and at the end)"),

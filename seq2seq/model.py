@@ -151,7 +151,7 @@ class EncoderDecoderModel:
         return self.encoder(ids, keep)
 
     def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                 labels=None):
+                 labels=None, *, label_smoothing=0.0):
         ids = as_int_array(input_ids, self.xp, name="input_ids")
         enc_keep = self._keep(attention_mask, ids, name="attention_mask")
         if labels is not None:
@@ -175,7 +175,8 @@ class EncoderDecoderModel:
             if labels.shape != dec_ids.shape:
                 raise InputError(f"labels has shape {labels.shape} but decoder_input_ids has {dec_ids.shape}")
             v = logits.shape[-1]
-            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1))  # [B, T, V] -> [B*T, V] -> ()
+            # [B, T, V] -> [B*T, V] -> (); label_smoothing as the Trainer's label_smoothing_factor (0: plain NLL)
+            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), label_smoothing=label_smoothing)
         return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
 
     def _to_decoder_width(self, memory):

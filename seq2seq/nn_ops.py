@@ -180,10 +180,16 @@ class CrossEntropy(Function):
     logits ``[N, V]`` (any float dtype; computed in float32 at least), labels ``[N]`` integers. When every row is
     ignored the mean is 0/0 = NaN, as in torch. The ``[N, V]`` work runs on blocks of rows (one row = one
     position's softmax over the vocabulary).
+
+    ``label_smoothing`` eps aims each row at (1 - eps) on its label plus eps spread evenly over the vocabulary, as
+    ``torch.nn.functional.cross_entropy(label_smoothing=eps)`` and transformers' Trainer
+    (``label_smoothing_factor``): row loss (1 - eps) * -log p_label + eps * mean_j(-log p_j).
     """
 
-    def __init__(self, labels, ignore_index=-100):
-        self.labels, self.ignore_index = labels, ignore_index
+    def __init__(self, labels, ignore_index=-100, *, label_smoothing=0.0):
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.labels, self.ignore_index, self.eps = labels, ignore_index, float(label_smoothing)
 
     def forward(self, logits):
         xp = get_array_module(logits)
@@ -198,12 +204,15 @@ class CrossEntropy(Function):
         m = xp.empty((n, 1), dtype=x.dtype)  # row maxima, [N, 1]
         # log-sum-exp minus the max, [N, 1]; m is kept apart: m + log_sum rounded at |m| = 1000 loses 6e-5
         log_sum = xp.empty((n, 1), dtype=x.dtype)
+        mean_shifted = xp.empty((n, 1), dtype=x.dtype) if self.eps else None  # mean_j(x_j) - max, [N, 1]
 
         def block(rows):
             xb = x[rows]
             xp.max(xb, axis=-1, keepdims=True, out=m[rows])
             (shifted,) = scratch(xp, xb.shape, xb.dtype, name="cross_entropy")
             xp.subtract(xb, m[rows], out=shifted)
+            if mean_shifted is not None:
+                xp.mean(shifted, axis=-1, keepdims=True, out=mean_shifted[rows])
             xp.exp(shifted, out=shifted)
             xp.log(shifted.sum(axis=-1, keepdims=True), out=log_sum[rows])
 
@@ -212,13 +221,16 @@ class CrossEntropy(Function):
         picked = x[xp.arange(n), safe] - m[:, 0]  # the label's logit minus the max, [N]
         self.x, self.m, self.log_sum, self.safe, self.valid, self.dtype = x, m, log_sum, safe, valid, logits.dtype
         self.count = valid.sum()
-        nll = (log_sum[:, 0] - picked) * valid
+        nll = log_sum[:, 0] - picked  # -log p_label, [N]
+        if self.eps:  # mean_j(-log p_j) = log-sum-exp - mean_j(x_j), both taken relative to the max
+            nll = (1 - self.eps) * nll + self.eps * (log_sum[:, 0] - mean_shifted[:, 0])
+        nll = nll * valid
         with np.errstate(invalid="ignore", divide="ignore"):
             return (nll.sum() / self.count).astype(logits.dtype)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        n = self.x.shape[0]
+        n, v = self.x.shape
         # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
         weight = (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N, 1]
         p = xp.empty(self.x.shape, dtype=self.x.dtype)  # the gradient, [N, V]
@@ -228,10 +240,13 @@ class CrossEntropy(Function):
             xp.subtract(self.x[rows], self.m[rows], out=pb)  # softmax, recomputed instead of kept: it is [N, V]
             pb -= self.log_sum[rows]
             xp.exp(pb, out=pb)
-            pb[xp.arange(pb.shape[0]), self.safe[rows]] -= 1  # d(-log p_label)/dx = p - onehot(label)
+            # d(-log p_label)/dx = p - onehot(label); with smoothing p - (1 - eps) onehot(label) - eps / V
+            pb[xp.arange(pb.shape[0]), self.safe[rows]] -= 1 - self.eps
+            if self.eps:
+                pb -= self.eps / v
             pb *= weight[rows]
 
-        for_each_block(block, n, self.x.shape[1], xp=xp)
+        for_each_block(block, n, v, xp=xp)
         return p.astype(self.dtype, copy=False)  # float16 logits get a float16 gradient
 
 
@@ -300,8 +315,8 @@ def softmax(x):
     return MaskedSoftmax()(x)
 
 
-def cross_entropy(logits, labels, ignore_index=-100):
-    return CrossEntropy(labels, ignore_index)(logits)
+def cross_entropy(logits, labels, ignore_index=-100, *, label_smoothing=0.0):
+    return CrossEntropy(labels, ignore_index, label_smoothing=label_smoothing)(logits)
 
 
 def embedding(ids, weight):

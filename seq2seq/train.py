@@ -57,6 +57,7 @@ class TrainingArguments:
     warmup_steps: int = 282
     weight_decay: float = 0.01
     clip: float = 1.0
+    label_smoothing_factor: float = 0.0  # training loss only: the validation loss stays plain -log p, comparable
     eval_every: int = 500
     eval_examples: int = 200
     eval_beams: int = 4
@@ -77,6 +78,8 @@ class Trainer:
     def __init__(self, model, tokenizer, train_data, *, args, out_dir, validation_data=None, stream=None):
         if args.grad_accum < 1 or args.batch_size < 1:
             raise InputError(f"batch_size and grad_accum must be >= 1, got {args.batch_size} and {args.grad_accum}")
+        if not 0.0 <= args.label_smoothing_factor <= 1.0:
+            raise InputError(f"label_smoothing_factor must be in [0, 1], got {args.label_smoothing_factor}")
         self.model, self.tokenizer, self.args, self.out_dir = model, tokenizer, args, os.fspath(out_dir)
         self.validation = validation_data
         self.stream = sys.stderr if stream is None else stream
@@ -141,7 +144,8 @@ class Trainer:
         counts = [int((b.labels != IGNORE_INDEX).sum()) for b in batches]
         total, step_loss = max(sum(counts), 1), 0.0
         for batch, count in zip(batches, counts):
-            out = self.model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            out = self.model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                             label_smoothing=self.args.label_smoothing_factor)
             loss = out.loss if len(batches) == 1 else out.loss * (count / total)
             loss.backward()  # the graph is freed as backward walks it
             step_loss += float(loss.item())
@@ -196,9 +200,10 @@ class Trainer:
         self.model.state.rng.bit_generator.state = state["dropout_rng"]
         # a checkpoint from before train_seconds was recorded: the total is unknown (None), not the time since
         self.step, self.history = int(state["step"]), {"train_seconds": None, **state["history"]}
+        shaping = ("lr", "warmup_steps", "weight_decay", "clip", "label_smoothing_factor", "grad_accum", "epochs",
+                   "max_steps")  # the settings that change the run's arithmetic
         changed = {k: (v, getattr(self.args, k)) for k, v in state["args"].items()
-                   if k in ("lr", "warmup_steps", "weight_decay", "clip", "grad_accum", "epochs", "max_steps")
-                   and v != getattr(self.args, k)}
+                   if k in shaping and v != getattr(self.args, k)}
         if changed:
             print(f"note: resuming with changed settings {changed} (saved, now): the run will differ from an "
                   "uninterrupted one", file=self.stream)

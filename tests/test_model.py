@@ -43,6 +43,17 @@ def test_forward_matches_transformers(pair):
     assert abs(float(out.loss) - ref.loss.item()) <= 1e-4 * abs(ref.loss.item())
 
 
+def test_label_smoothing_matches_the_trainers(pair):
+    from transformers.trainer_pt_utils import LabelSmoother  # noqa: PLC0415 - the Trainer's label_smoothing_factor
+
+    hf, ours = pair
+    ids, mask, labels = batch(min(hf.config.encoder.vocab_size, hf.config.decoder.vocab_size), seed=3)
+    ref = hf_forward(hf, ids, mask, labels)
+    expected = LabelSmoother(epsilon=0.1)({"logits": ref.logits}, torch.tensor(labels)).item()
+    loss = float(ours(ids, attention_mask=mask, labels=labels, label_smoothing=0.1).loss)
+    assert abs(loss - expected) <= 1e-4 * abs(expected) and abs(expected - ref.loss.item()) > 1e-3
+
+
 def test_explicit_decoder_inputs_and_mask(pair):
     hf, ours = pair
     ids, mask, _ = batch(hf.config.encoder.vocab_size, seed=1)

@@ -136,23 +136,35 @@ LABELS = {
 }
 
 
-def torch_cross_entropy(logits, labels, ignore_index=-100):
+def torch_cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0):
     x = torch.from_numpy(logits).requires_grad_()
-    loss = F.cross_entropy(x, torch.from_numpy(np.asarray(labels)), ignore_index=ignore_index)
+    loss = F.cross_entropy(x, torch.from_numpy(np.asarray(labels)), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
     loss.backward()
     return loss.detach().numpy(), x.grad.numpy()
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("labels", sorted(LABELS))
-def test_cross_entropy_matches_torch(xp, rng, labels):
+def test_cross_entropy_matches_torch(xp, rng, labels, smoothing):
     logits, labels = 3 * f32(rng, 6, 7), np.array(LABELS[labels])
-    loss, (x,) = run(xp, lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), logits)
+
+    def loss_of(t):
+        return nn_ops.cross_entropy(t, xp.asarray(labels), label_smoothing=smoothing)
+
+    loss, (x,) = run(xp, loss_of, logits)
     loss.backward()
-    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels, label_smoothing=smoothing)
     assert loss.shape == () and loss.dtype == np.float32
     np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-5)
     np.testing.assert_allclose(to_numpy(x.grad), expected_grad, rtol=1e-5, atol=1e-7)
-    assert check_grad(lambda t: nn_ops.cross_entropy(t, xp.asarray(labels)), xp.asarray(logits))
+    assert check_grad(loss_of, xp.asarray(logits))
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5])
+def test_cross_entropy_refuses_label_smoothing_outside_0_1(xp, rng, smoothing):
+    with pytest.raises(InputError, match=r"label_smoothing must be in \[0, 1\], got"):
+        nn_ops.cross_entropy(xp.asarray(f32(rng, 2, 3)), xp.asarray([0, 1]), label_smoothing=smoothing)
 
 
 def test_cross_entropy_custom_ignore_index(xp, rng):

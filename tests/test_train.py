@@ -17,7 +17,8 @@ import pytest
 import seq2seq
 from seq2seq import EncoderDecoderModel
 from seq2seq.autograd import Function
-from seq2seq.data import Seq2SeqDataset
+from seq2seq.errors import InputError
+from seq2seq.data import BatchIterator, Seq2SeqDataset
 from seq2seq.evaluate import evaluate, load_rouge
 from seq2seq.train import Progress, Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
@@ -79,6 +80,23 @@ def test_loss_falls_when_overfitting_a_few_pairs(tok, jsonl, tmp_path):
     assert len(history["loss"]) == 40
     assert np.mean(history["loss"][-5:]) < history["loss"][0] - 3.0
     assert all(np.isfinite(history["grad_norm"])) and history["lr"][0] == pytest.approx(3e-3)
+
+
+def test_label_smoothing_factor_reaches_the_loss(tok, train_data, tmp_path):
+    plain = trainer(tiny_model(tok), tok, train_data, tmp_path / "plain", max_steps=1).train()
+    smoothed = trainer(tiny_model(tok), tok, train_data, tmp_path / "smooth", max_steps=1,
+                       label_smoothing_factor=0.1).train()
+    batch = next(BatchIterator(train_data, batch_size=8, seed=0))  # the trainer's first batch
+    model = tiny_model(tok)
+    model.train()
+    model.state.rng = np.random.default_rng(0)  # and its dropout draws
+    expected = float(model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                           label_smoothing=0.1).loss)
+    assert smoothed["loss"][0] == pytest.approx(expected, rel=1e-6) and smoothed["loss"][0] != plain["loss"][0]
+    saved = json.loads((tmp_path / "smooth" / "history.json").read_text())["args"]
+    assert saved["label_smoothing_factor"] == 0.1
+    with pytest.raises(InputError, match=r"label_smoothing_factor must be in \[0, 1\], got 1.5"):
+        trainer(tiny_model(tok), tok, train_data, tmp_path / "bad", label_smoothing_factor=1.5)
 
 
 @pytest.mark.parametrize("tie, accum", [(False, 1), (True, 2)], ids=["untied", "tied-accum2"])
