@@ -17,8 +17,8 @@ import pytest
 import seq2seq
 from seq2seq import EncoderDecoderModel
 from seq2seq.autograd import Function
-from seq2seq.errors import InputError
 from seq2seq.data import BatchIterator, Seq2SeqDataset
+from seq2seq.errors import InputError
 from seq2seq.evaluate import evaluate, load_rouge
 from seq2seq.train import Progress, Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
