@@ -174,6 +174,12 @@ class MaskedSoftmax(Function):
         return gx
 
 
+def check_label_smoothing(eps, *, name="label_smoothing"):
+    """Refuse a smoothing weight outside [0, 1] (as torch does), naming the argument that carried it."""
+    if not 0.0 <= eps <= 1.0:
+        raise InputError(f"{name} must be in [0, 1], got {eps}")
+
+
 class CrossEntropy(Function):
     """Mean over the non-ignored rows of -log softmax(logits)[label]; rows labelled ``ignore_index`` are skipped.
 
@@ -187,8 +193,7 @@ class CrossEntropy(Function):
     """
 
     def __init__(self, labels, ignore_index=-100, *, label_smoothing=0.0):
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        check_label_smoothing(label_smoothing)
         self.labels, self.ignore_index, self.eps = labels, ignore_index, float(label_smoothing)
 
     def forward(self, logits):

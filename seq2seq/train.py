@@ -36,6 +36,7 @@ from .checkpoint import load_state_dict
 from .data import IGNORE_INDEX, BatchIterator
 from .errors import CheckpointNotFoundError, InputError
 from .evaluate import evaluate, load_rouge
+from .nn_ops import check_label_smoothing
 from .optim import AdamW, LinearSchedule, clip_grad_norm_, param_groups
 from .plot import line_plot
 
@@ -78,8 +79,7 @@ class Trainer:
     def __init__(self, model, tokenizer, train_data, *, args, out_dir, validation_data=None, stream=None):
         if args.grad_accum < 1 or args.batch_size < 1:
             raise InputError(f"batch_size and grad_accum must be >= 1, got {args.batch_size} and {args.grad_accum}")
-        if not 0.0 <= args.label_smoothing_factor <= 1.0:
-            raise InputError(f"label_smoothing_factor must be in [0, 1], got {args.label_smoothing_factor}")
+        check_label_smoothing(args.label_smoothing_factor, name="label_smoothing_factor")  # now, not at step 1
         self.model, self.tokenizer, self.args, self.out_dir = model, tokenizer, args, os.fspath(out_dir)
         self.validation = validation_data
         self.stream = sys.stderr if stream is None else stream
