@@ -27,6 +27,7 @@ DATA = REPO / "tests" / "fixtures" / "debian"
 SPLITS = ("test", "test_unseen_family")
 LIMIT = 5
 SOURCE_LEN = 24  # tokens of each source that evaluate keeps; the export's tokenizer then truncates there too
+NO_REPEAT = 2  # evaluate's --no-repeat-ngram-size, then the export's generation default
 FP16_TOL = 5e-3  # of the largest |logit|: float16 weights round at 4.9e-4 relative, ten times that is plenty
 SPREAD = 10.0  # word embeddings (and so the tied LM head) x10: confident logits, so float16 rounding does not
 # flip greedy choices. The network inside stays smooth: the embeddings go through a LayerNorm first.
@@ -68,7 +69,8 @@ class Run:
         self.tokenizer.save_pretrained(self.model_dir)
         self.metrics_path = root / "metrics.json"
         self.evaluate_args = ["evaluate", "--model", str(self.model_dir), "--data", str(DATA), "--limit", str(LIMIT),
-                              "--max-new-tokens", "8", "--batch-size", "2", "--max-source-len", str(SOURCE_LEN)]
+                              "--max-new-tokens", "8", "--batch-size", "2", "--max-source-len", str(SOURCE_LEN),
+                              "--no-repeat-ngram-size", str(NO_REPEAT)]
         dm.main([*self.evaluate_args, "--out", str(self.metrics_path)])
         self.metrics = json.loads(self.metrics_path.read_text())
         self.history = root / "history.json"
@@ -136,7 +138,7 @@ def test_model_outputs_are_beam_search_on_each_row_and_deterministic(run, tmp_pa
     for row, example in zip(rows, run.metrics["test"]["examples"]):
         batch = run.tokenizer([row["source"]], max_length=SOURCE_LEN)  # one at a time: no padding, no reordering
         ids = run.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=4,
-                                 max_new_tokens=8)
+                                 max_new_tokens=8, no_repeat_ngram_size=NO_REPEAT)
         assert example["model"] == run.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
     again = tmp_path / "again.json"
     dm.main([*run.evaluate_args, "--out", str(again)])
@@ -168,10 +170,11 @@ def test_card_sections_and_metrics_table(run):
     assert "bash weights/make_default_model.sh" in card  # and the one command that runs them
     assert "| lr | 0.00015 |" in card and "Steps: 3." in card and "Training time: 1h30m in training steps" in card
     assert "Last validation (step 3): loss 4.5000" in card
+    assert f"no {NO_REPEAT}-gram twice in an output" in card
     assert "test_unseen_family | 1,178 |" in card and "2.5% of families" in card  # sizes from full_stats.json
     for split, m in run.metrics.items():
         cells = [split, str(LIMIT), *(f"{100 * m[w][k]:.1f}" for w in ("model", "baseline")
-                                      for k in ("rouge1", "rouge2", "rougeL")), f"{100 * m['gap_rougeL']:+.1f}"]
+                                      for k in ("rouge1", "rouge2", "rougeL")), f"{100 * m['gap_rougeL']:+.2f}"]
         assert "| " + " | ".join(cells) + " |" in card
     examples = card.split("## Examples from the unseen-family split")[1].split("## Files")[0]
     for e in run.metrics["test_unseen_family"]["examples"]:
@@ -261,8 +264,9 @@ def test_export_reloads_in_seq2seq_with_the_same_outputs(run):
             model = seq2seq.EncoderDecoderModel.from_pretrained(out)
         got = logits(model, batch)
         np.testing.assert_allclose(got, ref, rtol=0, atol=FP16_TOL * np.abs(ref).max())
-        ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=8)
-        assert np.array_equal(model.generate(**ids, num_beams=1), run.model.generate(**ids, num_beams=1))
+        ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=8,
+                   num_beams=1, no_repeat_ngram_size=0)  # the weights alone, not the shipped decoding settings
+        assert np.array_equal(model.generate(**ids), run.model.generate(**ids))
 
 
 def test_export_generates_with_the_evaluated_settings_by_default(run):
@@ -271,12 +275,14 @@ def test_export_generates_with_the_evaluated_settings_by_default(run):
         config = json.loads((out / "generation_config.json").read_text())
         assert config["num_beams"] == settings["num_beams"] == 4
         assert config["max_new_tokens"] == settings["max_new_tokens"] == 8
+        assert config["no_repeat_ngram_size"] == settings["no_repeat_ngram_size"] == NO_REPEAT
         assert "_from_model_config" not in config  # no longer what config.json alone would give
         assert config["eos_token_id"] == run.tokenizer.sep_token_id
         model = seq2seq.EncoderDecoderModel.from_pretrained(out)
         batch = run.batch()
         ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        assert np.array_equal(model.generate(**ids), model.generate(**ids, num_beams=4, max_new_tokens=8))
+        assert np.array_equal(model.generate(**ids), model.generate(**ids, num_beams=4, max_new_tokens=8,
+                                                                    no_repeat_ngram_size=NO_REPEAT))
 
 
 def test_export_tokenizer_cuts_sources_as_the_evaluation_did(run):
@@ -319,6 +325,7 @@ def test_export_loads_in_transformers_with_the_same_outputs(run):
                 hf_ids = hf.generate(input_ids=torch.tensor(batch["input_ids"]),
                                      attention_mask=torch.tensor(batch["attention_mask"])).numpy()
                 assert hf.generation_config.num_beams == 4
+                assert hf.generation_config.no_repeat_ngram_size == NO_REPEAT
                 assert hf_ids.tolist() == ours_ids.tolist()
         tok = transformers.AutoTokenizer.from_pretrained(run.out["auto"])
         assert tok(["a b"])["input_ids"] == run.tokenizer(["a b"])["input_ids"].tolist()

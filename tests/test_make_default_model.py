@@ -50,6 +50,8 @@ def test_every_step_ran_and_left_its_output(made):
     assert not list(work.glob("*.tmp"))  # nothing half-written left behind
     metrics = json.loads((work / "run4" / "metrics.json").read_text())
     assert metrics["test_unseen_family"]["n"] == 3
+    assert metrics["test_unseen_family"]["settings"]["no_repeat_ngram_size"] == 3  # the recipe's decoding
+    assert json.loads((export / "generation_config.json").read_text())["no_repeat_ngram_size"] == 3
     for stage in ("run", "run2", "run3", "run4"):
         assert len(json.loads((work / stage / "history.json").read_text())["loss"]) == 2
     for stage, seed in (("run2", 1), ("run3", 2), ("run4", 3)):  # each stage in its own data order

@@ -4,14 +4,15 @@
     python weights/default_model.py export --model run2/final --metrics metrics.json --history run/history.json \
         --history run2/history.json --out weights/NAME --name NAME
 
-`evaluate` generates with beam search (the model's generation_config special ids, `--beams`, `--max-new-tokens`)
-for each split, decodes without special tokens and scores ROUGE-1/2/L F-measures (seq2seq/evaluate.py's scorer:
-rouge-score with stemming) of the model and of `baseline(source)` (weights/debian_data.py) against the synopses.
+`evaluate` generates with beam search (the model's generation_config special ids, `--beams`, `--max-new-tokens`,
+`--no-repeat-ngram-size`) for each split, decodes without special tokens and scores ROUGE-1/2/L F-measures
+(seq2seq/evaluate.py's scorer: rouge-score with stemming) of the model and of `baseline(source)`
+(weights/debian_data.py) against the synopses.
 `--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head. It writes
 {split: {"n", "model", "baseline", "gap_rougeL", "settings", "examples"}} (ten example rows per split) and prints a
 table. Everything is deterministic: fixed row choice, batches in length order, beam search.
 
-`export` writes config.json, generation_config.json (with the evaluated beams and length as generate()'s defaults,
+`export` writes config.json, generation_config.json (with the evaluated settings as generate()'s defaults,
 as summarisation checkpoints on the Hub do), the tokenizer and model.safetensors with every floating tensor
 cast to float16, then a model card (README.md). Encoder and decoder share their weights (tie_encoder_decoder=True):
 this package loads one copy, but transformers 5 ignores the flag and needs the decoder's copies written out too.
@@ -78,8 +79,8 @@ def spread(total, k):
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
-def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_tokens=32, batch_size=32,
-                   max_source_len=128, scorer=None):
+def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_tokens=32, no_repeat_ngram_size=0,
+                   batch_size=32, max_source_len=128, scorer=None):
     """One split's entry of metrics.json (see the module docstring)."""
     baseline = debian_data().baseline
     pairs = read_jsonl(path)
@@ -91,7 +92,7 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     start = time.perf_counter()
     with no_grad():
         texts = generate_texts(model, tokenizer, data, order, batch_size=batch_size, num_beams=beams,
-                               max_new_tokens=max_new_tokens)
+                               max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
     outputs = [None] * len(pairs)
     for i, text in zip(order, texts):
         outputs[i] = text
@@ -102,7 +103,8 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     model_scores, base_scores = rouge(outputs, references, scorer), rouge(baselines, references, scorer)
     examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
                  "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
-    settings = {"num_beams": beams, "max_new_tokens": max_new_tokens, "max_source_len": max_source_len,
+    settings = {"num_beams": beams, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size,
+                "max_source_len": max_source_len,
                 "limit": limit, "total": total, "seconds": round(seconds, 1)}
     return {"n": len(pairs), "model": model_scores, "baseline": base_scores,
             "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"], "settings": settings,
@@ -121,13 +123,14 @@ def evaluate(model_dir, data_dir, out, *, splits=SPLITS, **kwargs):
 
 
 def metrics_table(metrics):
-    """The markdown table of model vs baseline, ROUGE F-measures x 100."""
+    """The markdown table of model vs baseline, ROUGE F-measures x 100 (the gap with two decimals)."""
     head = ["split", "n", *(f"model R-{k[5:]}" for k in ROUGE_TYPES), *(f"baseline R-{k[5:]}" for k in ROUGE_TYPES),
             "R-L gap"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for split, m in metrics.items():
         cells = [split, str(m["n"]), *(f"{100 * m['model'][k]:.1f}" for k in ROUGE_TYPES),
-                 *(f"{100 * m['baseline'][k]:.1f}" for k in ROUGE_TYPES), f"{100 * m['gap_rougeL']:+.1f}"]
+                 *(f"{100 * m['baseline'][k]:.1f}" for k in ROUGE_TYPES),
+                 f"{100 * m['gap_rougeL']:+.2f}"]  # two decimals: +9.97 must not read as the aim of +10
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -156,7 +159,7 @@ def greedy_ids(model, tokenizer, sources, max_new_tokens, max_source_len=128):
     batch = tokenizer(sources, max_length=max_source_len)
     with no_grad():
         out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=1,
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, no_repeat_ngram_size=0)  # plain greedy: weights only
     return [[t for t in row if t != model.generation_config.pad_token_id] for row in to_numpy(out).tolist()]
 
 
@@ -287,9 +290,11 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
         out.append(f"Training time: {training_time}.\n")
     out += ["## Results\n",
             f"ROUGE F-measures x 100 (rouge-score, stemming on), beam search with {settings.get('num_beams')} beams "
-            f"and at most {settings.get('max_new_tokens')} new tokens, sources cut to "
-            f"{settings.get('max_source_len')} tokens. Baseline: the first sentence of the description cut to 12 "
-            "words (`baseline()` in weights/debian_data.py)."
+            f"and at most {settings.get('max_new_tokens')} new tokens"
+            + (f", no {settings['no_repeat_ngram_size']}-gram twice in an output (`no_repeat_ngram_size`)"
+               if settings.get("no_repeat_ngram_size") else "")
+            + f", sources cut to {settings.get('max_source_len')} tokens. Baseline: the first sentence of the "
+            "description cut to 12 words (`baseline()` in weights/debian_data.py)."
             + ("".join(f" {s}: {v['n']:,} of {v['settings']['total']:,} rows, spread evenly over the split."
                        for s, v in metrics.items() if v["n"] < v.get("settings", {}).get("total", v["n"])))
             + "\n", metrics_table(metrics) + "\n",
@@ -336,7 +341,8 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         config["dtype"] = "float16"
         write_json(os.path.join(tmp, "config.json"), config)
         evaluated = (metrics.get("test_unseen_family") or next(iter(metrics.values()))).get("settings", {})
-        generation = {k: evaluated[k] for k in ("num_beams", "max_new_tokens") if evaluated.get(k)}
+        generation = {k: evaluated[k] for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size")
+                      if evaluated.get(k)}
         write_json(os.path.join(tmp, "generation_config.json"),  # generate() defaults to the evaluated settings
                    {**{k: v for k, v in model.generation_config.to_diff_dict().items()
                        if k != "_from_model_config"}, **generation})  # not derived from config.json any more
@@ -377,6 +383,7 @@ def main(argv=None):
     ev.add_argument("--limit", type=int, help="rows per split, spread evenly (default: all)")
     ev.add_argument("--beams", type=int, default=4)
     ev.add_argument("--max-new-tokens", type=int, default=32)
+    ev.add_argument("--no-repeat-ngram-size", type=int, default=0, help="no n-gram of this size twice in an output")
     ev.add_argument("--max-source-len", type=int, default=128)
     ev.add_argument("--batch-size", type=int, default=32, help="sources per generate call")
     ev.add_argument("--out", required=True, help="metrics.json to write")
@@ -396,6 +403,7 @@ def main(argv=None):
         if args.command == "evaluate":
             metrics = evaluate(args.model, args.data, args.out, splits=args.splits.split(","), limit=args.limit,
                                beams=args.beams, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                               no_repeat_ngram_size=args.no_repeat_ngram_size,
                                max_source_len=args.max_source_len)
             print(metrics_table(metrics))
             print(f"wrote {args.out}", file=sys.stderr)

