@@ -46,6 +46,8 @@ from seq2seq.train import atomic_directory, format_seconds, write_json  # noqa: 
 SPLITS = ("test", "test_unseen_family")
 EXAMPLES = 10
 MAX_MB = 45.0
+GENERATE_SETTINGS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size")  # evaluate's generate() kwargs in
+# metrics.json's settings, which the export makes generate()'s defaults
 MB = 1_000_000
 METADATA = {"dtype": "float16"}  # in the safetensors header, beside the "format": "pt" transformers checks
 RECIPE = """bash weights/make_default_model.sh work/default-model
@@ -89,10 +91,10 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     pairs, packages = [pairs[i] for i in rows], [packages[i] for i in rows]
     data = Seq2SeqDataset.from_pairs(pairs, tokenizer, max_source_len=max_source_len)
     order = np.argsort(data.source_lengths, kind="stable")  # similar lengths per batch: less padding
+    generation = {"num_beams": beams, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size}
     start = time.perf_counter()
     with no_grad():
-        texts = generate_texts(model, tokenizer, data, order, batch_size=batch_size, num_beams=beams,
-                               max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+        texts = generate_texts(model, tokenizer, data, order, batch_size=batch_size, **generation)
     outputs = [None] * len(pairs)
     for i, text in zip(order, texts):
         outputs[i] = text
@@ -103,9 +105,8 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     model_scores, base_scores = rouge(outputs, references, scorer), rouge(baselines, references, scorer)
     examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
                  "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
-    settings = {"num_beams": beams, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size,
-                "max_source_len": max_source_len,
-                "limit": limit, "total": total, "seconds": round(seconds, 1)}
+    settings = {**generation, "max_source_len": max_source_len, "limit": limit, "total": total,
+                "seconds": round(seconds, 1)}
     return {"n": len(pairs), "model": model_scores, "baseline": base_scores,
             "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"], "settings": settings,
             "examples": examples}
@@ -341,8 +342,7 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         config["dtype"] = "float16"
         write_json(os.path.join(tmp, "config.json"), config)
         evaluated = (metrics.get("test_unseen_family") or next(iter(metrics.values()))).get("settings", {})
-        generation = {k: evaluated[k] for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size")
-                      if evaluated.get(k)}
+        generation = {k: evaluated[k] for k in GENERATE_SETTINGS if evaluated.get(k)}
         write_json(os.path.join(tmp, "generation_config.json"),  # generate() defaults to the evaluated settings
                    {**{k: v for k, v in model.generation_config.to_diff_dict().items()
                        if k != "_from_model_config"}, **generation})  # not derived from config.json any more
