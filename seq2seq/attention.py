@@ -68,12 +68,17 @@ class Attention(Function):
     scores (T * S), and the scores are made, softmaxed in place and consumed a few batch elements at a time (as
     many as fit ``_CHUNK`` values: one element for long sequences, the whole batch for a one-token decode step),
     while they are still in the CPU cache; the blocks of batch elements run on every core
-    (``parallel.for_each_block``). Nothing of size ``[B, nh, T, S]`` is kept for backward either: as flash
-    attention does, forward saves each score row's maximum and log-sum-exp (``[B, nh, T, 1]`` each), and backward
-    recomputes the probabilities from q and k, one block at a time. That costs one more [T, hs] x [hs, S] product
-    per block and saves the largest activation of training (at batch 64 x 64 tokens, MiniLM's 12 heads and 18
-    attention blocks: 109 MiB). Attention-probability dropout (BERT applies it in training) happens inside, with
-    the mask kept for backward.
+    (``parallel.for_each_block``).
+
+    What backward needs of the probabilities ``[B, nh, T, S]`` depends on their size. Up to ``S = 4 hs`` keys they
+    are kept (written straight into the array that keeps them): then they are no larger than the feed-forward
+    activation ``[B, T, 4C]`` that every layer keeps anyway. Beyond that, as flash attention does, forward keeps
+    only each score row's maximum and log-sum-exp (``[B, nh, T, 1]`` each) and backward recomputes the
+    probabilities from q and k, block by block: one more [T, hs] x [hs, S] product and an exp per score, to avoid
+    keeping the largest activation of training on long inputs (bert-base at 512 tokens: 12 MiB per sequence and
+    layer). Keeping them made MiniLM's backward attention (S = 128 = 4 hs) 28 -> 18 ms a layer at batch 16 on two
+    AVX2 cores. Attention-probability dropout (BERT applies it in training) happens inside, with the mask kept for
+    backward.
     """
 
     def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None):
@@ -89,10 +94,12 @@ class Attention(Function):
         kt = xp.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
-        # per score row, for backward: the maximum and the log of sum(exp(score - maximum)), [B, nh, T, 1] each
-        # (kept apart, not added: for a fully masked row both the maximum and the scores are the dtype's lowest value)
-        row_max = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records else None
-        log_sum = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records else None
+        keep_probs = self.records and s <= _KEEP_PROBABILITIES_UP_TO * hs
+        probs = xp.empty((b, nh, t, s), dtype=q.dtype) if keep_probs else None  # kept for backward
+        # or, per score row, the maximum and the log of sum(exp(score - maximum)), [B, nh, T, 1] each (kept apart,
+        # not added: for a fully masked row both the maximum and the scores are the dtype's lowest value)
+        row_max = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records and not keep_probs else None
+        log_sum = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records and not keep_probs else None
         # The dropout mask is drawn here, whole, not inside the blocks: blocks run on several threads, and the
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
@@ -103,7 +110,10 @@ class Attention(Function):
             n = rows.stop - rows.start
             for qr in query_chunks:  # slices of the query axis (one, unless the products must be kept small)
                 tq = len(range(t)[qr])
-                (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
+                if probs is not None:
+                    scores = probs[rows, :, qr]  # softmaxed in place below: the kept probabilities
+                else:
+                    (scores,) = scratch(xp, (n, nh, tq, s), q.dtype, name="attention")
                 _masked_scores(xp, qs[rows, :, qr], kt[rows], blocked, rows, qr, out=scores)  # [b, nh, tq, S]
                 top = scores.max(axis=-1, keepdims=True)  # [b, nh, tq, 1]
                 scores -= top
@@ -123,7 +133,7 @@ class Attention(Function):
             for_each_block(block, b, nh * t * s, xp=xp, block_values=_CHUNK)
         # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
         self.q, self.k, self.v, self.kept, self.blocked = q, k, v, kept, blocked
-        self.row_max, self.log_sum = row_max, log_sum
+        self.probs, self.row_max, self.log_sum = probs, row_max, log_sum
         return out
 
     def _probabilities(self, xp, rows, qr, out):
@@ -157,7 +167,10 @@ class Attention(Function):
             for i, qr in enumerate(query_chunks):
                 tq = len(range(t)[qr])
                 p, gp, product = scratch(xp, (n, nh, tq, s), q.dtype, name="attention", count=3)
-                p = self._probabilities(xp, rows, qr, p)  # [b, nh, tq, S]
+                if self.probs is not None:
+                    p = self.probs[rows, :, qr]  # [b, nh, tq, S]
+                else:
+                    p = self._probabilities(xp, rows, qr, p)
                 pd = p if self.kept is None else self._dropped(xp, p, self.kept[rows, :, qr])
                 g = gout[rows, :, qr]  # [b, nh, tq, hs]
                 # keys and values collect their gradients from every query chunk
@@ -182,6 +195,7 @@ class Attention(Function):
 
 
 _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
+_KEEP_PROBABILITIES_UP_TO = 4  # keys per head-size unit up to which forward keeps the probabilities for backward
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 
 

@@ -39,6 +39,14 @@ def make_keep(xp, kind, b, t, s):
 KINDS = ["none", "padding", "causal+padding", "fully-masked-row"]
 
 
+@pytest.fixture(params=["kept", "recomputed"])
+def probabilities(request, monkeypatch):
+    """Run a test with the probabilities kept for backward (short keys) and recomputed in backward (long keys)."""
+    import seq2seq.attention as attention
+    monkeypatch.setattr(attention, "_KEEP_PROBABILITIES_UP_TO", 1 << 20 if request.param == "kept" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (1, 1, 1, 7, 2)], ids=["b2nh3", "one-query"])
 def test_fused_equals_reference(xp, kind, shape):
@@ -54,7 +62,7 @@ def test_fused_equals_reference(xp, kind, shape):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_backward_finite_differences(kind):
+def test_fused_backward_finite_differences(kind, probabilities):
     b, nh, t, s, hs = 2, 2, 3, 4, 5
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal(sh) for sh in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs)))
@@ -62,7 +70,7 @@ def test_fused_backward_finite_differences(kind):
     assert check_grad(lambda q, k, v: Attention(keep)(q, k, v), q, k, v)
 
 
-def test_fused_backward_with_dropout_finite_differences():
+def test_fused_backward_with_dropout_finite_differences(probabilities):
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((2, 2, 3, 4)) for _ in range(3))
     keep = make_keep(np, "padding", 2, 3, 3)
@@ -83,23 +91,29 @@ def test_dropout_changes_outputs_only_in_training_and_repeats_with_seed():
     assert not np.allclose(a, plain)
 
 
-def test_nothing_of_the_scores_size_is_kept():
-    """Inference keeps nothing; training keeps q, k, v and two numbers per score row (backward recomputes the
-    probabilities), never a [B, nh, T, S] array."""
+def test_what_is_kept_of_the_scores_size_depends_on_the_number_of_keys():
+    """Inference keeps nothing. Training keeps the probabilities when S <= 4 hs (no larger than a layer's
+    feed-forward activation); with more keys it keeps q, k, v and two numbers per score row (backward recomputes
+    the probabilities), never a [B, nh, T, S] array."""
     q = seq2seq.Tensor(np.ones((2, 3, 5, 4), np.float32), requires_grad=True)
-    k = seq2seq.Tensor(np.ones((2, 3, 7, 4), np.float32), requires_grad=True)
+    k = seq2seq.Tensor(np.ones((2, 3, 17, 4), np.float32), requires_grad=True)  # S = 17 > 4 hs = 16
     with seq2seq.no_grad():
         op = Attention()
         op(q, k, k)
-    assert op.row_max is None and op.log_sum is None
+    assert op.probs is None and op.row_max is None and op.log_sum is None
     op = Attention()
     op(q, k, k)
-    assert op.row_max.shape == op.log_sum.shape == (2, 3, 5, 1)
+    assert op.probs is None and op.row_max.shape == op.log_sum.shape == (2, 3, 5, 1)
     saved = [a for a in vars(op).values() if isinstance(a, np.ndarray)]
-    assert max(a.size for a in saved) == 2 * 3 * 7 * 4  # k and v: the largest arrays kept
+    assert max(a.size for a in saved) == 2 * 3 * 17 * 4  # k and v: the largest arrays kept
+    short = seq2seq.Tensor(np.ones((2, 3, 16, 4), np.float32), requires_grad=True)  # S = 16 = 4 hs
+    op = Attention()
+    op(q, short, short)
+    assert op.probs.shape == (2, 3, 5, 16) and op.row_max is None and op.log_sum is None
+    np.testing.assert_allclose(op.probs.sum(axis=-1), 1, rtol=1e-6)
 
 
-def test_fully_masked_rows_backward_matches_the_reference():
+def test_fully_masked_rows_backward_matches_the_reference(probabilities):
     """A query that may see no key softmaxes to a uniform row; the recomputed probabilities must be uniform too."""
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
@@ -118,7 +132,7 @@ def test_fully_masked_rows_backward_matches_the_reference():
 
 @pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["row-by-row", "few-rows", "whole-batch"])
 @pytest.mark.parametrize("splits_from", [1 << 18, 30, 13], ids=["whole-queries", "query-halves", "query-rows"])
-def test_chunking_does_not_change_results(monkeypatch, chunk, splits_from):
+def test_chunking_does_not_change_results(monkeypatch, chunk, splits_from, probabilities):
     import seq2seq.attention as attention
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((5, 2, 3, 4)) for _ in range(3))
