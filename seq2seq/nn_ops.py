@@ -42,7 +42,10 @@ class Linear(Function):
             y = (w.T @ x2.T).T  # [out, in] @ [in, N] -> [out, N] -> [N, out]
         else:
             y = x2 @ w  # [N, in] @ [in, out] -> [N, out]
-        if bias is not None:
+        if bias is not None and y.flags.c_contiguous:  # in blocks of rows on every core (parallel.py)
+            xp = get_array_module(y)
+            for_each_block(lambda rows: xp.add(y[rows], bias, out=y[rows]), *y.shape, xp=xp)
+        elif bias is not None:  # the transposed result of a few rows: small
             y += bias
         return y.reshape(*x.shape[:-1], w.shape[1])  # [N, out] -> [..., out]
 

@@ -235,7 +235,12 @@ def clip_grad_norm_(params, max_norm):
     clip_coef = max_norm / (total + 1e-6)
     if not clip_coef >= 1:  # below 1, or NaN. (torch always multiplies by min(clip_coef, 1); by 1 is a no-op)
         for g in grads:
-            g *= clip_coef
+            flat = _flat(g, "F" if g.flags.f_contiguous and not g.flags.c_contiguous else "C")
+            if xp.may_share_memory(flat, g):  # in blocks on every core (parallel.py), as AdamW's update
+                for_each_block(lambda rows, flat=flat: xp.multiply(flat[rows], clip_coef, out=flat[rows]),
+                               flat.size, 1, xp=xp)
+            else:  # not contiguous: one pass on the array itself
+                g *= clip_coef
     return float(total)
 
 
