@@ -63,8 +63,11 @@ def _openblas_calls():
         import numpy  # noqa: F401, PLC0415 - loads the OpenBLAS to look for (and after OPENBLAS_THREAD_TIMEOUT is set)
         _blas_calls = ()
         try:
-            with open("/proc/self/maps") as maps:  # the files mapped into this process, one per line, path last
-                paths = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
+            with open("/proc/self/maps") as maps:  # what is mapped into this process: 5 fields, then a path
+                mapped = {fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6}
+            # NumPy's own copy first (wheels keep it in numpy.libs/), should another package have loaded one too
+            paths = sorted((path for path in mapped if "openblas" in os.path.basename(path).lower()),
+                           key=lambda path: ("numpy" not in path, path))
         except OSError:  # not Linux
             paths = []
         for path in paths:
