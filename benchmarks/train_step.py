@@ -11,11 +11,11 @@ Each engine runs in a subprocess of its own so that its peak memory can be read.
 the other one waits on its pipe meanwhile): in each turn one step to warm up again, then ``--steps`` timed steps
 back to back, as in training (a step straight after another runs faster than one after a pause; torch's by up to
 ~25%, so single alternating steps would be unfair to it). The time is the median of each engine's timed steps.
-Memory: after the model is built and one
-warm-up step has run, freed memory is handed back to the system (``malloc_trim``) and the peak resident set size
-is reset (``/proc/self/clear_refs``); the figure reported is the growth of the peak above the resident size then,
-i.e. what the timed steps themselves need (activations, gradients, optimizer state). Ratios: transformers / ours
-for time (above 1: we are faster) and ours / transformers for memory (below 1: we use less).
+Memory: after the model is built and one warm-up step has run, freed memory is handed back to the system
+(``malloc_trim``) and the peak resident set size is reset (``/proc/self/clear_refs``); the figure reported is the
+growth of the peak above the resident size then, i.e. what the timed steps themselves need (activations,
+gradients, optimizer state). Ratios: transformers / ours for time (above 1: we are faster) and ours /
+transformers for memory (below 1: we use less).
 """
 import argparse
 import ctypes

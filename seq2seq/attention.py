@@ -95,11 +95,12 @@ class Attention(Function):
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
         out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
         keep_probs = self.records and s <= _KEEP_PROBABILITIES_UP_TO * hs
+        keep_row_stats = self.records and not keep_probs
         probs = xp.empty((b, nh, t, s), dtype=q.dtype) if keep_probs else None  # kept for backward
         # or, per score row, the maximum and the log of sum(exp(score - maximum)), [B, nh, T, 1] each (kept apart,
         # not added: for a fully masked row both the maximum and the scores are the dtype's lowest value)
-        row_max = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records and not keep_probs else None
-        log_sum = xp.empty((b, nh, t, 1), dtype=q.dtype) if self.records and not keep_probs else None
+        row_max = xp.empty((b, nh, t, 1), dtype=q.dtype) if keep_row_stats else None
+        log_sum = xp.empty((b, nh, t, 1), dtype=q.dtype) if keep_row_stats else None
         # The dropout mask is drawn here, whole, not inside the blocks: blocks run on several threads, and the
         # order of the random draws must not depend on which thread runs first. Kept as booleans (1 byte a value).
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)

@@ -51,6 +51,12 @@ def unwrap(x):
     return x.data if type(x).__name__ == "Tensor" else x
 
 
+def memory_order(array):
+    """"F" for an array laid out in column-major (Fortran) order only, else "C": the order in which to make arrays
+    that go with it (the tied LM-head table is column-major, see ``layers.lm_head_layout``)."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+
+
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
     if _cupy is not None:

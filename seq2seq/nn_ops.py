@@ -13,7 +13,7 @@ array saved for backward after it has been saved.
 import numpy as np
 
 from .autograd import Function
-from .backend import get_array_module
+from .backend import get_array_module, memory_order
 from .errors import InputError
 from .parallel import as_rows, for_each_block, scratch
 
@@ -58,7 +58,7 @@ class Linear(Function):
             gx = (gy2 @ w.T).reshape(self.x.shape)  # [N, out] @ [out, in] -> [..., in]
         if self.needs_input_grad[1]:
             x2 = self.x.reshape(-1, self.x.shape[-1])
-            if _column_major(self.weight):
+            if memory_order(self.weight) == "F":
                 # Why: the gradient is made in the weight's memory order (a column-major tied LM-head table, see
                 # layers.lm_head_layout), so that the optimizer's blockwise update reads it as it is, not a copy.
                 # Written through its transpose, a C-ordered view, so gw owns its memory (no view to copy later).
@@ -73,11 +73,6 @@ class Linear(Function):
             # the sum over rows as a matrix-vector product: BLAS runs it on every core, 2-5x faster than .sum(0)
             gb = gy2.T @ xp.ones(gy2.shape[0], dtype=gy2.dtype)  # [out, N] @ [N] -> [out]
         return gx, gw, gb
-
-
-def _column_major(array):
-    """True for an array laid out in Fortran (column-major) order only."""
-    return array.flags.f_contiguous and not array.flags.c_contiguous
 
 
 class LayerNorm(Function):
@@ -283,7 +278,7 @@ class Embedding(Function):
 
     def forward(self, weight):
         self.weight_shape = weight.shape
-        self.weight_order = "F" if _column_major(weight) else "C"  # the gradient's too (see Linear.backward)
+        self.weight_order = memory_order(weight)  # the gradient's too (see Linear.backward)
         return weight[self.ids]  # [B, T] -> [B, T, C]
 
     def backward(self, gy):

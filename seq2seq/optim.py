@@ -25,7 +25,7 @@ has the same number of tokens that are not -100; otherwise weight each loss by i
 import numpy as np
 
 from .autograd import Tensor
-from .backend import get_array_module
+from .backend import get_array_module, memory_order
 from .parallel import for_each_block, scratch
 
 
@@ -189,7 +189,7 @@ class AdamW(Optimizer):
                 # they run in the CPU cache, on every core (parallel.py), instead of streaming the whole tensors
                 # from memory each time. The blocks follow p's memory order (the tied LM-head table is column-major);
                 # p, m and v are flattened as views, so the update lands in them.
-                order = "F" if p.data.flags.f_contiguous and not p.data.flags.c_contiguous else "C"
+                order = memory_order(p.data)
                 fp, fm, fv = (_flat(a, order) for a in (p.data, m, v))
                 hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
                          "step_size": step_size, "bias_correction2": bias_correction2}
@@ -235,7 +235,7 @@ def clip_grad_norm_(params, max_norm):
     clip_coef = max_norm / (total + 1e-6)
     if not clip_coef >= 1:  # below 1, or NaN. (torch always multiplies by min(clip_coef, 1); by 1 is a no-op)
         for g in grads:
-            flat = _flat(g, "F" if g.flags.f_contiguous and not g.flags.c_contiguous else "C")
+            flat = _flat(g, memory_order(g))
             if xp.may_share_memory(flat, g):  # in blocks on every core (parallel.py), as AdamW's update
                 for_each_block(lambda rows, flat=flat: xp.multiply(flat[rows], clip_coef, out=flat[rows]),
                                flat.size, 1, xp=xp)

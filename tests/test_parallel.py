@@ -130,4 +130,3 @@ def test_the_thread_count_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", "3")
     monkeypatch.setattr(parallel, "_num_threads", None)
     assert parallel.num_threads() == 3
-
