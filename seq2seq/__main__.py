@@ -17,6 +17,7 @@
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 import time
 import warnings
@@ -282,7 +283,12 @@ def cmd_finetune(args):
         print(f"done: {os.path.join(args.out, 'final')} (model + tokenizer), history.json, loss.png in {args.out}",
               file=sys.stderr)
     else:
-        print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with --resume", file=sys.stderr)
+        by = f" by {signal.Signals(trainer.stopped_by).name}" if trainer.stopped_by else ""
+        saved = list_checkpoints(args.out)
+        print(f"stopped{by} at step {trainer.step} of {trainer.total_steps}"
+              + (f" (checkpoint {saved[-1]})" if saved else "") + "; continue with --resume", file=sys.stderr)
+        if trainer.stopped_by:  # the shell's convention for an end by signal, so that scripts stop here too
+            sys.exit(128 + trainer.stopped_by)
 
 
 def add_generation_flags(parser):

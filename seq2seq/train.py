@@ -13,7 +13,8 @@ the tokenizer, AdamW's moments (``optimizer.safetensors``; hyper-parameters and 
 dropout draws from, and the loss and evaluation history (``trainer_state.json``). So a run killed at any moment
 and resumed from its latest checkpoint computes, step for step, the very numbers (bit for bit) an uninterrupted
 run computes. Checkpoints are written into a temporary directory and renamed into place, so a kill mid-write
-leaves the previous checkpoint intact and never a half-written one. On resume the hyper-parameters come from the
+leaves the previous checkpoint intact and never a half-written one; Ctrl-C or SIGTERM asks for a stop after the
+step under way, with a checkpoint (``StopRequests``), so that nothing is lost at all. On resume the hyper-parameters come from the
 current arguments (so a run can be extended); the checkpoint supplies the position.
 
 At the end ``OUT/final/`` holds the model in the layout transformers loads (tied copies written out),
@@ -26,7 +27,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -91,6 +94,7 @@ class Trainer:
         self.schedule = LinearSchedule(self.optimizer, args.warmup_steps, self.total_steps)
         model.state.rng = np.random.default_rng(args.seed)  # dropout's draws: seeded, and saved in checkpoints
         self.step = 0
+        self.stopped_by = None  # the signal that ended the last train() early, if one did
         # train_seconds: the time spent in training steps, summed over every chunk of a resumed run (evaluations and
         # checkpoint writes left out); what a model card reports as the training time
         self.history = {"loss": [], "lr": [], "grad_norm": [], "eval": [], "train_seconds": 0.0}
@@ -108,8 +112,19 @@ class Trainer:
         last = self.total_steps if args.stop_after is None else min(self.total_steps, self.step + args.stop_after)
         progress = Progress(self.stream, total=self.total_steps, first=self.step, every=args.log_every)
         self.model.train()
-        saved = True
-        while self.step < last:
+        with StopRequests(self.stream) as stop:
+            self._loop(last, progress, stop)
+        self.stopped_by = stop.signal
+        if self.step >= self.total_steps:
+            self.finish(progress)
+        progress.close()
+        return self.history
+
+    def _loop(self, last, progress, stop):
+        """Steps up to ``last``, evaluating and saving on schedule; a stop request ends it after a step, with a
+        checkpoint written."""
+        args, saved = self.args, True
+        while self.step < last and stop.signal is None:
             started = time.perf_counter()
             loss, tokens, grad_norm = self.training_step()
             seconds = time.perf_counter() - started
@@ -129,10 +144,6 @@ class Trainer:
                 saved = True
         if not saved:
             self.save_checkpoint()
-        if self.step >= self.total_steps:
-            self.finish(progress)
-        progress.close()
-        return self.history
 
     def training_step(self):
         """One optimizer step over ``grad_accum`` batches; returns (mean loss, tokens seen, gradient norm).
@@ -218,6 +229,45 @@ class Trainer:
             self.tokenizer.save_pretrained(tmp)
         write_json(os.path.join(self.out_dir, "history.json"), {"args": self.args.to_dict(), **self.history})
         plot_history(self.history, os.path.join(self.out_dir, "loss.png"))
+
+
+class StopRequests:
+    """``with StopRequests(stream) as stop:`` while a run trains, Ctrl-C (SIGINT) or ``kill`` (SIGTERM, what a
+    batch system or a closing session sends) asks the loop to stop: the step under way finishes, a checkpoint is
+    written, and ``stop.signal`` tells which signal asked; ``--resume`` then loses nothing. A second signal stops at
+    once, as if there were no handler (KeyboardInterrupt, or the default end of the process).
+
+    Python runs signal handlers in the main thread only, between bytecodes: elsewhere this does nothing, and a
+    signal that comes during a long matrix product is seen when the product returns.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stream):
+        self.stream, self.signal, self.previous = stream, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
+        return self
+
+    def _request(self, signum, frame):
+        if self.signal is not None:  # the second request: stop now, the way the signal would without us
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
+              "(send it again to stop at once)", file=self.stream, flush=True)
+
+    def _restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, kind, error, traceback):
+        self._restore()
+        return False
 
 
 # ---- files ----------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -124,6 +125,50 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tok, train_data
     assert ours.keys() == theirs.keys()
     for name in ours:
         np.testing.assert_array_equal(ours[name].data, theirs[name].data, err_msg=name)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_run_after_its_step_with_a_checkpoint_and_resuming_loses_nothing(tok, train_data, tmp_path,
+                                                                                          sig):
+    whole = trainer(tiny_model(tok), tok, train_data, tmp_path / "whole")
+    whole.train()
+    before = signal.getsignal(sig)
+    first = trainer(tiny_model(tok), tok, train_data, tmp_path / "cut")
+    step = first.training_step
+
+    def step_and_signal():  # the signal arrives in the middle of step 2
+        if len(first.history["loss"]) == 1:
+            signal.raise_signal(sig)
+        return step()
+
+    first.training_step = step_and_signal
+    first.train()
+    assert first.stopped_by == sig and first.step == 2 and len(first.history["loss"]) == 2  # step 2 finished
+    assert f"{signal.Signals(sig).name}: stopping after this step" in first.stream.getvalue()
+    assert signal.getsignal(sig) is before  # the handler is ours only while training
+    checkpoint = find_checkpoint(tmp_path / "cut")
+    assert checkpoint.endswith("checkpoint-000002") and not (tmp_path / "cut" / "final").exists()
+
+    second = trainer(EncoderDecoderModel.from_pretrained(checkpoint), tok, train_data, tmp_path / "cut")
+    second.load_checkpoint(checkpoint)
+    second.train()
+    assert second.stopped_by is None and second.history["loss"] == whole.history["loss"]
+
+
+def test_a_second_signal_stops_at_once(tok, train_data, tmp_path):
+    run = trainer(tiny_model(tok), tok, train_data, tmp_path)
+    step = run.training_step
+
+    def step_and_two_signals():
+        if len(run.history["loss"]) == 1:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # the default handler again: KeyboardInterrupt, now
+        return step()
+
+    run.training_step = step_and_two_signals
+    with pytest.raises(KeyboardInterrupt):
+        run.train()
+    assert run.step == 1 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_checkpoints_hold_a_loadable_model_and_are_pruned(tok, train_data, tmp_path):
@@ -262,6 +307,28 @@ def test_cli_finetune_stops_resumes_and_matches_an_uninterrupted_run(tiny_dir, j
     assert final.config.decoder_start_token_id == 101 and final.generation_config.eos_token_id == 102
     bad = run_cli("--train", jsonl[0], "--source-field", "nope", "--model", tiny_dir, "--out", tmp_path / "bad")
     assert bad.returncode != 0 and "no field 'nope'" in bad.stderr
+
+
+def test_cli_finetune_killed_writes_a_checkpoint_and_exits_as_killed(tiny_dir, jsonl, tmp_path):
+    command = [sys.executable, "-m", "seq2seq", "finetune", "--train", str(jsonl[0]), "--model", str(tiny_dir),
+               "--out", str(tmp_path / "run"), "--max-steps", "100000", "--batch-size", "8", "--save-every", "0",
+               "--eval-every", "0", "--max-source-len", "32", "--max-target-len", "8", "--log-every", "1"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=str(REPO)) as child:
+        try:
+            for line in child.stderr:  # a step has run: the loop and its handlers are in place
+                if line.startswith("step 1/"):
+                    break
+            child.terminate()  # SIGTERM, as `kill` sends
+            rest = child.stderr.read()
+            child.wait(timeout=120)
+        finally:
+            child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, rest
+    latest = list_checkpoints(tmp_path / "run")[-1]
+    stopped = int(latest.rsplit("-", 1)[1])
+    assert stopped >= 1 and f"stopped by SIGTERM at step {stopped} of 100000" in rest and "--resume" in rest
+    state = json.loads((pathlib.Path(latest) / "trainer_state.json").read_text())
+    assert state["step"] == len(state["history"]["loss"]) == stopped
 
 
 @pytest.mark.oracle

@@ -22,7 +22,7 @@
 # 7,200 steps because each stage's model is then a finished, evaluated model of its own.
 # FINETUNE2_RECIPE="", FINETUNE3_RECIPE="" or FINETUNE4_RECIPE="" skips that stage (a later stage then continues
 # from the last one that ran, and step 8 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128,
-# 6 epochs, sources <= 128: finetune's defaults) takes ~6 hours here; on a GPU run it with
+# 6 epochs, sources <= 128: finetune's defaults) takes 6-10 hours on 2 cores (10 on AVX2); on a GPU run it with
 # FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE="" FINETUNE4_RECIPE=""
 # FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
 # Extra flags: FINETUNE_ARGS for steps 4-7 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 8
