@@ -28,9 +28,10 @@ Reading order (each file builds only on those above it):
 24. ``data.py``         JSONL pairs -> token ids -> length-bucketed batches in a resumable order
 25. ``evaluate.py``     validation loss and ROUGE of generated outputs
 26. ``plot.py``         a small PNG line-plot writer (loss curves) on numpy + zlib
-27. ``train.py``        the fine-tuning loop: checkpoints, exact resume, progress, evaluation
-28. ``trim.py``         cutting a model and its tokenizer down to the vocabulary a corpus uses
-29. ``__main__.py``     the command line: score, generate, finetune, trim-vocab
+27. ``console.py``      what a run shows and hears: the progress line, the loss plot, Ctrl-C and kill
+28. ``train.py``        the fine-tuning loop: checkpoints, exact resume, evaluation
+29. ``trim.py``         cutting a model and its tokenizer down to the vocabulary a corpus uses
+30. ``__main__.py``     the command line: score, generate, finetune, trim-vocab
 """
 import os
 

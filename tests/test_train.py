@@ -21,7 +21,7 @@ from seq2seq.autograd import Function
 from seq2seq.data import BatchIterator, Seq2SeqDataset
 from seq2seq.errors import InputError
 from seq2seq.evaluate import evaluate, load_rouge
-from seq2seq.train import Progress, Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
+from seq2seq.train import Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "debian"
@@ -128,8 +128,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tok, train_data
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_ends_the_run_after_its_step_with_a_checkpoint_and_resuming_loses_nothing(tok, train_data, tmp_path,
-                                                                                          sig):
+def test_a_signal_ends_the_run_after_its_step_and_resuming_loses_nothing(tok, train_data, tmp_path, sig):
     whole = trainer(tiny_model(tok), tok, train_data, tmp_path / "whole")
     whole.train()
     before = signal.getsignal(sig)
@@ -245,22 +244,6 @@ def test_missing_rouge_score_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "rouge_score", None)
     with pytest.raises(ImportError, match="pip install rouge-score"):
         load_rouge()
-
-
-def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    tty, pipe = Terminal(), io.StringIO()
-    for stream in (tty, pipe):
-        progress = Progress(stream, total=10, first=0, every=5)
-        for step in range(1, 11):
-            progress.update(step, 2.0, 100, seconds=0.5, lr=1e-4)
-        progress.close()
-    assert tty.getvalue().count("\r") == 10 and "step 10/10" in tty.getvalue()
-    lines = pipe.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("step 5/10 | loss 2.0000 | 200 tok/s | lr 0.0001")
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E
 from seq2seq.checkpoint import save_state_dict  # noqa: E402
 from seq2seq.data import Seq2SeqDataset, read_jsonl  # noqa: E402
 from seq2seq.evaluate import ROUGE_TYPES, generate_texts, load_rouge, rouge  # noqa: E402
-from seq2seq.train import atomic_directory, format_seconds, write_json  # noqa: E402
+from seq2seq.console import format_seconds  # noqa: E402
+from seq2seq.train import atomic_directory, write_json  # noqa: E402
 
 SPLITS = ("test", "test_unseen_family")
 EXAMPLES = 10
