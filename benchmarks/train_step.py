@@ -30,7 +30,7 @@ import warnings
 
 
 # glibc's malloc as ``seq2seq.cpu.keep_freed_memory`` sets it, in the environment variables glibc reads at start
-SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
+SAME_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
 
 
 def rss_kib(field):
@@ -182,7 +182,7 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="timed steps per turn of an engine")
     parser.add_argument("--rounds", type=int, default=2, help="turns of each engine")
     parser.add_argument("--same-malloc", action="store_true",
-                        help="run transformers with glibc's malloc set as seq2seq sets it (MALLOC_MMAP_THRESHOLD_ and "
+                        help="run transformers with glibc's malloc set as seq2seq sets it (MALLOC_MMAP_MAX_ and "
                              "MALLOC_TRIM_THRESHOLD_), to see what that setting alone is worth to either engine")
     parser.add_argument("--engine", choices=["ours", "torch"], help=argparse.SUPPRESS)  # the subprocess role
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)

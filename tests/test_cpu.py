@@ -49,9 +49,9 @@ def test_blas_one_thread_does_nothing_without_an_openblas(monkeypatch):
         pass
 
 
-def _where_a_4mib_block_comes_from(env):
-    """"heap" or "mmap": where glibc's malloc serves a 4 MiB block in a fresh interpreter that imported seq2seq
-    (by mallinfo2's count of bytes in mmapped blocks, before and after)."""
+def _where_a_block_comes_from(mib, env):
+    """"heap" or "mmap": where glibc's malloc serves a block of ``mib`` MiB in a fresh interpreter that imported
+    seq2seq (by mallinfo2's count of bytes in mmapped blocks, before and after)."""
     code = ("import ctypes, ctypes.util, seq2seq\n"
             "class Info(ctypes.Structure):\n"
             "    _fields_ = [(name, ctypes.c_size_t) for name in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',"
@@ -60,20 +60,23 @@ def _where_a_4mib_block_comes_from(env):
             "libc.mallinfo2.restype = Info\n"
             "libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]\n"
             "libc.free.argtypes = [ctypes.c_void_p]\n"
-            "before = libc.mallinfo2().hblkhd; block = libc.malloc(4 << 20); after = libc.mallinfo2().hblkhd\n"
+            f"before = libc.mallinfo2().hblkhd; block = libc.malloc({mib} << 20); after = libc.mallinfo2().hblkhd\n"
             "libc.free(block)\n"
-            "print('mmap' if after - before >= 4 << 20 else 'heap')\n")
+            f"print('mmap' if after - before >= {mib} << 20 else 'heap')\n")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
                          check=True)
     return out.stdout.strip()
 
 
-def test_import_makes_glibc_serve_mid_sized_blocks_from_the_heap_unless_told_not_to():
+# 4 MiB: a mid-sized activation; 64 MiB: above the 32 MiB that M_MMAP_THRESHOLD can reach (a vocabulary-sized
+# gradient, 512 x 30,522 floats, is 62 MB)
+@pytest.mark.parametrize("mib", [4, 64])
+def test_import_makes_glibc_serve_large_blocks_from_the_heap_unless_told_not_to(mib):
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
         pytest.skip("not glibc 2.33 or later")
-    assert _where_a_4mib_block_comes_from({}) == "heap"
-    # glibc's default: a 4 MiB block is a mapping of its own (nothing was freed yet to raise the threshold)
-    assert _where_a_4mib_block_comes_from({"SEQ2SEQ_SYSTEM_MALLOC": "1"}) == "mmap"
+    assert _where_a_block_comes_from(mib, {}) == "heap"
+    # glibc's default: either block is a mapping of its own (nothing was freed yet to raise the threshold)
+    assert _where_a_block_comes_from(mib, {"SEQ2SEQ_SYSTEM_MALLOC": "1"}) == "mmap"
 
 
 def test_keep_freed_memory_says_false_when_told_to_keep_the_system_malloc(monkeypatch):
