@@ -21,15 +21,16 @@ maps memory when the heap cannot grow), and ``M_TRIM_THRESHOLD`` to 2 GiB: memor
 for the next step. ``M_MMAP_THRESHOLD`` alone (at most 32 MiB) is not enough: the vocabulary-sized arrays (logits
 and their gradient, 512 x 30,522 floats = 62 MB; the tied embedding's gradient, 47 MB) are larger, still fresh
 pages every step, and faulting them in from two threads at once is slow: softmax-cross-entropy's backward took
-0.1 s with a fresh gradient against 0.017 s with a reused one. Measured, median of steps 3-10 (2 AVX2 cores, 2026-12-05):
+0.1 s with a fresh gradient against 0.017 s with a reused one. Measured, median of steps 3-10 (2 AVX2 cores,
+2026-12-05):
 
     a step at batch x source/target   M_MMAP_THRESHOLD = 32 MiB (before)      M_MMAP_MAX = 0 (this)
     16 x 128/32                       2.11 s, 1,700-2,200 faults, 0.12 s sys   2.08 s, 5 faults, 0.06 s sys
     64 x 64/24                        4.89 s, 1,414 faults, 0.98 s sys         4.26 s (-13%), 6 faults, 0.10 s sys
 
 The price: memory freed is not handed back to the system while the process runs (the peak stays the same: 2,088
-MiB against 2,097 at 64 x 64/24). ``import seq2seq`` calls it, unless ``SEQ2SEQ_SYSTEM_MALLOC=1`` is set; it
-changes only how later allocations are served.
+MiB against 2,097 with the 32 MiB threshold at 64 x 64/24). ``import seq2seq`` calls it, unless
+``SEQ2SEQ_SYSTEM_MALLOC=1`` is set; it changes only how later allocations are served.
 """
 import contextlib
 import ctypes
