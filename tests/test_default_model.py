@@ -112,6 +112,8 @@ def test_metrics_structure(run):
             assert set(m[who]) == {"rouge1", "rouge2", "rougeL"}
             assert all(0.0 <= v <= 1.0 for v in m[who].values())
         assert m["gap_rougeL"] == pytest.approx(m["model"]["rougeL"] - m["baseline"]["rougeL"])
+        low, high = m["gap_rougeL_ci95"]
+        assert low <= m["gap_rougeL"] <= high
         assert len(m["examples"]) == LIMIT  # ten rows when the split has ten; here all five
         for row in m["examples"]:
             assert set(row) == {"package", "source", "reference", "model", "baseline"}
@@ -174,7 +176,8 @@ def test_card_sections_and_metrics_table(run):
     assert "test_unseen_family | 1,178 |" in card and "2.5% of families" in card  # sizes from full_stats.json
     for split, m in run.metrics.items():
         cells = [split, str(LIMIT), *(f"{100 * m[w][k]:.1f}" for w in ("model", "baseline")
-                                      for k in ("rouge1", "rouge2", "rougeL")), f"{100 * m['gap_rougeL']:+.2f}"]
+                                      for k in ("rouge1", "rouge2", "rougeL")), f"{100 * m['gap_rougeL']:+.2f}",
+                 "{:+.1f} to {:+.1f}".format(*(100 * v for v in m["gap_rougeL_ci95"]))]
         assert "| " + " | ".join(cells) + " |" in card
     examples = card.split("## Examples from the unseen-family split")[1].split("## Files")[0]
     for e in run.metrics["test_unseen_family"]["examples"]:

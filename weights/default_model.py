@@ -9,8 +9,10 @@
 (seq2seq/evaluate.py's scorer: rouge-score with stemming) of the model and of `baseline(source)`
 (weights/debian_data.py) against the synopses.
 `--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head. It writes
-{split: {"n", "model", "baseline", "gap_rougeL", "settings", "examples"}} (ten example rows per split) and prints a
-table. Everything is deterministic: fixed row choice, batches in length order, beam search.
+{split: {"n", "model", "baseline", "gap_rougeL", "gap_rougeL_ci95", "settings", "examples"}} (ten example rows per
+split) and prints a table. `gap_rougeL_ci95` is the 95% paired-bootstrap interval of the ROUGE-L gap (2,000
+resamples of the split's rows, seeded: seq2seq.evaluate.paired_bootstrap): how much the gap could move on another
+set of rows drawn like these. Everything is deterministic: fixed row choice, batches in length order, beam search.
 
 `export` writes config.json, generation_config.json (with the evaluated settings as generate()'s defaults,
 as summarisation checkpoints on the Hub do), the tokenizer and model.safetensors with every floating tensor
@@ -40,7 +42,8 @@ import safetensors.numpy  # noqa: E402
 from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E402
 from seq2seq.checkpoint import save_state_dict  # noqa: E402
 from seq2seq.data import Seq2SeqDataset, read_jsonl  # noqa: E402
-from seq2seq.evaluate import ROUGE_TYPES, generate_texts, load_rouge, rouge  # noqa: E402
+from seq2seq.errors import InputError  # noqa: E402
+from seq2seq.evaluate import ROUGE_TYPES, generate_texts, load_rouge, paired_bootstrap, rouge_rows  # noqa: E402
 from seq2seq.console import format_seconds  # noqa: E402
 from seq2seq.train import atomic_directory, write_json  # noqa: E402
 
@@ -103,13 +106,16 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     references = [t for _, t in pairs]
     baselines = [baseline(s) for s, _ in pairs]
     scorer = scorer or load_rouge()
-    model_scores, base_scores = rouge(outputs, references, scorer), rouge(baselines, references, scorer)
+    model_rows, base_rows = rouge_rows(outputs, references, scorer), rouge_rows(baselines, references, scorer)
+    model_scores = {k: float(v.mean()) for k, v in model_rows.items()}
+    base_scores = {k: float(v.mean()) for k, v in base_rows.items()}
     examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
                  "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
     settings = {**generation, "max_source_len": max_source_len, "limit": limit, "total": total,
                 "seconds": round(seconds, 1)}
     return {"n": len(pairs), "model": model_scores, "baseline": base_scores,
-            "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"], "settings": settings,
+            "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"],
+            "gap_rougeL_ci95": paired_bootstrap(model_rows["rougeL"], base_rows["rougeL"]), "settings": settings,
             "examples": examples}
 
 
@@ -124,15 +130,21 @@ def evaluate(model_dir, data_dir, out, *, splits=SPLITS, **kwargs):
     return metrics
 
 
+def interval_cell(interval):
+    """``[low, high]`` as "+9.1 to +10.9" (x 100), or "n/a" for metrics written before intervals were."""
+    return "n/a" if interval is None else f"{100 * interval[0]:+.1f} to {100 * interval[1]:+.1f}"
+
+
 def metrics_table(metrics):
     """The markdown table of model vs baseline, ROUGE F-measures x 100 (the gap with two decimals)."""
     head = ["split", "n", *(f"model R-{k[5:]}" for k in ROUGE_TYPES), *(f"baseline R-{k[5:]}" for k in ROUGE_TYPES),
-            "R-L gap"]
+            "R-L gap", "95% interval"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for split, m in metrics.items():
         cells = [split, str(m["n"]), *(f"{100 * m['model'][k]:.1f}" for k in ROUGE_TYPES),
                  *(f"{100 * m['baseline'][k]:.1f}" for k in ROUGE_TYPES),
-                 f"{100 * m['gap_rougeL']:+.2f}"]  # two decimals: +9.97 must not read as the aim of +10
+                 f"{100 * m['gap_rougeL']:+.2f}",  # two decimals: +9.97 must not read as the aim of +10
+                 interval_cell(m.get("gap_rougeL_ci95"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -296,7 +308,9 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
             + (f", no {settings['no_repeat_ngram_size']}-gram twice in an output (`no_repeat_ngram_size`)"
                if settings.get("no_repeat_ngram_size") else "")
             + f", sources cut to {settings.get('max_source_len')} tokens. Baseline: the first sentence of the "
-            "description cut to 12 words (`baseline()` in weights/debian_data.py)."
+            "description cut to 12 words (`baseline()` in weights/debian_data.py). The 95% interval of the R-L "
+            "gap is a paired bootstrap over the split's rows: how far the gap could move on another set of "
+            "packages drawn like these."
             + ("".join(f" {s}: {v['n']:,} of {v['settings']['total']:,} rows, spread evenly over the split."
                        for s, v in metrics.items() if v["n"] < v.get("settings", {}).get("total", v["n"])))
             + "\n", metrics_table(metrics) + "\n",
@@ -420,7 +434,7 @@ def main(argv=None):
             for d in check["differing"]:
                 print(f"  differs: {d}")
             print(f"wrote {result['out']}", file=sys.stderr)
-    except ExportError as err:
+    except (ExportError, InputError) as err:
         sys.exit(f"error: {err}")
 
 
