@@ -68,10 +68,14 @@ def rouge_rows(predictions, references, scorer=None):
     return rows
 
 
+def mean_rouge(rows):
+    """``rouge_rows``' result averaged over the rows: {name: float} (0.0 for no rows)."""
+    return {name: float(r.mean()) if len(r) else 0.0 for name, r in rows.items()}
+
+
 def rouge(predictions, references, scorer=None):
     """Mean ROUGE-1/2/L F-measures of ``predictions`` against ``references`` (lists of strings)."""
-    rows = rouge_rows(predictions, references, scorer)
-    return {name: float(r.mean()) if len(r) else 0.0 for name, r in rows.items()}
+    return mean_rouge(rouge_rows(predictions, references, scorer))
 
 
 def paired_bootstrap(scores, other, *, resamples=2000, level=0.95, seed=0):

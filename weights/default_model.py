@@ -43,7 +43,8 @@ from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E
 from seq2seq.checkpoint import save_state_dict  # noqa: E402
 from seq2seq.data import Seq2SeqDataset, read_jsonl  # noqa: E402
 from seq2seq.errors import InputError  # noqa: E402
-from seq2seq.evaluate import ROUGE_TYPES, generate_texts, load_rouge, paired_bootstrap, rouge_rows  # noqa: E402
+from seq2seq.evaluate import (ROUGE_TYPES, generate_texts, load_rouge, mean_rouge, paired_bootstrap,  # noqa: E402
+                              rouge_rows)
 from seq2seq.console import format_seconds  # noqa: E402
 from seq2seq.train import atomic_directory, write_json  # noqa: E402
 
@@ -107,8 +108,7 @@ def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_token
     baselines = [baseline(s) for s, _ in pairs]
     scorer = scorer or load_rouge()
     model_rows, base_rows = rouge_rows(outputs, references, scorer), rouge_rows(baselines, references, scorer)
-    model_scores = {k: float(v.mean()) for k, v in model_rows.items()}
-    base_scores = {k: float(v.mean()) for k, v in base_rows.items()}
+    model_scores, base_scores = mean_rouge(model_rows), mean_rouge(base_rows)
     examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
                  "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
     settings = {**generation, "max_source_len": max_source_len, "limit": limit, "total": total,
