@@ -203,6 +203,27 @@ def test_card_of_a_run_in_two_stages_shows_each_stage_and_the_total(run):
     assert "In all: 5 steps; 2h00m in training steps." in second_stage
 
 
+def test_card_takes_stage_records_that_kept_no_loss_curve(run):
+    """weights/histories/ keeps a record per shipped stage; those rebuilt from an earlier card give "steps" instead
+    of a loss curve and a "note", and a record may say where its stage started from."""
+    record = {"args": {"lr": 2e-4, "seed": 0}, "steps": 1800, "train_seconds": 6660.0,
+              "eval": [{"step": 1800, "loss": 2.5103, "rougeL": 0.378}], "note": "(Rebuilt from a card.)"}
+    history = json.loads(run.history.read_text())
+    history["started_from"] = "continued from the float16 export of stage 1's model"
+    paths = [run.root / "record1.json", run.root / "record2.json"]
+    for path, content in zip(paths, (record, history)):
+        path.write_text(json.dumps(content))
+    out = run.root / "export-records"
+    dm.main(["export", "--model", str(run.model_dir), "--metrics", str(run.metrics_path), "--out", str(out),
+             "--name", "debian-tiny", "--data", str(DATA), "--history", str(paths[0]), "--history", str(paths[1])])
+    card = (out / "README.md").read_text()
+    first_stage, second_stage = card.split("Stage 1 of 2: from the trimmed warm start.")[1].split(
+        "Stage 2 of 2: continued from the float16 export of stage 1's model.")
+    assert ("Steps: 1,800. Training time: 1h51m in training steps (evaluations and checkpoint writes not counted). "
+            "Last validation (step 1800): loss 2.5103, rougeL 37.8. (Rebuilt from a card.)") in first_stage
+    assert "Steps: 3." in second_stage and "In all: 1,803 steps;" in second_stage
+
+
 def test_card_command_prints_what_the_card_says(run):
     line = next(text for text in run.card.splitlines() if "python -m seq2seq generate" in text)
     promised = run.card.split(line, 1)[1].split("prints `", 1)[1].split("`. In Python", 1)[0]

@@ -56,7 +56,7 @@ def test_files_are_float16_within_the_size_limit():
     assert config["tie_encoder_decoder"] and config["encoder"]["vocab_size"] < 30522  # shared, trimmed
     generation = json.loads((MODEL / "generation_config.json").read_text())
     assert generation["num_beams"] == 4
-    assert json.loads((MODEL / "tokenizer_config.json").read_text())["model_max_length"] == 64  # as trained
+    assert json.loads((MODEL / "tokenizer_config.json").read_text())["model_max_length"] == 128  # as stage 5 trained
     assert "## Results" in (MODEL / "README.md").read_text()
 
 

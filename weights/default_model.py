@@ -234,12 +234,20 @@ def training_summary(history, *, training_time=None):
     seconds = history.get("train_seconds")  # summed over the chunks of a resumed run
     time_text = training_time or (f"{format_seconds(seconds)} in training steps (evaluations and checkpoint "
                                   "writes not counted)" if seconds else "not recorded in history.json")
-    line = f"Steps: {len(history.get('loss', [])):,}. Training time: {time_text}."
+    line = f"Steps: {stage_steps(history):,}. Training time: {time_text}."
     if history.get("eval"):
         last = history["eval"][-1]
         line += (f" Last validation (step {last['step']}): loss {last['loss']:.4f}"
                  + "".join(f", {k} {100 * last[k]:.1f}" for k in ROUGE_TYPES if k in last) + ".")
+    if history.get("note"):  # a stage record kept in weights/histories/ (see stage_steps)
+        line += f" {history['note']}"
     return table + "\n" + line + "\n"
+
+
+def stage_steps(history):
+    """A stage's optimiser steps: the length of its loss curve, or "steps" in a record that kept no curve (the
+    reconstructed records of weights/histories/, whose run folders are gone)."""
+    return history["steps"] if "steps" in history else len(history.get("loss", []))
 
 
 def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, demo, training_time, max_mb):
@@ -293,13 +301,14 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
     out += ["## Recipe\n", "\n".join("    " + line for line in readme_recipe().splitlines()) + "\n"]
     for i, history in enumerate(histories):
         if len(histories) > 1:
-            start = "from the trimmed warm start" if i == 0 else f"continued from stage {i}'s final model"
+            default = "from the trimmed warm start" if i == 0 else f"continued from stage {i}'s final model"
+            start = history.get("started_from") or default
             out.append(f"Stage {i + 1} of {len(histories)}: {start}.\n")
         out.append(training_summary(history, training_time=training_time if len(histories) == 1 else None))
     if len(histories) > 1:
         seconds = [h.get("train_seconds") for h in histories]
         total = f"{format_seconds(sum(seconds))} in training steps" if all(seconds) else "not recorded for every stage"
-        out.append(f"In all: {sum(len(h.get('loss', [])) for h in histories):,} steps; {total}.\n")
+        out.append(f"In all: {sum(stage_steps(h) for h in histories):,} steps; {total}.\n")
     if not histories and training_time:
         out.append(f"Training time: {training_time}.\n")
     out += ["## Results\n",

