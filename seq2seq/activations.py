@@ -7,7 +7,8 @@ largest activation tensor in the model: ``[B, T, 4C]``).
 Exact GELU needs ``erf``. NumPy has none, and ``scipy.special.erf`` is about 40x slower than torch's whole GELU,
 so ``erf`` below is a rational approximation that is accurate to about 1e-7 in float32 (the one Eigen and XLA use
 for float32 ``erf``: an odd degree-13 polynomial over an even degree-8 one, on x clamped to [-4, 4], where
-erf(4) = 1 - 1.5e-8 already rounds to 1.0).
+erf(4) = 1 - 1.5e-8 already rounds to 1.0). GELU's float32 forward pass uses a cheaper form of the same accuracy
+(see ``Gelu``).
 """
 import math
 
@@ -23,6 +24,12 @@ _ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5
           -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)  # x^12 ... x^0 terms of P
 _ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
           -1.42647390514189e-02)  # x^8 ... x^0 terms of Q
+# Phi(x) ~= (1 + tanh(x R(x^2))) / 2 for |x| <= _PHI_CLAMP, R's x^12 ... x^0 terms (fitted in float64 to
+# atanh(erf(x / sqrt 2)) / x, weighted by the error each coefficient makes in Phi, to 3e-8 in float64, 1e-7 in
+# float32; R(0) = sqrt(2 / pi), as in GELU's tanh approximation, whose R is that times 1 + 0.044715 x^2, 1e-4 off)
+_PHI_R = (1.7564174771764433e-09, -1.3227088554836904e-07, 3.9648256879408014e-06, -5.530657407705452e-05,
+          -3.2594201668270286e-05, 0.036333083979003804, 0.7978849415736056)
+_PHI_CLAMP = 5.5  # erf(5.5 / sqrt 2) = 1 - 4e-8: float32's 1
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -70,8 +77,13 @@ def _erf_float32(xp, x, out):
 class Gelu(Function):
     """Exact GELU: x * Phi(x), Phi the standard normal CDF = (1 + erf(x / sqrt 2)) / 2.
 
-    Both passes run blockwise (``parallel.for_each_block``): about fifteen elementwise passes each, on the largest
-    activation of the model, that stay in the cache and use every core.
+    Both passes run blockwise (``parallel.for_each_block``) on the largest activation of the model, in passes that
+    stay in the cache and use every core. In float32, forward does not go through ``erf``: Phi itself is written
+    as (1 + tanh(x R(x^2))) / 2, R a degree-6 polynomial fitted to atanh(erf(x / sqrt 2)) / x on |x| <= 5.5
+    (see ``_PHI_R``), which takes about 20 elementwise passes where 0.5 (1 + erf(x / sqrt 2)) takes 30: NumPy's
+    ``tanh`` is one vectorised pass, and the scaling by 1/sqrt(2) and the halving fold into the coefficients.
+    Measured on 2 Xeon cores, a [2048, 1536] activation: 11.6 -> 7.1 ms. The error is below erf's: GELU within
+    6e-7 of the float64 value everywhere (1.4e-6 through erf), Phi within 1e-7.
     """
 
     def forward(self, x):
@@ -85,12 +97,28 @@ class Gelu(Function):
 
     @staticmethod
     def _forward_block(xp, x, out):
-        (u,) = scratch(xp, x.shape, x.dtype, name="gelu")
-        xp.multiply(x, x.dtype.type(_SQRT_HALF), out=u)
-        _erf_into(xp, u, out)
-        out += 1
-        out *= 0.5  # Phi(x)
-        out *= x  # x Phi(x)
+        if x.dtype != xp.float32:  # float64 (gradient checks) through the exact erf; float16 through float32's
+            (u,) = scratch(xp, x.shape, x.dtype, name="gelu")
+            xp.multiply(x, x.dtype.type(_SQRT_HALF), out=u)
+            _erf_into(xp, u, out)
+            out += 1
+            out *= 0.5  # Phi(x)
+            out *= x  # x Phi(x)
+            return
+        t, s = scratch(xp, x.shape, x.dtype, name="gelu", count=2)
+        xp.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to 1 (or to ~0: GELU's error < 1e-6)
+        xp.multiply(t, t, out=s)
+        r = out  # R(t^2), by Horner, built in the output itself
+        xp.multiply(s, xp.float32(_PHI_R[0]), out=r)
+        r += xp.float32(_PHI_R[1])
+        for c in _PHI_R[2:]:
+            r *= s
+            r += xp.float32(c)
+        r *= t
+        xp.tanh(r, out=r)  # 2 Phi(x) - 1
+        r += 1
+        r *= x
+        r *= 0.5  # x Phi(x)
 
     def backward(self, gy):
         xp = get_array_module(gy)

@@ -15,7 +15,7 @@ import numpy as np
 from .autograd import Function
 from .backend import get_array_module, memory_order
 from .errors import InputError
-from .parallel import as_rows, for_each_block, scratch
+from .parallel import as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
 
 
 _FEW_ROWS = 64  # up to this many rows, Linear multiplies in the order that is faster for thin inputs
@@ -80,6 +80,12 @@ class LayerNorm(Function):
 
     Both passes run on blocks of rows (``parallel.for_each_block``): each row is normalised on its own, so the
     blocks are independent; the gradients of gamma and beta are sums over rows, added up block by block in order.
+    Why the sums along rows are ``vecdot``s (``parallel.row_dots``) and the sums over rows ``ones @ rows``: NumPy's
+    reduction along a short last axis pays a start-up per row, and the rows here are only C values long; ``vecdot``
+    takes the mean of a [341, 384] block in 9 us instead of 29 (``mean(axis=-1)``; one Xeon core), and the variance
+    without writing the squares out. (BLAS's gemv, ``rows @ ones``, is faster still, but rounds a row differently
+    by where it falls in the block: a row's result must not depend on the block size. The column sums are per-block
+    partial sums anyway.)
     """
 
     def __init__(self, eps):
@@ -90,16 +96,17 @@ class LayerNorm(Function):
         x = xp.ascontiguousarray(x)
         y = xp.empty(x.shape, dtype=x.dtype)
         x2, y2 = as_rows(x), as_rows(y)  # [..., C] -> [N, C] views
+        c = x2.shape[1]
         mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+        averaging = xp.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
 
         def block(rows):
             xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
-            xp.mean(xb, axis=-1, keepdims=True, out=mb)
+            mb[:, 0] = row_dots(xp, xb, averaging)  # the rows' means, [n]
             xp.subtract(xb, mb, out=yb)  # centred
-            (square,) = scratch(xp, yb.shape, yb.dtype, name="layer_norm")
-            xp.multiply(yb, yb, out=square)
-            xp.mean(square, axis=-1, keepdims=True, out=rb)  # biased variance
+            rb[:, 0] = row_dots(xp, yb, yb)  # sum of squares, [n]
+            rb *= 1.0 / c  # biased variance
             rb += self.eps
             xp.sqrt(rb, out=rb)
             xp.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
@@ -107,7 +114,8 @@ class LayerNorm(Function):
             yb *= gamma
             yb += beta
 
-        for_each_block(block, *x2.shape, xp=xp)
+        with blas_on_calling_threads(xp):
+            for_each_block(block, *x2.shape, xp=xp)
         # Why keep x, mean and rstd rather than xhat: the graph holds x anyway, so xhat would be one more array of
         # the activations' size per LayerNorm; backward rebuilds it in one pass.
         self.x, self.mean, self.rstd, self.gamma = x, mean, rstd, gamma
@@ -117,31 +125,36 @@ class LayerNorm(Function):
         xp = get_array_module(gy)
         need_x, need_gamma, need_beta = self.needs_input_grad
         gy2, x2 = as_rows(xp.ascontiguousarray(gy)), as_rows(self.x)  # [N, C]
+        c = x2.shape[1]
         gx = xp.empty(self.x.shape, dtype=gy.dtype) if need_x else None
         gx2 = None if gx is None else as_rows(gx)
+        averaging = xp.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
 
         def block(rows):
             gyb, mean, rstd = gy2[rows], self.mean[rows], self.rstd[rows]
+            ones = xp.ones(gyb.shape[0], dtype=gyb.dtype)  # [n]: ones @ rows = the column sums
             xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
             xp.subtract(x2[rows], mean, out=xhat)
             xhat *= rstd
-            gamma_part = xp.multiply(gyb, xhat, out=g).sum(axis=0) if need_gamma else None  # [C]
-            beta_part = gyb.sum(axis=0) if need_beta else None  # [C]
+            gamma_part = ones @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C] -> [C]
+            beta_part = ones @ gyb if need_beta else None  # [C]
             if need_x:
                 # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
                 # term 1: g itself; term 2: minus its mean (the mean was subtracted);
                 # term 3: minus xhat times mean(g * xhat) (the variance depends on x too); all scaled by rstd.
                 gxb = gx2[rows]
                 xp.multiply(gyb, self.gamma, out=g)
-                g_mean = g.mean(axis=-1, keepdims=True)  # [n, 1]
-                gx_mean = xp.multiply(g, xhat, out=gxb).mean(axis=-1, keepdims=True)  # [n, 1]
+                g_mean = row_dots(xp, g, averaging)[:, None]  # [n, 1]
+                gx_mean = row_dots(xp, g, xhat)[:, None]  # [n, 1]
+                gx_mean *= 1.0 / c
                 xp.subtract(g, g_mean, out=gxb)
                 xhat *= gx_mean
                 gxb -= xhat
                 gxb *= rstd
             return gamma_part, beta_part
 
-        parts = for_each_block(block, *gy2.shape, xp=xp)
+        with blas_on_calling_threads(xp):
+            parts = for_each_block(block, *gy2.shape, xp=xp)
         ggamma = _sum_parts([gamma for gamma, _ in parts]) if need_gamma else None
         gbeta = _sum_parts([beta for _, beta in parts]) if need_beta else None
         return gx, ggamma, gbeta

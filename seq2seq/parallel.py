@@ -27,12 +27,14 @@ nothing to gain (a GPU kernel is already parallel), so the whole array is one bl
 
 The number of threads is the number of cores this process may run on, or ``SEQ2SEQ_NUM_THREADS`` when set.
 """
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .cpu import blas_one_thread
 from .errors import InputError
 
 BLOCK_VALUES = 1 << 17  # values per block: 512 KiB of float32 (see "Block size" above)
@@ -105,6 +107,20 @@ def for_each_block(fn, rows, row_values, *, xp=np, block_values=None):
 
 def _run(fn, blocks):
     return [fn(block) for block in blocks]
+
+
+def blas_on_calling_threads(xp):
+    """For blocks that call BLAS themselves: while they run, each OpenBLAS product stays on the thread that calls
+    it (``cpu.blas_one_thread``), so that our threads and OpenBLAS's do not compete for the cores, and a product's
+    rounding never depends on how many threads OpenBLAS would have split it over. Nothing to do on CuPy."""
+    return blas_one_thread() if xp is np else contextlib.nullcontext()
+
+
+def row_dots(xp, a, b):
+    """``sum(a * b, axis=-1)`` in one pass, without writing the products out (``vecdot``: NumPy 2 and CuPy 13
+    have it; ``einsum`` does the same elsewhere)."""
+    vecdot = getattr(xp, "vecdot", None)
+    return vecdot(a, b) if vecdot is not None else xp.einsum("...i,...i->...", a, b)
 
 
 _local = threading.local()

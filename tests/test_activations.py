@@ -70,6 +70,25 @@ def test_erf_float16(xp):
     assert np.abs(out.astype(np.float64) - exact_erf(x.astype(np.float64))).max() < 1e-3  # float16 rounding
 
 
+def test_gelu_float32_grid(xp):
+    """GELU's float32 forward (Phi as (1 + tanh(x R(x^2))) / 2, not through erf) on a dense grid through its clamp."""
+    x = np.linspace(-12, 12, 480_001, dtype=np.float32)  # step 5e-5
+    x = np.concatenate([x, [0.0, -0.0, 1e-30, -1e-30, 5.4999995, 5.5, 5.5000005, -5.5]]).astype(np.float32)
+    op = get_activation("gelu")
+    out = to_numpy(op(Tensor(xp.asarray(x))).data)
+    x64 = x.astype(np.float64)
+    exact = 0.5 * x64 * (1 + exact_erf(x64 / math.sqrt(2)))
+    assert out.dtype == np.float32
+    assert np.abs(out - exact).max() < 7e-7
+    assert out[-8] == 0 and out[-7] == 0 and np.signbit(out[-7]) == np.signbit(np.float32(-0.0) * 0.5)
+    np.testing.assert_array_equal(out[x >= 5.5], x[x >= 5.5])  # Phi rounds to 1 there
+
+
+def test_gelu_propagates_nan(xp):
+    out = to_numpy(get_activation("gelu")(Tensor(xp.asarray([np.nan, 1.0], dtype=np.float32))).data)
+    assert np.isnan(out[0]) and abs(out[1] - 0.8413447) < 1e-6
+
+
 # ---- every hidden_act name ------------------------------------------------------------------------------------------
 
 TORCH_ACTIVATIONS = {
