@@ -93,7 +93,9 @@ class Attention(Function):
         qs = q * q.dtype.type(self.scale)  # [B, nh, T, hs]
         kt = xp.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
         blocked = None if self.keep is None else ~self.keep  # [B or 1, 1, T or 1, S]
-        out = xp.empty((b, nh, t, v.shape[-1]), dtype=q.dtype)
+        # Laid out in memory as q is: q is usually a head-split view of a [B, T, C] projection, and then so is the
+        # output, which merge_heads turns back into [B, T, C] as a view instead of a copy
+        out = xp.empty_like(q, shape=(b, nh, t, v.shape[-1]))
         keep_probs = self.records and s <= _KEEP_PROBABILITIES_UP_TO * hs
         keep_row_stats = self.records and not keep_probs
         probs = xp.empty((b, nh, t, s), dtype=q.dtype) if keep_probs else None  # kept for backward
@@ -159,7 +161,9 @@ class Attention(Function):
         q, k, v = self.q, self.k, self.v
         b, nh, t, _ = q.shape
         s = k.shape[2]
-        gq, gk, gv = xp.empty(q.shape, q.dtype), xp.empty(k.shape, k.dtype), xp.empty(v.shape, v.dtype)
+        # each in its input's memory layout (see forward's ``out``): the gradients of head-split views reach the
+        # [B, T, C] projections as views
+        gq, gk, gv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
 
         query_chunks = _query_chunks(xp, b, t, s, q.shape[3])
 
