@@ -186,8 +186,12 @@ def cmd_summarize(args):
         print("\n".join(synopses))
     else:
         print(f"description: {PENLIGHT_DESCRIPTION}\nsynopsis:    {synopses[0]}")
+        # said on stderr, so that text piped in without '-' is not silently replaced by the example
+        print("(no description given, so this is the built-in example: pass descriptions as arguments, or - to read "
+              "them from stdin, one per line)", file=sys.stderr)
     beams = generation_kwargs(args).get("num_beams", model.generation_config.num_beams)
-    print(f"({len(synopses)} synopses by {path}, {model.num_parameters() / 1e6:.1f}M parameters, {beams} beams: "
+    noun = "synopsis" if len(synopses) == 1 else "synopses"
+    print(f"({len(synopses)} {noun} by {path}, {model.num_parameters() / 1e6:.1f}M parameters, {beams} beams: "
           f"{time.perf_counter() - start:.1f}s including loading)", file=sys.stderr)
 
 

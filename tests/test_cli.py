@@ -105,6 +105,16 @@ def test_summarize_without_text_shows_the_example(tiny_model_dir):
                    f"synopsis:    {expected_texts(model, tok, [example], max_new_tokens=5)[0]}"]
 
 
+def test_summarize_says_when_it_shows_the_example_instead_of_piped_text(tiny_model_dir):
+    path, _, _ = tiny_model_dir
+    result = subprocess.run([sys.executable, "-m", "seq2seq", "summarize", "--model", str(path), "--max-new-tokens",
+                             "3"], input="a tool that converts audio files\n", capture_output=True, text=True,
+                            cwd=str(REPO), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("description: Penlight")
+    assert "no description given" in result.stderr and "- to read them from stdin" in result.stderr
+
+
 def test_summarize_names_the_missing_shipped_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(seq2seq.__main__, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
     with pytest.raises(SystemExit) as exit_info:
