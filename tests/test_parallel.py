@@ -130,3 +130,19 @@ def test_the_thread_count_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", "3")
     monkeypatch.setattr(parallel, "_num_threads", None)
     assert parallel.num_threads() == 3
+
+
+@pytest.mark.parametrize("has_vecdot", [True, False])
+def test_row_dots_with_and_without_vecdot(rng, has_vecdot):
+    import types
+    a, b = rng.standard_normal((5, 7, 9)), rng.standard_normal((5, 7, 9))
+    xp = np if has_vecdot else types.SimpleNamespace(einsum=np.einsum)  # NumPy before 2.0 has no vecdot
+    np.testing.assert_allclose(parallel.row_dots(xp, a, b), (a * b).sum(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(parallel.row_dots(xp, a, np.ones(9)), a.sum(axis=-1), rtol=1e-12)  # broadcast row
+
+
+def test_row_dots_of_a_row_do_not_depend_on_the_rows_around_it(rng):
+    x = rng.standard_normal((341, 384)).astype(np.float32)
+    whole = parallel.row_dots(np, x, x)
+    for start, stop in [(0, 1), (5, 12), (100, 341)]:
+        np.testing.assert_array_equal(parallel.row_dots(np, x[start:stop], x[start:stop]), whole[start:stop])
