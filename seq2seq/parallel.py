@@ -18,8 +18,9 @@ shorter than the hand-over of the GIL, so two threads are *slower* than one; wit
 array, a few arrays per thread well inside the 32 MiB L3 cache) two threads run 2.1x faster than one, and the one
 thread 3.4x faster than whole-array NumPy with fresh temporaries. Not every CPU gains as much: on a 2-vCPU Intel
 Xeon (2 MiB of L2 per core) two threads run GELU and LayerNorm only 1.0-1.2x faster than one, because a GELU
-block's four to six 512 KiB arrays spill that L2, and blocks small enough to stay in it make ufunc calls too short to cover
-the hand-over of the GIL (a bare multiply: 2x faster on two threads at 128K values a call, no faster at 32K).
+block's four to six 512 KiB arrays spill that L2, and blocks small enough to stay in it make ufunc calls too short
+to cover the hand-over of the GIL (a bare multiply: 2x faster on two threads at 128K values a call, no faster at
+32K).
 
 Every op that uses this computes each row on its own (elementwise work, or reductions along the last axis), so the
 result is bit-for-bit the same whatever the number of threads: a training run resumed on a machine with another
