@@ -16,11 +16,11 @@ import numpy as np
 
 from .autograd import Function
 from .backend import get_array_module
-from .cpu import blas_one_thread, can_set_blas_threads
+from .cpu import can_set_blas_threads
 from .errors import InputError
 from .nn_ops import dropout_scale, masked_softmax
 from .ops import matmul, reshape, transpose
-from .parallel import for_each_block, row_dots, scratch
+from .parallel import blas_on_calling_threads, for_each_block, row_dots, scratch
 
 
 def padding_mask(attention_mask, *, name="attention_mask"):
@@ -108,6 +108,7 @@ class Attention(Function):
         kept = None if self.p == 0 else xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.p)
 
         query_chunks = _query_chunks(xp, b, t, s, hs)
+        ones = xp.ones(s, dtype=q.dtype)  # [S]: row_dots(p, ones) = the row sums
 
         def block(rows):
             n = rows.stop - rows.start
@@ -121,7 +122,7 @@ class Attention(Function):
                 top = _row_max(xp, scores)  # [b, nh, tq, 1]
                 scores -= top
                 p = xp.exp(scores, out=scores)
-                total = row_dots(xp, p, xp.ones(s, dtype=p.dtype))[..., None]  # row sums, [b, nh, tq, 1]
+                total = row_dots(xp, p, ones)[..., None]  # row sums, [b, nh, tq, 1]
                 p *= 1 / total  # probabilities, [b, nh, tq, S]
                 if row_max is not None:
                     row_max[rows, :, qr], log_sum[rows, :, qr] = top, xp.log(total)
@@ -230,8 +231,9 @@ def _query_chunks(xp, batch, t, s, hs):
 
 
 def _products_on_calling_threads(xp, batch):
-    """While the blocks of a batch run on our threads, each OpenBLAS product stays on the thread that calls it."""
-    return blas_one_thread() if batch > 1 and xp is np else contextlib.nullcontext()
+    """While the blocks of a batch run on our threads, each OpenBLAS product stays on the thread that calls it
+    (one sequence is one block, on this thread, whose products OpenBLAS may spread)."""
+    return blas_on_calling_threads(xp) if batch > 1 else contextlib.nullcontext()
 
 
 def _masked_scores(xp, qs, kt, blocked, rows, queries, *, out):

@@ -129,15 +129,15 @@ class LayerNorm(Function):
         gx = xp.empty(self.x.shape, dtype=gy.dtype) if need_x else None
         gx2 = None if gx is None else as_rows(gx)
         averaging = xp.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
+        ones = xp.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
 
         def block(rows):
             gyb, mean, rstd = gy2[rows], self.mean[rows], self.rstd[rows]
-            ones = xp.ones(gyb.shape[0], dtype=gyb.dtype)  # [n]: ones @ rows = the column sums
             xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
             xp.subtract(x2[rows], mean, out=xhat)
             xhat *= rstd
-            gamma_part = ones @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C] -> [C]
-            beta_part = ones @ gyb if need_beta else None  # [C]
+            gamma_part = ones[rows] @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
+            beta_part = ones[rows] @ gyb if need_beta else None  # [C]
             if need_x:
                 # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
                 # term 1: g itself; term 2: minus its mean (the mean was subtracted);
