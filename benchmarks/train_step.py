@@ -29,7 +29,8 @@ import time
 import warnings
 
 
-# glibc's malloc as ``seq2seq.cpu.keep_freed_memory`` sets it, in the environment variables glibc reads at start
+# glibc's malloc as ``seq2seq.fast.cpu.native.keep_freed_memory`` sets it,
+# in the environment variables glibc reads at start
 SAME_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str((1 << 31) - 1)}
 
 
@@ -72,7 +73,7 @@ def run_ours(args, path):
     import seq2seq  # noqa: PLC0415 - first, before NumPy: it sets OPENBLAS_THREAD_TIMEOUT (see seq2seq/__init__.py)
 
     import numpy as np  # noqa: PLC0415
-    from seq2seq.optim import AdamW, clip_grad_norm_, param_groups  # noqa: PLC0415
+    from seq2seq.training.optim import AdamW, clip_grad_norm_, param_groups  # noqa: PLC0415
 
     model = seq2seq.EncoderDecoderModel.from_pretrained(path)
     opt = AdamW(param_groups(model, 0.01), lr=1e-4)

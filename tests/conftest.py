@@ -7,7 +7,7 @@ NumPy generator, fresh for each test, so tests do not depend on each other's dra
 import numpy as np
 import pytest
 
-from seq2seq.backend import has_cupy, xp_for
+from seq2seq.core.backend import has_cupy, xp_for
 
 
 # ---- backends ---------------------------------------------------------------------------------------------------

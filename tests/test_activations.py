@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from seq2seq import parallel
-from seq2seq.activations import ACTIVATIONS, erf, get_activation
-from seq2seq.autograd import Tensor
-from seq2seq.backend import to_numpy
-from seq2seq.errors import ConfigError
-from seq2seq.gradcheck import check_grad
+from seq2seq.fast.cpu import parallel
+from seq2seq.nn.activations import ACTIVATIONS, erf, get_activation
+from seq2seq.core.autograd import Tensor
+from seq2seq.core.backend import to_numpy
+from seq2seq.core.errors import ConfigError
+from seq2seq.core.gradcheck import check_grad
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

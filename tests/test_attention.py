@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.attention import Attention, attention_reference, causal_mask, combine_masks, padding_mask
-from seq2seq.gradcheck import check_grad
+from seq2seq.nn.attention import Attention, attention_reference, causal_mask, combine_masks, padding_mask
+from seq2seq.core.gradcheck import check_grad
 
 
 def test_causal_mask_with_a_cache_offset(xp):
@@ -42,7 +42,7 @@ KINDS = ["none", "padding", "causal+padding", "fully-masked-row"]
 @pytest.fixture(params=["kept", "recomputed"])
 def probabilities(request, monkeypatch):
     """Run a test with the probabilities kept for backward (short keys) and recomputed in backward (long keys)."""
-    import seq2seq.attention as attention
+    import seq2seq.nn.attention as attention
     monkeypatch.setattr(attention, "_KEEP_PROBABILITIES_UP_TO", 1 << 20 if request.param == "kept" else 0)
     return request.param
 
@@ -135,7 +135,7 @@ def test_fully_masked_rows_backward_matches_the_reference(probabilities):
 @pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["row-by-row", "few-rows", "whole-batch"])
 @pytest.mark.parametrize("splits_from", [1 << 18, 30, 13], ids=["whole-queries", "query-halves", "query-rows"])
 def test_chunking_does_not_change_results(monkeypatch, chunk, splits_from, probabilities, kind):
-    import seq2seq.attention as attention
+    import seq2seq.nn.attention as attention
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((5, 2, 3, 4)) for _ in range(3))
     keep = make_keep(np, kind, 5, 3, 3)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from seq2seq.autograd import Tensor, is_grad_enabled, no_grad
-from seq2seq.backend import to_numpy
-from seq2seq.ops import exp, log, sum_to
+from seq2seq.core.autograd import Tensor, is_grad_enabled, no_grad
+from seq2seq.core.backend import to_numpy
+from seq2seq.core.ops import exp, log, sum_to
 
 
 def scalar(xp, value):

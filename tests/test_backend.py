@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.backend import backend_of, check_dtype, get_array_module, to_backend, to_numpy, xp_for
-from seq2seq.errors import InputError
+from seq2seq.core.backend import backend_of, check_dtype, get_array_module, to_backend, to_numpy, xp_for
+from seq2seq.core.errors import InputError
 
 
 def test_numpy_is_the_default():
@@ -53,7 +53,7 @@ def test_arrays_are_not_mistaken_for_tensors():
     """An ndarray's own ``.data`` (a memoryview; on CuPy a device pointer) must never be taken for its contents."""
     x = np.arange(6.0).reshape(2, 3)
     assert to_numpy(x) is x
-    from seq2seq.backend import unwrap
+    from seq2seq.core.backend import unwrap
     assert unwrap(x) is x and unwrap(seq2seq.Tensor(x)) is x and unwrap(3) == 3
 
 

@@ -9,8 +9,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from seq2seq.checkpoint import load_state_dict, read_json, save_state_dict
-from seq2seq.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from seq2seq.core.config import read_json
+from seq2seq.models.checkpoint import load_state_dict, save_state_dict
+from seq2seq.core.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 
 rng = np.random.default_rng(0)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-import seq2seq.__main__
+import seq2seq.cli.examples
+import seq2seq.cli.main
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def test_summarize_cuts_sources_at_the_tokenizers_model_max_length(tiny_model_di
 def test_summarize_without_text_shows_the_example(tiny_model_dir):
     path, model, tok = tiny_model_dir
     out = run_cli("summarize", "--model", str(path), "--max-new-tokens", "5").splitlines()
-    example = seq2seq.__main__.PENLIGHT_DESCRIPTION
+    example = seq2seq.cli.examples.PENLIGHT_DESCRIPTION
     assert out == [f"description: {example}",
                    f"synopsis:    {expected_texts(model, tok, [example], max_new_tokens=5)[0]}"]
 
@@ -116,9 +117,9 @@ def test_summarize_says_when_it_shows_the_example_instead_of_piped_text(tiny_mod
 
 
 def test_summarize_names_the_missing_shipped_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(seq2seq.__main__, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
+    monkeypatch.setattr(seq2seq.cli.main, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
     with pytest.raises(SystemExit) as exit_info:
-        seq2seq.__main__.main(["summarize", "some description"])
+        seq2seq.cli.main.main(["summarize", "some description"])
     message = str(exit_info.value)
     assert str(tmp_path / "minilm-l6-debian-synopsis") in message and "--model" in message
 

@@ -4,8 +4,9 @@ import json
 import pytest
 
 import seq2seq
-from seq2seq.config import GenerationConfig, config_from_dict, load_config
-from seq2seq.errors import ConfigError
+from seq2seq.generation.config import GenerationConfig
+from seq2seq.models.config import config_from_dict, load_config
+from seq2seq.core.errors import ConfigError
 
 
 def test_bert_defaults_are_bert_base():

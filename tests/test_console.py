@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from seq2seq.console import Progress, StopRequests, format_seconds, smooth
+from seq2seq.training.console import Progress, StopRequests, format_seconds, smooth
 
 
 def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from seq2seq import cpu
+from seq2seq.fast.cpu import native as cpu
 
 
 def _numpy_uses_openblas_on_linux():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seq2seq import InputError, Tokenizer
-from seq2seq.data import BatchIterator, Seq2SeqDataset, epoch_batches, read_jsonl, target_labels
+from seq2seq.training.data import BatchIterator, Seq2SeqDataset, epoch_batches, read_jsonl, target_labels
 
 CLS, SEP, PAD = 101, 102, 0
 

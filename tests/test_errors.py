@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import seq2seq
-from seq2seq.errors import CheckpointError, CheckpointNotFoundError, ConfigError, InputError
+from seq2seq.core.errors import CheckpointError, CheckpointNotFoundError, ConfigError, InputError
 
 ENC = dict(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=12,
            max_position_embeddings=16)

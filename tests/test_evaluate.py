@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from seq2seq.evaluate import paired_bootstrap, rouge, rouge_rows
+from seq2seq.training.evaluate import paired_bootstrap, rouge, rouge_rows
 
 PREDICTIONS = ["Command-line tool to convert images", "Python library for parsing", "", "documentation"]
 REFERENCES = ["tool to convert images between formats", "Python 3 library for parsing TOML files",

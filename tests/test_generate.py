@@ -12,11 +12,11 @@ import pytest
 
 from oracle import batch, hf_bert2bert, one_torch_thread, save_hf, torch, transformers  # noqa: F401
 import seq2seq
-from seq2seq import generate as gen
-from seq2seq.backend import to_numpy
-from seq2seq.config import GenerationConfig
-from seq2seq.errors import GenerationError, InputError
-from seq2seq.logits_process import build_logits_processors
+from seq2seq.generation import generate as gen
+from seq2seq.core.backend import to_numpy
+from seq2seq.generation.config import GenerationConfig
+from seq2seq.core.errors import GenerationError, InputError
+from seq2seq.generation.logits_process import build_logits_processors
 
 EOS = 27
 
@@ -280,7 +280,7 @@ def test_backends_give_the_same_ids(xp, saved, model, inputs):
     other = seq2seq.EncoderDecoderModel.from_pretrained(saved[1], backend=backend)
     for kwargs in (dict(max_new_tokens=10), dict(do_sample=True, seed=5, top_p=0.9, num_return_sequences=2)):
         got = other.generate(*inputs, **kwargs)
-        assert seq2seq.backend.backend_of(got) == backend
+        assert seq2seq.core.backend.backend_of(got) == backend
         np.testing.assert_array_equal(to_numpy(got), model.generate(*inputs, **kwargs))
 
 

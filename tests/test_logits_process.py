@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from oracle import hf_bert2bert, one_torch_thread, torch, transformers  # noqa: F401
-from seq2seq import logits_process as lp
-from seq2seq.backend import to_numpy
-from seq2seq.config import GenerationConfig
-from seq2seq.errors import GenerationError
+from seq2seq.generation import logits_process as lp
+from seq2seq.core.backend import to_numpy
+from seq2seq.generation.config import GenerationConfig
+from seq2seq.core.errors import GenerationError
 
 hf_lp = pytest.importorskip("transformers.generation.logits_process")
 

@@ -1,14 +1,14 @@
 """Tests for seq2seq/nn_ops.py: each fused op against torch's functional equivalent (forward in float32, and
-gradients where torch has them) and against finite differences in float64 (seq2seq.gradcheck).
+gradients where torch has them) and against finite differences in float64 (seq2seq.core.gradcheck).
 """
 import numpy as np
 import pytest
 
-from seq2seq import nn_ops
-from seq2seq.autograd import Tensor
-from seq2seq.backend import to_numpy
-from seq2seq.errors import InputError
-from seq2seq.gradcheck import check_grad
+from seq2seq.nn import functional as nn_ops
+from seq2seq.core.autograd import Tensor
+from seq2seq.core.backend import to_numpy
+from seq2seq.core.errors import InputError
+from seq2seq.core.gradcheck import check_grad
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

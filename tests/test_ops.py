@@ -1,5 +1,5 @@
 """Tests for seq2seq/ops.py: every primitive's forward equals its NumPy expression, and its backward passes a
-finite-difference check in float64 (seq2seq.gradcheck), across shapes, broadcasting and backends.
+finite-difference check in float64 (seq2seq.core.gradcheck), across shapes, broadcasting and backends.
 
 Each case is one row of ``CASES``: the op applied to Tensors, the same expression in NumPy, and the input shapes.
 """
@@ -8,10 +8,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from seq2seq import ops
-from seq2seq.autograd import Function, Tensor
-from seq2seq.backend import get_array_module, to_numpy
-from seq2seq.gradcheck import check_grad, numerical_grad
+from seq2seq.core import ops
+from seq2seq.core.autograd import Function, Tensor
+from seq2seq.core.backend import get_array_module, to_numpy
+from seq2seq.core.gradcheck import check_grad, numerical_grad
 
 
 class Case(NamedTuple):

@@ -8,9 +8,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import seq2seq
-from seq2seq.autograd import Tensor
-from seq2seq.backend import to_numpy
-from seq2seq.optim import SGD, AdamW, LinearSchedule, clip_grad_norm_, param_groups
+from seq2seq.core.autograd import Tensor
+from seq2seq.core.backend import to_numpy
+from seq2seq.training.optim import SGD, AdamW, LinearSchedule, clip_grad_norm_, param_groups
 from oracle import batch, hf_bert2bert, in_dir, one_torch_thread, save_hf, torch, transformers  # noqa: F401
 
 SHAPES = [(5, 7), (7,), (3, 4, 2), (6,)]

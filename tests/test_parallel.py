@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from seq2seq import parallel
-from seq2seq.activations import Gelu
-from seq2seq.attention import Attention
-from seq2seq.nn_ops import CrossEntropy, LayerNorm
+from seq2seq.fast.cpu import parallel
+from seq2seq.nn.activations import Gelu
+from seq2seq.nn.attention import Attention
+from seq2seq.nn.functional import CrossEntropy, LayerNorm
 
 
 @pytest.fixture
@@ -102,14 +102,14 @@ def _run_ops(rng):
 @pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
 @pytest.mark.parametrize("block_values", [24, 100, 1 << 17])
 def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threads, block_values):
-    import seq2seq.attention
-    monkeypatch.setattr(seq2seq.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
-    monkeypatch.setattr(seq2seq.attention, "can_set_blas_threads", lambda: False)  # (as where OpenBLAS can't be held)
+    import seq2seq.nn.attention
+    monkeypatch.setattr(seq2seq.nn.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
+    monkeypatch.setattr(seq2seq.nn.attention, "can_set_blas_threads", lambda: False)  # as where OpenBLAS can't be held
     parallel.set_num_threads(2)
     expected = _run_ops(np.random.default_rng(0))  # default blocks, two threads
     parallel.set_num_threads(threads)
     monkeypatch.setattr(parallel, "BLOCK_VALUES", block_values)
-    monkeypatch.setattr(seq2seq.attention, "_CHUNK", block_values)
+    monkeypatch.setattr(seq2seq.nn.attention, "_CHUNK", block_values)
     for got, want in zip(_run_ops(np.random.default_rng(0)), expected):
         if got.ndim == 1 and got.shape == (24,):  # gamma/beta gradients: sums over rows, added block by block
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -119,7 +119,7 @@ def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threa
 
 @pytest.mark.parametrize("value", ["0", "two", "-1", ""])
 def test_a_bad_thread_count_in_the_environment_is_named(monkeypatch, value):
-    from seq2seq.errors import InputError
+    from seq2seq.core.errors import InputError
     monkeypatch.setenv("SEQ2SEQ_NUM_THREADS", value)
     monkeypatch.setattr(parallel, "_num_threads", None)
     with pytest.raises(InputError, match="SEQ2SEQ_NUM_THREADS"):

@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from seq2seq.plot import PALETTE, line_plot, nice_ticks, png_bytes, render
+from seq2seq.training.plot import PALETTE, line_plot, nice_ticks, png_bytes, render
 
 
 def read_png(data):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.data import read_jsonl
-from seq2seq.evaluate import rouge
+from seq2seq.training.data import read_jsonl
+from seq2seq.training.evaluate import rouge
 from weights_scripts import load_module, safetensors_header
 
 try:

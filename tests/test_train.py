@@ -17,11 +17,11 @@ import pytest
 
 import seq2seq
 from seq2seq import EncoderDecoderModel
-from seq2seq.autograd import Function
-from seq2seq.data import BatchIterator, Seq2SeqDataset
-from seq2seq.errors import InputError
-from seq2seq.evaluate import evaluate, load_rouge
-from seq2seq.train import Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
+from seq2seq.core.autograd import Function
+from seq2seq.training.data import BatchIterator, Seq2SeqDataset
+from seq2seq.core.errors import InputError
+from seq2seq.training.evaluate import evaluate, load_rouge
+from seq2seq.training.train import Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "debian"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.errors import CheckpointNotFoundError, ConfigError, InputError
-from seq2seq.trim import (count_token_ids, count_vocab_parameters, read_corpus, trim_model, trim_tokenizer,
-                          trim_vocabulary)
+from seq2seq.core.errors import CheckpointNotFoundError, ConfigError, InputError
+from seq2seq.training.trim import (count_token_ids, count_vocab_parameters, read_corpus, trim_model,
+                                   trim_tokenizer, trim_vocabulary)
 
 try:
     import torch

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from seq2seq.errors import CheckpointError
-from seq2seq.weights import ParamStore, normal, ones, zeros
+from seq2seq.core.errors import CheckpointError
+from seq2seq.nn.weights import ParamStore, normal, ones, zeros
 
 
 def store_with(**tensors):

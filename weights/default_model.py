@@ -11,8 +11,9 @@
 `--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head. It writes
 {split: {"n", "model", "baseline", "gap_rougeL", "gap_rougeL_ci95", "settings", "examples"}} (ten example rows per
 split) and prints a table. `gap_rougeL_ci95` is the 95% paired-bootstrap interval of the ROUGE-L gap (2,000
-resamples of the split's rows, seeded: seq2seq.evaluate.paired_bootstrap): how much the gap could move on another
-set of rows drawn like these. Everything is deterministic: fixed row choice, batches in length order, beam search.
+resamples of the split's rows, seeded: seq2seq.training.evaluate.paired_bootstrap):
+how much the gap could move on another set of rows drawn like these. Everything is deterministic: fixed row
+choice, batches in length order, beam search.
 
 `export` writes config.json, generation_config.json (with the evaluated settings as generate()'s defaults,
 as summarisation checkpoints on the Hub do), the tokenizer and model.safetensors with every floating tensor
@@ -40,13 +41,13 @@ sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout
 
 import safetensors.numpy  # noqa: E402
 from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E402
-from seq2seq.checkpoint import save_state_dict  # noqa: E402
-from seq2seq.data import Seq2SeqDataset, read_jsonl  # noqa: E402
-from seq2seq.errors import InputError  # noqa: E402
-from seq2seq.evaluate import (ROUGE_TYPES, generate_texts, load_rouge, mean_rouge, paired_bootstrap,  # noqa: E402
-                              rouge_rows)
-from seq2seq.console import format_seconds  # noqa: E402
-from seq2seq.train import atomic_directory, write_json  # noqa: E402
+from seq2seq.models.checkpoint import save_state_dict  # noqa: E402
+from seq2seq.training.data import Seq2SeqDataset, read_jsonl  # noqa: E402
+from seq2seq.core.errors import InputError  # noqa: E402
+from seq2seq.training.evaluate import (ROUGE_TYPES, generate_texts, load_rouge, mean_rouge,  # noqa: E402
+                                       paired_bootstrap, rouge_rows)
+from seq2seq.training.console import format_seconds  # noqa: E402
+from seq2seq.training.train import atomic_directory, write_json  # noqa: E402
 
 SPLITS = ("test", "test_unseen_family")
 EXAMPLES = 10

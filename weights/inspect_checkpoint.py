@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from seq2seq import EncoderDecoderModel
-from seq2seq.checkpoint import load_state_dict
+from seq2seq.models.checkpoint import load_state_dict
 
 
 def describe(path):

@@ -1,0 +1,1 @@
+"""The engine's foundation: errors, the array module, the autograd, its primitive ops, gradient checks."""

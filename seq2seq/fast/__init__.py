@@ -1,0 +1,4 @@
+"""Fast forms of the ops in ``nn/``, in rooms of their own: ``cpu/`` (fused NumPy ops, BLAS threads, malloc).
+
+Each fast form computes what the plain form in ``nn/`` computes, and is chosen there by one explicit branch;
+tests check it against the plain form. Nothing here imports anything above ``core/``."""

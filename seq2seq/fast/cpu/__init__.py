@@ -1,0 +1,37 @@
+"""The CPU's fast paths: fused, blockwise, multi-threaded forms of nn/'s ops, and the native settings they need.
+
+The plain form of each op in ``nn/`` is its definition, and the only form CuPy runs. On NumPy arrays an op hands
+its work to the fused form here through one explicit branch, as Chainer hands work to cuDNN::
+
+    if fast_cpu.enabled(xp):
+        y = fused_form(...)        # this package
+    else:
+        y = plain xp math          # nn/
+
+Each fused form computes the same values as the plain one (tests compare them, without torch). ``disabled()``
+turns the branch off in the calling thread: tests run whole models through the plain forms on NumPy with it,
+which is the arithmetic CuPy runs.
+
+``native.py``   OpenBLAS's threads and glibc's malloc, tuned from Python through ctypes
+``parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
+"""
+import contextlib
+import threading
+
+_local = threading.local()
+
+
+def enabled(xp):
+    """True when an op on arrays of ``xp`` should take its fused CPU form: NumPy, and not inside ``disabled()``."""
+    return xp.__name__ == "numpy" and not getattr(_local, "disabled", False)
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within the block, ops in this thread take their plain forms, as on CuPy (for tests and comparisons)."""
+    previous = getattr(_local, "disabled", False)
+    _local.disabled = True
+    try:
+        yield
+    finally:
+        _local.disabled = previous

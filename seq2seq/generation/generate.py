@@ -1,0 +1,328 @@
+"""Generation: greedy decoding and multinomial sampling over the KV cache (beam search is in beam_search.py).
+
+    cache = model.start_decoding(input_ids, attention_mask)    # encode each source once
+    sequences = [[start]] * N
+    repeat:
+        logits = model.decode_step(newest tokens, cache)        # [N, V]: one position of work per step
+        scores = processors(sequences, logits)                  # penalties, constraints, then warpers
+        tokens = argmax(scores) or a draw from softmax(scores)  # [N]
+        rows that already ended get pad_token_id instead
+    until every row has produced eos, or sequences reach max_length
+
+It is built from small named parts (STYLE lesson 11): ``prepare_config`` turns arguments into one resolved
+``GenerationConfig`` or raises ``GenerationError``; ``build_logits_processors`` (logits_process.py) makes the
+score rules; ``make_step`` is the step function, cached or not; ``choose_tokens`` is argmax or an inverse-CDF draw
+with an explicit ``numpy.random.Generator``; ``decode`` is the loop, yielding each step's tokens, which both
+``generate`` (collect them) and ``generate_stream`` (hand them out as they come) consume.
+
+The semantics are those of transformers 5.24 for an encoder-decoder model, whose decoder "prompt" is the single
+start token (length 1):
+- ``max_new_tokens`` wins over ``max_length``: ``max_length = max_new_tokens + 1``. When neither the arguments
+  nor the config set a length, 20 new tokens are generated (``max_length`` 21); a set ``max_length`` counts the
+  start token. ``min_new_tokens`` likewise becomes ``min_length = min_new_tokens + 1``.
+- A row that produced eos is finished: every later token of it is ``pad_token_id`` (eos itself when no pad is
+  set). Without eos, every row runs to ``max_length`` and nothing is padded.
+- With sampling and ``num_return_sequences = k`` each source row is repeated k times, interleaved
+  (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation`` does.
+"""
+import copy
+import dataclasses
+import warnings
+
+import numpy as np
+
+from ..core.autograd import no_grad
+from ..core.backend import get_array_module, to_numpy
+from ..core.errors import GenerationError
+from ..core.inputs import as_int_array
+from .beam_search import beam_search
+from .config import GENERATION_DEFAULTS, GenerationConfig
+from .logits_process import build_logits_processors, eos_ids
+
+GENERATE_ARGS = frozenset(GenerationConfig.defaults) | {"seed"}  # what generate(**kwargs) accepts
+DEFAULT_MAX_LENGTH = GENERATION_DEFAULTS["max_length"]  # 20 new tokens when no length is set
+# Fields the code branches on, and what None there means (the default):
+NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams": 1, "num_return_sequences": 1,
+              "min_length": 0, "use_cache": True, "length_penalty": 1.0, "early_stopping": False,
+              "output_scores": False, "return_dict_in_generate": False}
+# transformers features this engine does not implement, with the value that leaves them off: a config that turns
+# one on is refused rather than silently decoded differently.
+UNSUPPORTED = {"bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
+               "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "num_beam_groups": 1,
+               "diversity_penalty": 0.0, "penalty_alpha": None, "typical_p": 1.0, "min_p": None, "top_h": None,
+               "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "exponential_decay_length_penalty": None,
+               "force_words_ids": None, "constraints": None, "guidance_scale": 1.0, "renormalize_logits": False,
+               "remove_invalid_values": False, "dola_layers": None, "stop_strings": None, "max_time": None}
+
+
+@dataclasses.dataclass
+class GenerateOutput:
+    """What ``generate(..., return_dict_in_generate=True)`` returns.
+
+    ``sequences`` ``[N, out_len]``; ``scores`` (with ``output_scores=True``) a tuple with one ``[N, V]`` array per
+    step of the *processed* scores the tokens were chosen from; ``sequences_scores`` ``[N]`` for beam search.
+    """
+
+    sequences: object
+    scores: tuple = None
+    sequences_scores: object = None
+
+
+# ---- arguments -> one resolved config -------------------------------------------------------------------------
+
+def prepare_config(model, generation_config=None, **kwargs):
+    """``model.generation_config`` (or ``generation_config``), overridden by ``kwargs``, resolved and validated.
+
+    In the result ``max_length`` and ``min_length`` count the whole decoder sequence (start token included),
+    ``decoder_start_token_id`` and ``pad_token_id`` are set, and ``seed`` is the sampling seed (or None).
+    """
+    unknown = sorted(set(kwargs) - GENERATE_ARGS)
+    if unknown:
+        raise GenerationError(f"generate() got unknown argument(s) {unknown}; "
+                              f"generation arguments are {sorted(GENERATE_ARGS)}")
+    if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+        raise GenerationError(f"generation_config must be a seq2seq.GenerationConfig, "
+                              f"got {type(generation_config).__name__}")
+    config = copy.deepcopy(model.generation_config)
+    if generation_config is not None:  # as transformers: what a given config leaves unset comes from the model's
+        for name, value in generation_config.to_diff_dict().items():
+            setattr(config, name, copy.deepcopy(value))
+    length_is_default = kwargs.get("max_length") is None and config.max_length is None
+    for name, value in GENERATION_DEFAULTS.items():  # transformers' global defaults fill what is unset...
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)
+    for name, value in kwargs.items():  # ...then the arguments win, even None (top_k=None: no top-k filter)
+        setattr(config, name, value)
+    config.seed = kwargs.get("seed", getattr(config, "seed", None))
+    for name, value in NONE_MEANS.items():
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)
+
+    _refuse_unsupported(config)
+    _resolve_special_ids(model, config)
+    validate(config, vocab_size=model.config.decoder.vocab_size)
+    _resolve_lengths(config, length_is_default=length_is_default)
+    return config
+
+
+def _refuse_unsupported(config):
+    on = [name for name, off in UNSUPPORTED.items() if getattr(config, name, None) not in (None, off)]
+    if on:
+        raise GenerationError(f"the generation config turns on {on}, which this engine does not implement")
+
+
+def _resolve_special_ids(model, config):
+    """decoder_start: the config's, else model.config's, else bos (as transformers); pad defaults to eos."""
+    for source in (config.decoder_start_token_id, getattr(model.config, "decoder_start_token_id", None),
+                   config.bos_token_id):
+        if source is not None:
+            config.decoder_start_token_id = source
+            break
+    else:
+        raise GenerationError("`decoder_start_token_id` or `bos_token_id` has to be defined for encoder-decoder "
+                              "generation: set model.generation_config.decoder_start_token_id (for BERT "
+                              "vocabularies the [CLS] id) or pass decoder_start_token_id=...")
+    eos = eos_ids(config.eos_token_id)
+    if eos == []:
+        raise GenerationError("eos_token_id is an empty list: give one id, a list of ids, or None")
+    if config.pad_token_id is None and eos is not None:
+        config.pad_token_id = eos[0]  # finished rows are then filled with eos, as transformers does
+
+
+def _resolve_lengths(config, *, length_is_default):
+    # Why 21 when nothing is set: transformers 5 then generates 20 *new* tokens, not 20 in all.
+    if config.max_new_tokens is not None:
+        config.max_length = config.max_new_tokens + 1  # + the decoder start token
+    elif length_is_default:
+        config.max_length = DEFAULT_MAX_LENGTH + 1
+    if config.min_new_tokens is not None:
+        config.min_length = config.min_new_tokens + 1
+    if config.max_length <= 1:
+        raise GenerationError(f"Input length of decoder_input_ids is 1 (the start token), but `max_length` is set "
+                              f"to {config.max_length}: increase max_length or, better, set max_new_tokens")
+    if config.min_length > config.max_length:
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({config.min_length}) is larger than the "
+                      f"maximum possible length ({config.max_length}); generation stops at max_length.",
+                      UserWarning, stacklevel=4)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def validate(config, *, vocab_size):
+    """Raise GenerationError naming the first impossible setting of ``config`` (before lengths are resolved)."""
+    def need(ok, message):
+        if not ok:
+            raise GenerationError(message)
+
+    need(config.do_sample in (True, False), f"`do_sample` must be True or False, got {config.do_sample!r}")
+    for name in ("num_beams", "num_return_sequences") + (("max_length",) if config.max_new_tokens is None else ()):
+        value = getattr(config, name)
+        need(_is_int(value) and value >= 1, f"`{name}` must be a positive integer, got {value!r}")
+    need(config.max_new_tokens is None or (_is_int(config.max_new_tokens) and config.max_new_tokens > 0),
+         f"`max_new_tokens` must be greater than 0, but is {config.max_new_tokens!r}")
+    for name in ("min_length", "min_new_tokens", "no_repeat_ngram_size"):
+        value = getattr(config, name)
+        need(value is None or (_is_int(value) and value >= 0),
+             f"`{name}` must be a non-negative integer, got {value!r}")
+    nrs, beams = config.num_return_sequences, config.num_beams
+    if beams == 1:
+        need(nrs == 1 or config.do_sample, "Greedy decoding (do_sample=False, num_beams=1) returns one sequence "
+             f"per input; got num_return_sequences={nrs}. Set do_sample=True or num_beams >= {nrs}.")
+    else:
+        need(nrs <= beams, f"`num_return_sequences` ({nrs}) has to be smaller or equal to `num_beams` ({beams}).")
+    need(config.seed is None or (_is_int(config.seed) and config.seed >= 0),
+         f"`seed` must be a non-negative integer or None, got {config.seed!r}")
+    penalty = config.repetition_penalty
+    need(penalty is None or (_is_number(penalty) and penalty > 0),
+         f"`repetition_penalty` has to be a strictly positive float, but is {penalty!r}")
+    need(config.length_penalty is None or _is_number(config.length_penalty),
+         f"`length_penalty` must be a number, got {config.length_penalty!r}")
+    need(config.early_stopping in (True, False, "never"),
+         f"`early_stopping` must be a boolean or 'never', but is {config.early_stopping!r}")
+    if config.do_sample:  # as transformers: the sampling settings only matter (and are only checked) when sampling
+        t, k, p = config.temperature, config.top_k, config.top_p
+        need(t is None or (_is_number(t) and t > 0), f"`temperature` (={t!r}) has to be a strictly positive float "
+             "when sampling" + (" (for greedy decoding, set do_sample=False)" if t == 0 else ""))
+        need(k is None or (_is_int(k) and k >= 0), f"`top_k` has to be a non-negative integer, but is {k!r}")
+        need(p is None or (_is_number(p) and 0 < p <= 1), f"`top_p` has to be a float in (0, 1], but is {p!r}")
+    ids = {"decoder_start_token_id": [config.decoder_start_token_id], "pad_token_id": [config.pad_token_id],
+           "eos_token_id": eos_ids(config.eos_token_id),
+           "forced_bos_token_id": [config.forced_bos_token_id],
+           "forced_eos_token_id": eos_ids(config.forced_eos_token_id)}
+    for name, values in ids.items():
+        for value in values or ():
+            need(value is None or (_is_int(value) and 0 <= value < vocab_size),
+                 f"`{name}` {value!r} is not a token id of the decoder's vocabulary [0, {vocab_size})")
+
+
+# ---- the parts of the loop --------------------------------------------------------------------------------------
+
+def make_step(model, input_ids, attention_mask, *, expand=1, use_cache=True, capacity=64):
+    """The step function ``sequences [N, t] -> logits [N, V]`` for the token after each sequence.
+
+    With the cache only the newest token of each row is fed (the cache holds the rest); without it the whole
+    prefix is recomputed every step. Row ``i`` of the batch serves rows ``i*expand .. i*expand + expand-1``.
+    """
+    xp = model.xp
+    rows = xp.repeat(xp.arange(input_ids.shape[0]), expand)  # [N]: 0,0,1,1,... (transformers' repeat_interleave)
+    if use_cache:
+        cache = model.start_decoding(input_ids, attention_mask, capacity=capacity)  # the encoder runs once per row
+        if expand > 1:
+            cache.reorder(rows)
+
+        def step(sequences):
+            return model.decode_step(sequences[:, -1:], cache)  # [N, 1] -> [N, V]
+    else:
+        ids = input_ids[rows]
+        mask = None if attention_mask is None else xp.asarray(attention_mask)[rows]
+
+        def step(sequences):
+            with no_grad():
+                return model(ids, mask, decoder_input_ids=sequences).logits[:, -1]  # [N, t, V] -> [N, V]
+    return step
+
+
+def sample_tokens(scores, rng):
+    """One draw per row from ``softmax(scores)`` ``[N, V]``, on the host with ``rng``: token ids ``[N]`` (NumPy).
+
+    Inverse CDF: with u uniform in [0, total mass), the drawn token is the first whose cumulative probability
+    exceeds u. A token of probability 0 (score -inf) adds nothing to the cumulative sum, so it is never first.
+    """
+    scores = to_numpy(scores).astype(np.float64)
+    top = scores.max(axis=-1, keepdims=True)
+    if not np.all(np.isfinite(top)):
+        raise GenerationError("cannot sample: every token of some row has probability 0 (all scores -inf) or a "
+                              "score is NaN/inf")
+    probs = np.exp(scores - top)  # [N, V], unnormalised: the scale cancels in u below
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random(scores.shape[0]) * cdf[:, -1]  # [N]
+    tokens = (cdf <= u[:, None]).sum(axis=-1)
+    # Why the clamp: u * total can round up to total itself; then take the last token that has probability.
+    last = scores.shape[-1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
+    return np.minimum(tokens, last)
+
+
+def choose_tokens(scores, *, do_sample, rng):
+    """The next token of each row: argmax (the first maximum on ties, as torch) or a draw; ``[N]`` on scores' device."""
+    xp = get_array_module(scores)
+    if not do_sample:
+        return xp.argmax(scores, axis=-1)
+    return xp.asarray(sample_tokens(scores, rng))
+
+
+def decode(model, input_ids, attention_mask, config, processors, *, rng):
+    """The greedy/sampling loop: yield ``(tokens [N], scores [N, V])`` each step, until all rows end or max_length."""
+    xp = model.xp
+    expand = config.num_return_sequences
+    step = make_step(model, input_ids, attention_mask, expand=expand, use_cache=config.use_cache,
+                     capacity=config.max_length)
+    n = input_ids.shape[0] * expand
+    fill = config.pad_token_id if config.pad_token_id is not None else 0
+    sequences = xp.full((n, config.max_length), fill, dtype=xp.int64)  # written up to `length`
+    sequences[:, 0] = config.decoder_start_token_id
+    eos = eos_ids(config.eos_token_id)
+    eos = None if eos is None else xp.asarray(eos)
+    unfinished = xp.ones(n, dtype=bool)
+    for length in range(1, config.max_length):
+        logits = step(sequences[:, :length]).astype(xp.float32, copy=False)  # [N, V]
+        scores = processors(sequences[:, :length], logits)
+        tokens = choose_tokens(scores, do_sample=config.do_sample, rng=rng)
+        if eos is not None:
+            tokens = xp.where(unfinished, tokens, config.pad_token_id)  # finished rows only pad
+            unfinished &= ~(tokens[:, None] == eos[None, :]).any(axis=1)  # [N, n_eos] -> [N]
+        sequences[:, length] = tokens
+        yield tokens, scores
+        if eos is not None and not unfinished.any():
+            return
+
+
+# ---- the entry points -----------------------------------------------------------------------------------------
+
+def generate(model, input_ids, attention_mask=None, generation_config=None, **kwargs):
+    """Generate ``[batch * num_return_sequences, out_len]`` token ids (see the module docstring), starting with
+    ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``."""
+    config = prepare_config(model, generation_config, **kwargs)
+    processors = build_logits_processors(config)
+    ids = as_int_array(input_ids, model.xp, name="input_ids")
+    keep_scores = config.return_dict_in_generate and config.output_scores
+    if config.num_beams > 1:
+        if config.do_sample:
+            raise GenerationError("beam sampling (do_sample=True with num_beams > 1) is not implemented: use "
+                                  "num_beams=1 to sample, or do_sample=False for beam search")
+        result = beam_search(model, ids, attention_mask, config, processors)
+        sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
+    else:
+        tokens, scores = [], []
+        for step_tokens, step_scores in decode(model, ids, attention_mask, config, processors,
+                                               rng=np.random.default_rng(config.seed)):
+            tokens.append(step_tokens)
+            if keep_scores:
+                scores.append(step_scores)
+        xp = model.xp
+        start = xp.full((ids.shape[0] * config.num_return_sequences, 1), config.decoder_start_token_id,
+                        dtype=xp.int64)
+        sequences = xp.concatenate([start] + [t[:, None] for t in tokens], axis=1)
+        scores, sequences_scores = tuple(scores), None
+    if not config.return_dict_in_generate:
+        return sequences
+    return GenerateOutput(sequences=sequences, scores=scores if keep_scores else None,
+                          sequences_scores=sequences_scores)
+
+
+def generate_stream(model, input_ids, attention_mask=None, generation_config=None, **kwargs):
+    """Like ``generate`` (greedy or sampling), but an iterator of each step's tokens ``[N]`` as soon as they are
+    chosen (``pad_token_id`` for finished rows). Arguments are checked now, not at the first ``next``."""
+    config = prepare_config(model, generation_config, **kwargs)
+    if config.num_beams > 1:
+        raise GenerationError("generate_stream works for greedy decoding and sampling only: beam search knows its "
+                              "best sequences only at the end; use generate(num_beams=...)")
+    ids = as_int_array(input_ids, model.xp, name="input_ids")
+    steps = decode(model, ids, attention_mask, config, build_logits_processors(config),
+                   rng=np.random.default_rng(config.seed))
+    return (tokens for tokens, _ in steps)

@@ -1,0 +1,1 @@
+"""The models: configs, checkpoints, the tokenizer, the BERT encoder, the three decoders, ``EncoderDecoderModel``."""

@@ -1,0 +1,132 @@
+"""The BERT encoder: embeddings, then a stack of post-LN transformer layers.
+
+    h = LayerNorm(word[ids] + token_type[0] + position[0..T))
+    for each layer:
+        h = LayerNorm(h + SelfAttention(h))      # "attention.output.LayerNorm": the residual is inside the norm
+        h = LayerNorm(h + W2 act(W1 h))          # "output.LayerNorm"
+
+BERT normalises *after* each residual addition (post-LN), unlike GPT-2's pre-LN blocks. ``BertAttention`` and
+``BertFeedForward`` are shared with the BERT decoder (``bert_decoder.py``), whose layers add causal masking and a
+cross-attention block between the two. Checkpoint names (``attention.self.query``, ``attention.output.dense``, ...)
+are those of transformers' ``BertModel``.
+"""
+from ..core.backend import get_array_module
+from ..nn.activations import get_activation
+from ..nn.attention import (causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention,
+                            split_heads)
+from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, check_positions
+from ..nn.weights import normal, zeros
+
+
+class BertEmbeddings:
+    """Word + token-type + absolute position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, view, config, state):
+        c, std = config.hidden_size, config.initializer_range
+        self.word = Embedding(view.sub("word_embeddings"), config.vocab_size, c, std=std,
+                              padding_idx=config.pad_token_id)
+        self.position = Embedding(view.sub("position_embeddings"), config.max_position_embeddings, c, std=std)
+        self.token_type = Embedding(view.sub("token_type_embeddings"), config.type_vocab_size, c, std=std)
+        self.norm = LayerNorm(view.sub("LayerNorm"), c, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, ids, *, past_length=0, name="input_ids"):
+        xp = get_array_module(ids)
+        t = ids.shape[1]
+        check_positions(past_length + t, self.position.num, name=name)
+        positions = xp.arange(past_length, past_length + t)[None, :]  # [1, T]
+        token_types = positions * 0  # BERT's segment ids: all 0 for a single-segment input, [1, T]
+        h = self.word(ids, name=name) + self.token_type(token_types)  # [B, T] -> [B, T, C]
+        h = h + self.position(positions)  # [B, T, C] + [1, T, C]
+        return self.dropout(self.norm(h))
+
+
+class BertAttention:
+    """Multi-head attention with BERT's output block: LayerNorm(x + dropout(Wo attn(x, memory))).
+
+    Self-attention when ``memory`` is None, cross-attention over ``memory`` (the encoder's output) otherwise.
+    """
+
+    def __init__(self, view, config, state):
+        c, std = config.hidden_size, config.initializer_range
+        self.num_heads = config.num_attention_heads
+        self.query = Linear(view.sub("self.query"), c, c, std=std)
+        self.key = Linear(view.sub("self.key"), c, c, std=std)
+        self.value = Linear(view.sub("self.value"), c, c, std=std)
+        self.out = Linear(view.sub("output.dense"), c, c, std=std)
+        self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
+        self.attention_dropout_p, self.state = config.attention_probs_dropout_prob, state
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, x, keep, *, memory=None, cache=None, start=0):
+        """``cache`` (a LayerCache, inference only): self-attention appends this step's keys/values at position
+        ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards."""
+        q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
+        k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)  # [B, nh, S, hs] each
+        p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
+        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)  # -> [B, nh, T, hs]
+        y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
+        return self.norm(x + self.dropout(y))
+
+    def _project_kv(self, source):
+        k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
+        v = split_heads(self.value(source), self.num_heads)
+        return k, v
+
+
+class BertFeedForward:
+    """LayerNorm(x + dropout(W2 act(W1 x))): "intermediate.dense" then "output.dense" + "output.LayerNorm"."""
+
+    def __init__(self, view, config, state):
+        c, f, std = config.hidden_size, config.intermediate_size, config.initializer_range
+        self.up = Linear(view.sub("intermediate.dense"), c, f, std=std)
+        self.act = get_activation(config.hidden_act)
+        self.down = Linear(view.sub("output.dense"), f, c, std=std)
+        self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob, state)
+
+    def __call__(self, x):
+        h = self.act(self.up(x))  # [B, T, C] -> [B, T, 4C]
+        return self.norm(x + self.dropout(self.down(h)))  # [B, T, 4C] -> [B, T, C]
+
+
+class BertEncoderLayer:
+    def __init__(self, view, config, state):
+        self.attention = BertAttention(view.sub("attention"), config, state)
+        self.ffn = BertFeedForward(view, config, state)
+
+    def __call__(self, x, keep):
+        x = self.attention(x, keep)
+        return self.ffn(x)
+
+
+class BertEncoder:
+    """transformers' ``BertModel`` as an encoder: ids ``[B, S]`` -> hidden states ``[B, S, C]``.
+
+    The pooler (``pooler.dense``) is kept as a buffer only so that checkpoints round-trip: a sequence-to-sequence
+    model never uses it, and it is not a trainable parameter here.
+    """
+
+    def __init__(self, view, config, state):
+        self.config = config
+        if not view.store.has_prefix(view.source_prefix + "embeddings.") and \
+                view.store.has_prefix(view.source_prefix + "bert.embeddings."):
+            view = view.reading_from("bert")  # a BertForMaskedLM / BertLMHeadModel checkpoint as the encoder
+        self.embeddings = BertEmbeddings(view.sub("embeddings"), config, state)
+        self.layers = [BertEncoderLayer(view.sub(f"encoder.layer.{i}"), config, state)
+                       for i in range(config.num_hidden_layers)]
+        c, std = config.hidden_size, config.initializer_range
+        view.sub("pooler.dense").buffer("weight", (c, c), init=normal(std))
+        view.sub("pooler.dense").buffer("bias", (c,), init=zeros)
+
+    def __call__(self, ids, keep):
+        if self.config.is_decoder:
+            # Why: transformers' from_encoder_decoder_configs(cfg, cfg) flags the *shared* config object as a
+            # decoder, and a BertModel with is_decoder=True attends causally even as an encoder. Such checkpoints
+            # exist; computing what transformers computes means honouring the flag.
+            xp = get_array_module(ids)
+            keep = combine_masks(causal_mask(xp, ids.shape[1], ids.shape[1]), keep)
+        h = self.embeddings(ids)  # [B, S] -> [B, S, C]
+        for layer in self.layers:
+            h = layer(h, keep)
+        return h

@@ -1,0 +1,290 @@
+"""``EncoderDecoderModel``: an encoder, a decoder that cross-attends to it, and the loss that trains them.
+
+    memory = encoder(input_ids)                           # [B, S] -> [B, S, C]
+    logits = decoder(decoder_input_ids, memory)           # [B, T] -> [B, T, V]
+    loss   = cross_entropy(logits, labels)                # labels -100 ignored
+
+With ``labels`` and no ``decoder_input_ids``, the decoder reads the labels shifted one step right ("teacher
+forcing"): ``[start, y1, y2, ...]`` predicts ``[y1, y2, y3, ...]``. This mirrors transformers'
+``EncoderDecoderModel`` and reads and writes its checkpoints: ``encoder.*`` and ``decoder.*`` tensors in
+model.safetensors, the two sub-configs nested in config.json.
+
+A model is always built the same way: a ``ParamStore`` over some checkpoint tensors (or none), then the encoder
+and decoder classes pull their parameters from it. Random initialisation, loading a full checkpoint and
+warm-starting from two separate ones differ only in which tensors the store holds.
+"""
+import dataclasses
+import json
+import os
+import warnings
+
+import numpy as np
+
+from ..core.autograd import Tensor, no_grad
+from ..core.backend import check_dtype, to_backend, to_numpy, xp_for
+from ..core.errors import ConfigError, InputError
+from ..core.inputs import as_int_array, check_mask
+from ..core.ops import reshape
+from ..generation import generate as generation
+from ..generation.config import GenerationConfig
+from ..nn.attention import padding_mask
+from ..nn.cache import DecoderCache
+from ..nn.functional import cross_entropy
+from ..nn.layers import Linear, RunState
+from ..nn.weights import ParamStore
+from .bart_decoder import BartDecoder
+from .bert_decoder import BertDecoder
+from .checkpoint import load_state_dict, save_state_dict
+from .config import EncoderDecoderConfig, load_config
+from .encoder import BertEncoder
+from .gpt2_decoder import Gpt2Decoder
+
+ENCODERS = {"bert": BertEncoder}  # config.model_type -> encoder class
+DECODERS = {"bert": BertDecoder, "gpt2": Gpt2Decoder, "bart": BartDecoder}  # decoders with cross-attention
+
+
+@dataclasses.dataclass
+class Seq2SeqOutput:
+    """What a forward pass returns: ``logits`` ``[B, T, V]`` and ``encoder_last_hidden_state`` ``[B, S, C]`` as
+    arrays of the model's backend; ``loss`` a scalar Tensor (``loss.backward()``) when labels were given."""
+
+    logits: object
+    loss: Tensor = None
+    encoder_last_hidden_state: object = None
+
+
+def shift_tokens_right(labels, *, pad_token_id, decoder_start_token_id):
+    """``[y1, y2, ..., yT]`` -> ``[start, y1, ..., y(T-1)]``, with -100 (ignored labels) replaced by the pad id."""
+    if decoder_start_token_id is None:
+        raise ConfigError("labels need decoder inputs, but config.decoder_start_token_id is not set "
+                          "(for BERT vocabularies: model.config.decoder_start_token_id = tokenizer.cls_token_id)")
+    if pad_token_id is None:
+        raise ConfigError("labels need decoder inputs, but config.pad_token_id is not set "
+                          "(for BERT vocabularies: model.config.pad_token_id = tokenizer.pad_token_id)")
+    shifted = labels.copy()
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    shifted[shifted == -100] = pad_token_id
+    return shifted
+
+
+class EncoderDecoderModel:
+    """A sequence-to-sequence model built from an encoder and a decoder config (see the module docstring)."""
+
+    def __init__(self, config, *, seed=0, backend="numpy", dtype="float32"):
+        store = ParamStore(xp=xp_for(backend), dtype=check_dtype(dtype), seed=seed)
+        self._build(config, store)
+
+    # -- construction ----------------------------------------------------------------------------------------
+    def _build(self, config, store):
+        if not isinstance(config, EncoderDecoderConfig):
+            raise ConfigError(f"EncoderDecoderModel needs an EncoderDecoderConfig, got {type(config).__name__}")
+        enc_cfg, dec_cfg = config.encoder, config.decoder
+        if enc_cfg.model_type not in ENCODERS:
+            raise ConfigError(f"a {enc_cfg.model_type!r} model cannot serve as the encoder; "
+                              f"supported encoders: {sorted(ENCODERS)}")
+        if dec_cfg.model_type not in DECODERS:
+            raise ConfigError(f"a {dec_cfg.model_type!r} model cannot serve as the decoder (it has no "
+                              f"cross-attention here); supported decoders: {sorted(DECODERS)}")
+        self.config, self.store, self.xp = config, store, store.xp
+        self.state = RunState(training=False, seed=0)
+        encoder_view = store.view("encoder.")
+        self.encoder = ENCODERS[enc_cfg.model_type](encoder_view, enc_cfg, self.state)
+        if config.tie_encoder_decoder and enc_cfg.model_type != dec_cfg.model_type:
+            raise ConfigError(f"tie_encoder_decoder needs encoder and decoder of one kind, got "
+                              f"{enc_cfg.model_type!r} and {dec_cfg.model_type!r}")
+        tied_to = encoder_view if config.tie_encoder_decoder else None
+        self.decoder = DECODERS[dec_cfg.model_type](store.view("decoder."), dec_cfg, self.state, tied_to=tied_to)
+        # Encoder and decoder of different widths: transformers inserts a projection of the encoder's output.
+        self.enc_to_dec_proj = None
+        if enc_cfg.hidden_size != dec_cfg.hidden_size and getattr(dec_cfg, "cross_attention_hidden_size", None) is None:
+            self.enc_to_dec_proj = Linear(store.view("enc_to_dec_proj."), enc_cfg.hidden_size, dec_cfg.hidden_size,
+                                          std=enc_cfg.initializer_range)
+        self.generation_config = GenerationConfig.from_model_config(config)
+        self.loading_info = {"missing_keys": list(store.missing), "unexpected_keys": store.unused()}
+
+    @classmethod
+    def _from_store(cls, config, store):
+        model = cls.__new__(cls)
+        model._build(config, store)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path, *, backend="numpy", dtype="float32"):
+        """Load a directory saved by transformers' (or this) ``EncoderDecoderModel.save_pretrained``."""
+        config = load_config(path)
+        if not isinstance(config, EncoderDecoderConfig):
+            raise ConfigError(f"{path} holds a {config.model_type!r} checkpoint, not an encoder-decoder one; "
+                              "use EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_dir, decoder_dir)")
+        dtype = check_dtype(dtype)
+        store = ParamStore(load_state_dict(path, dtype=dtype), xp=xp_for(backend), dtype=dtype, source=str(path))
+        model = cls._from_store(config, store)
+        gen_file = os.path.join(path, "generation_config.json")
+        if os.path.exists(gen_file):
+            model.generation_config = GenerationConfig.from_json_file(gen_file)
+        _warn_loading(model.loading_info, str(path))
+        return model
+
+    @classmethod
+    def from_encoder_decoder_pretrained(cls, encoder_path, decoder_path, *, backend="numpy", dtype="float32",
+                                        tie_encoder_decoder=False, seed=0):
+        """Warm-start: the encoder from one checkpoint directory, the decoder from another.
+
+        The decoder config gets ``is_decoder=True, add_cross_attention=True``; its cross-attention (and any LM-head
+        weights the checkpoint lacks) start from random values, and a warning lists them.
+        """
+        enc_cfg, dec_cfg = load_config(encoder_path), load_config(decoder_path)
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg,
+                                                                   tie_encoder_decoder=tie_encoder_decoder)
+        dtype = check_dtype(dtype)
+        tensors = {f"encoder.{k}": v for k, v in load_state_dict(encoder_path, dtype=dtype).items()}
+        tensors.update({f"decoder.{k}": v for k, v in load_state_dict(decoder_path, dtype=dtype).items()})
+        store = ParamStore(tensors, xp=xp_for(backend), dtype=dtype, seed=seed,
+                           source=f"{encoder_path} + {decoder_path}")
+        model = cls._from_store(config, store)
+        _warn_loading(model.loading_info, f"{encoder_path} (encoder) and {decoder_path} (decoder)")
+        return model
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def encode(self, input_ids, attention_mask=None):
+        """The encoder's last hidden state as a Tensor ``[B, S, C]`` (part of the graph when training)."""
+        ids = as_int_array(input_ids, self.xp, name="input_ids")
+        keep = self._keep(attention_mask, ids, name="attention_mask")
+        return self.encoder(ids, keep)
+
+    def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+                 labels=None, *, label_smoothing=0.0):
+        ids = as_int_array(input_ids, self.xp, name="input_ids")
+        enc_keep = self._keep(attention_mask, ids, name="attention_mask")
+        if labels is not None:
+            labels = as_int_array(labels, self.xp, name="labels")
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(labels, pad_token_id=self.config.pad_token_id,
+                                                       decoder_start_token_id=self.config.decoder_start_token_id)
+                if decoder_attention_mask is None:  # as transformers: mask the pads of the shifted labels
+                    decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).astype(np.int64)
+        if decoder_input_ids is None:
+            raise InputError("pass decoder_input_ids or labels: the decoder needs inputs")
+        dec_ids = as_int_array(decoder_input_ids, self.xp, name="decoder_input_ids")
+        if dec_ids.shape[0] != ids.shape[0]:
+            raise InputError(f"decoder_input_ids has batch size {dec_ids.shape[0]} but input_ids has {ids.shape[0]}")
+        dec_keep = self._keep(decoder_attention_mask, dec_ids, name="decoder_attention_mask")
+
+        memory = self.encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
+        logits = self.decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # [B, T] -> [B, T, V]
+        loss = None
+        if labels is not None:
+            if labels.shape != dec_ids.shape:
+                raise InputError(f"labels has shape {labels.shape} but decoder_input_ids has {dec_ids.shape}")
+            v = logits.shape[-1]
+            # [B, T, V] -> [B*T, V] -> (); label_smoothing as the Trainer's label_smoothing_factor (0: plain NLL)
+            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), label_smoothing=label_smoothing)
+        return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
+
+    def _to_decoder_width(self, memory):
+        """The encoder output as the decoder's cross-attention reads it: ``[B, S, C_enc] -> [B, S, C_dec]``."""
+        return memory if self.enc_to_dec_proj is None else self.enc_to_dec_proj(memory)
+
+    # -- step-by-step decoding (generation) -----------------------------------------------------------------
+    def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
+        """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
+        ids = as_int_array(input_ids, self.xp, name="input_ids")
+        keep = self._keep(attention_mask, ids, name="attention_mask")
+        with no_grad():
+            memory = self._to_decoder_width(self.encoder(ids, keep)).data  # [B, S, C]
+        return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
+
+    def decode_step(self, decoder_input_ids, cache):
+        """Logits ``[B, V]`` for the position after ``decoder_input_ids`` (the new positions, ``[B, t]``), given
+        everything decoded before them in ``cache``, which advances by ``t``."""
+        ids = as_int_array(decoder_input_ids, self.xp, name="decoder_input_ids")
+        with no_grad():
+            logits = self.decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
+        return logits.data[:, -1]  # [B, t, V] -> [B, V]
+
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Token ids ``[B * num_return_sequences, out_len]`` from greedy decoding, sampling or beam search, with
+        transformers' arguments and results (see generate.py); a GenerateOutput with return_dict_in_generate."""
+        return generation.generate(self, input_ids, attention_mask, generation_config, **kwargs)
+
+    def generate_stream(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """An iterator of each step's tokens ``[B * num_return_sequences]`` as they are chosen (greedy, sampling)."""
+        return generation.generate_stream(self, input_ids, attention_mask, generation_config, **kwargs)
+
+    def _keep(self, mask, ids, *, name):
+        if mask is None:
+            return None
+        mask = self.xp.asarray(mask)
+        check_mask(mask, ids, name=name)
+        return padding_mask(mask, name=name)
+
+    # -- parameters and modes --------------------------------------------------------------------------------
+    def named_parameters(self):
+        """(name, Tensor) pairs under transformers' key names; a tied tensor appears once, under its owner."""
+        return list(self.store.params.items())
+
+    def parameters(self):
+        return list(self.store.params.values())
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def train(self):
+        """Training mode: dropout on. Models are created in eval mode (dropout off)."""
+        self.state.training = True
+        return self
+
+    def eval(self):
+        self.state.training = False
+        return self
+
+    @property
+    def training(self):
+        return self.state.training
+
+    def to(self, backend):
+        """Move every parameter and buffer to ``backend`` ("numpy" or "cupy"), in place; returns the model."""
+        self.xp = self.store.xp = xp_for(backend)
+        for p in self.parameters():
+            p.data = to_backend(p.data, backend)
+            if p.grad is not None:
+                p.grad = to_backend(p.grad, backend)
+        for key, array in self.store.buffers.items():
+            self.store.buffers[key] = to_backend(array, backend)
+        return self
+
+    def state_dict(self, *, include_tied_copies=False):
+        """``{hf_key: numpy array}`` as transformers names them: parameters, then buffers.
+
+        The LM head tied to the word embeddings is never written (transformers re-ties it on load). Weights shared
+        by ``tie_encoder_decoder`` are written once, under the encoder, unless ``include_tied_copies``: then the
+        decoder's copies are written too, which transformers 5 needs (it ignores ``tie_encoder_decoder``).
+        """
+        tensors = {key: to_numpy(p.data) for key, p in self.store.params.items()}
+        if include_tied_copies:
+            tensors.update({alias: tensors[owner] for alias, owner in self.store.aliases.items()})
+        tensors.update({key: to_numpy(a) for key, a in self.store.buffers.items()})
+        return tensors
+
+    def save_pretrained(self, path, *, include_tied_copies=False, max_shard_size=None):
+        """Write config.json, generation_config.json and model.safetensors, loadable by transformers."""
+        os.makedirs(path, exist_ok=True)
+        self.config.to_json_file(os.path.join(path, "config.json"))
+        with open(os.path.join(path, "generation_config.json"), "w", encoding="utf-8") as f:
+            json.dump({**self.generation_config.to_diff_dict(), "_from_model_config": True}, f, indent=2)
+        save_state_dict(self.state_dict(include_tied_copies=include_tied_copies), path,
+                        max_shard_size=max_shard_size)
+
+    def __repr__(self):
+        c = self.config
+        return (f"EncoderDecoderModel(encoder={c.encoder.model_type}, decoder={c.decoder.model_type}, "
+                f"parameters={self.num_parameters():,}, backend={'cupy' if self.xp is not np else 'numpy'})")
+
+
+def _warn_loading(info, source):
+    """Warn about freshly initialised and unused tensors, as transformers does when loading."""
+    if info["missing_keys"]:
+        warnings.warn(f"Some weights were not in {source} and are newly initialized: {info['missing_keys']}. "
+                      "Fine-tune the model before using it for predictions.", stacklevel=3)
+    if info["unexpected_keys"]:
+        warnings.warn(f"Some weights of {source} were not used: {info['unexpected_keys']}", stacklevel=3)

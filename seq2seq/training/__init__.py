@@ -1,0 +1,1 @@
+"""Fine-tuning: optimizers, data, evaluation, the training loop, vocabulary trimming."""
