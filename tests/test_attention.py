@@ -1,10 +1,16 @@
-"""Masks and the fused attention op: equal to the composed reference, gradients equal to finite differences."""
+"""Masks and attention's plain form, the definition: equal to the reference composed from primitives, gradients
+equal to finite differences (float64, no torch), dropout repeatable, outputs and gradients in their inputs' memory
+layouts. The fused CPU form is compared with this one in test_fast_cpu_attention.py."""
+import contextlib
+
 import numpy as np
 import pytest
 
 import seq2seq
-from seq2seq.nn.attention import Attention, attention_reference, causal_mask, combine_masks, padding_mask
 from seq2seq.core.gradcheck import check_grad
+from seq2seq.fast import cpu as fast_cpu
+from seq2seq.nn.attention import (Attention, attention_reference, causal_mask, combine_masks, merge_heads,
+                                  padding_mask, split_heads)
 
 
 def test_causal_mask_with_a_cache_offset(xp):
@@ -21,12 +27,15 @@ def test_padding_and_causal_masks_combine(xp):
 
 
 def make_keep(xp, kind, b, t, s):
+    """A keep-mask of one kind for scores [b, nh, t, s] (None for "none")."""
     if kind == "none":
         return None
     if kind == "padding":
         mask = np.ones((b, s), np.int64)
         mask[-1, s // 2:] = 0
         return padding_mask(xp.asarray(mask))
+    if kind == "causal":
+        return causal_mask(xp, t, s)
     if kind == "causal+padding":
         mask = np.ones((b, s), np.int64)
         mask[0, -1] = 0
@@ -36,85 +45,80 @@ def make_keep(xp, kind, b, t, s):
     return xp.asarray(keep)
 
 
-KINDS = ["none", "padding", "causal+padding", "fully-masked-row"]
+KINDS = ["none", "padding", "causal", "causal+padding", "fully-masked-row"]
 
 
-@pytest.fixture(params=["kept", "recomputed"])
-def probabilities(request, monkeypatch):
-    """Run a test with the probabilities kept for backward (short keys) and recomputed in backward (long keys)."""
-    import seq2seq.nn.attention as attention
-    monkeypatch.setattr(attention, "_KEEP_PROBABILITIES_UP_TO", 1 << 20 if request.param == "kept" else 0)
-    return request.param
+def plain(xp):
+    """The context in which Attention takes its plain form: always on CuPy, inside ``disabled()`` on NumPy."""
+    return fast_cpu.disabled() if xp is np else contextlib.nullcontext()
+
+
+def qkv(xp, rng, b, nh, t, s, hs, dtype=np.float32):
+    return [xp.asarray((rng.standard_normal(shape) * 3).astype(dtype))
+            for shape in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs))]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5, 6), (1, 1, 1, 7, 2)], ids=["b2nh3", "one-query"])
-def test_fused_equals_reference(xp, kind, shape):
+def test_plain_form_equals_the_composed_reference(xp, kind, shape):
     b, nh, t, s, hs = shape
-    rng = np.random.default_rng(0)
-    q, k, v = (xp.asarray(rng.standard_normal(sh, dtype=np.float32) * 3)
-               for sh in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs)))
+    q, k, v = qkv(xp, np.random.default_rng(0), *shape)
     keep = make_keep(xp, kind, b, t, s)
-    fused = Attention(keep)(q, k, v).data
+    with plain(xp):
+        op = Attention(keep)
+        out = op(q, k, v).data
+    assert op.fused is None
     ref = attention_reference(q, k, v, keep).data
-    assert not np.isnan(seq2seq.to_numpy(fused)).any()
-    np.testing.assert_allclose(seq2seq.to_numpy(fused), seq2seq.to_numpy(ref), rtol=1e-5, atol=1e-6)
+    assert not np.isnan(seq2seq.to_numpy(out)).any()
+    np.testing.assert_allclose(seq2seq.to_numpy(out), seq2seq.to_numpy(ref), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_backward_finite_differences(kind, probabilities):
+def test_plain_backward_finite_differences(kind):
     b, nh, t, s, hs = 2, 2, 3, 4, 5
-    rng = np.random.default_rng(1)
-    q, k, v = (rng.standard_normal(sh) for sh in ((b, nh, t, hs), (b, nh, s, hs), (b, nh, s, hs)))
+    q, k, v = qkv(np, np.random.default_rng(1), b, nh, t, s, hs, np.float64)
     keep = make_keep(np, kind, b, t, s)
-    assert check_grad(lambda q, k, v: Attention(keep)(q, k, v), q, k, v)
+    with fast_cpu.disabled():
+        assert check_grad(lambda q, k, v: Attention(keep)(q, k, v), q, k, v)
 
 
-def test_fused_backward_with_dropout_finite_differences(probabilities):
+def test_plain_backward_with_dropout_and_a_scale_finite_differences():
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((2, 2, 3, 4)) for _ in range(3))
-    keep = make_keep(np, "padding", 2, 3, 3)
+    keep = make_keep(np, "causal+padding", 2, 3, 3)
 
     def f(q, k, v):  # the same dropout mask at every evaluation: a fresh generator with a fixed seed
-        return Attention(keep, dropout_p=0.3, rng=np.random.default_rng(7))(q, k, v)
+        return Attention(keep, scale=0.3, dropout_p=0.3, rng=np.random.default_rng(7))(q, k, v)
 
-    assert check_grad(f, q, k, v)
+    with fast_cpu.disabled():
+        assert check_grad(f, q, k, v)
 
 
-def test_dropout_changes_outputs_only_in_training_and_repeats_with_seed():
+@pytest.mark.parametrize("form", ["plain", "fused"])
+def test_dropout_changes_outputs_only_in_training_and_repeats_with_seed(form):
     rng = np.random.default_rng(3)
     q, k, v = (rng.standard_normal((1, 2, 6, 4), dtype=np.float32) for _ in range(3))
-    plain = Attention()(q, k, v).data
-    a = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
-    b = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
+    with plain(np) if form == "plain" else contextlib.nullcontext():
+        no_dropout = Attention()(q, k, v).data
+        a = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
+        b = Attention(dropout_p=0.5, rng=np.random.default_rng(5))(q, k, v).data
+        everything_dropped = Attention(dropout_p=1.0, rng=np.random.default_rng(5))(q, k, v).data
     np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, plain)
+    assert not np.allclose(a, no_dropout)
+    np.testing.assert_array_equal(everything_dropped, 0)  # p = 1 drops every probability, as torch
 
 
-def test_what_is_kept_of_the_scores_size_depends_on_the_number_of_keys():
-    """Inference keeps nothing. Training keeps the probabilities when S <= 4 hs (no larger than a layer's
-    feed-forward activation); with more keys it keeps q, k, v and two numbers per score row (backward recomputes
-    the probabilities), never a [B, nh, T, S] array."""
-    q = seq2seq.Tensor(np.ones((2, 3, 5, 4), np.float32), requires_grad=True)
-    k = seq2seq.Tensor(np.ones((2, 3, 17, 4), np.float32), requires_grad=True)  # S = 17 > 4 hs = 16
-    with seq2seq.no_grad():
-        op = Attention()
-        op(q, k, k)
-    assert op.probs is None and op.row_max is None and op.log_sum is None
-    op = Attention()
-    op(q, k, k)
-    assert op.probs is None and op.row_max.shape == op.log_sum.shape == (2, 3, 5, 1)
-    saved = [a for a in vars(op).values() if isinstance(a, np.ndarray)]
-    assert max(a.size for a in saved) == 2 * 3 * 17 * 4  # k and v: the largest arrays kept
-    short = seq2seq.Tensor(np.ones((2, 3, 16, 4), np.float32), requires_grad=True)  # S = 16 = 4 hs
-    op = Attention()
-    op(q, short, short)
-    assert op.probs.shape == (2, 3, 5, 16) and op.row_max is None and op.log_sum is None
-    np.testing.assert_allclose(op.probs.sum(axis=-1), 1, rtol=1e-6)
+def test_dropout_probability_out_of_range_is_named():
+    q = np.ones((1, 1, 2, 4), np.float32)
+    with pytest.raises(seq2seq.core.errors.InputError, match="dropout probability"):
+        Attention(dropout_p=1.5, rng=np.random.default_rng(0))(q, q, q)
 
 
-def test_fully_masked_rows_backward_matches_the_reference(probabilities):
-    """A query that may see no key softmaxes to a uniform row; the recomputed probabilities must be uniform too."""
+@pytest.mark.parametrize("form", ["plain", "fused"])
+def test_fully_masked_rows_backward_matches_the_reference(form, monkeypatch):
+    """A query that may see no key softmaxes to a uniform row (the fused form recomputing its probabilities too)."""
+    import seq2seq.fast.cpu.attention as fused_attention
+    monkeypatch.setattr(fused_attention, "_KEEP_PROBABILITIES_UP_TO", 0)
     rng = np.random.default_rng(4)
     q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
     keep = np.ones((2, 1, 3, 3), bool)
@@ -122,27 +126,31 @@ def test_fully_masked_rows_backward_matches_the_reference(probabilities):
     keep[1, :, :, 2] = False
     gout = rng.standard_normal((2, 2, 3, 4)).astype(np.float32)
     grads = []
-    for attend in (lambda a, b, c: Attention(keep)(a, b, c), lambda a, b, c: attention_reference(a, b, c, keep)):
-        ts = [seq2seq.Tensor(x, requires_grad=True) for x in (q, k, v)]
-        (attend(*ts) * seq2seq.Tensor(gout)).sum().backward()
-        grads.append([t.grad for t in ts])
-    for fused, reference in zip(*grads):
-        np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-6)
+    with plain(np) if form == "plain" else contextlib.nullcontext():
+        for attend in (lambda a, b, c: Attention(keep)(a, b, c), lambda a, b, c: attention_reference(a, b, c, keep)):
+            ts = [seq2seq.Tensor(x, requires_grad=True) for x in (q, k, v)]
+            attend(*ts).backward(gout)
+            grads.append([t.grad for t in ts])
+    for got, reference in zip(*grads):
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
 
 
-# "padding" blocks keys of the last batch element only: blocks of other elements skip the mask's pass
-@pytest.mark.parametrize("kind", ["causal+padding", "padding"])
-@pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["row-by-row", "few-rows", "whole-batch"])
-@pytest.mark.parametrize("splits_from", [1 << 18, 30, 13], ids=["whole-queries", "query-halves", "query-rows"])
-def test_chunking_does_not_change_results(monkeypatch, chunk, splits_from, probabilities, kind):
-    import seq2seq.nn.attention as attention
-    rng = np.random.default_rng(4)
-    q, k, v = (rng.standard_normal((5, 2, 3, 4)) for _ in range(3))
-    keep = make_keep(np, kind, 5, 3, 3)
-    expected = attention_reference(q, k, v, keep).data
-    monkeypatch.setattr(attention, "_CHUNK", chunk)
-    # products of more than splits_from multiply-adds are cut along the queries (3 x 4 x 3 = 36 per whole product)
-    monkeypatch.setattr(attention, "_BLAS_SPLITS_FROM", splits_from)
-    monkeypatch.setattr(attention, "can_set_blas_threads", lambda: False)  # the chunks of a BLAS we can't hold
-    np.testing.assert_allclose(Attention(keep)(q, k, v).data, expected, rtol=1e-12)
-    assert check_grad(lambda q, k, v: Attention(keep, dropout_p=0.2, rng=np.random.default_rng(1))(q, k, v), q, k, v)
+@pytest.mark.parametrize("form", ["plain", "fused"])
+def test_outputs_and_gradients_keep_their_inputs_memory_layouts(xp, form):
+    """q, k, v split from [B, T, C] projections are views; the output is laid out as q (so merge_heads is a view,
+    not a copy) and each gradient as its input (so it reaches the projection as a view)."""
+    if form == "fused" and xp is not np:
+        pytest.skip("the fused form runs on NumPy only")
+    rng = np.random.default_rng(5)
+    b, t, s, nh, c = 2, 3, 4, 2, 8
+    x = seq2seq.Tensor(xp.asarray(rng.standard_normal((b, t, c), dtype=np.float32)), requires_grad=True)
+    memory = seq2seq.Tensor(xp.asarray(rng.standard_normal((b, s, c), dtype=np.float32)), requires_grad=True)
+    q, k, v = split_heads(x, nh), split_heads(memory, nh), split_heads(memory * 2.0, nh)  # [B, nh, T or S, hs]
+    with plain(xp) if form == "plain" else contextlib.nullcontext():
+        op = Attention(make_keep(xp, "padding", b, t, s))
+        out = op(q, k, v)
+    assert out.data.strides == q.data.strides
+    merged = merge_heads(out)  # [B, nh, T, hs] -> [B, T, C]
+    assert xp.shares_memory(merged.data, out.data)
+    gq, gk, gv = op.backward(xp.ones_like(out.data))
+    assert gq.strides == q.data.strides and gk.strides == k.data.strides and gv.strides == v.data.strides

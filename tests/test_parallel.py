@@ -102,14 +102,14 @@ def _run_ops(rng):
 @pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
 @pytest.mark.parametrize("block_values", [24, 100, 1 << 17])
 def test_results_are_bit_identical_for_any_blocks_and_threads(monkeypatch, threads, block_values):
-    import seq2seq.nn.attention
-    monkeypatch.setattr(seq2seq.nn.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
-    monkeypatch.setattr(seq2seq.nn.attention, "can_set_blas_threads", lambda: False)  # as where OpenBLAS can't be held
+    import seq2seq.fast.cpu.attention
+    monkeypatch.setattr(seq2seq.fast.cpu.attention, "_BLAS_SPLITS_FROM", 50)  # attention's queries in chunks of 2
+    monkeypatch.setattr(seq2seq.fast.cpu.attention, "can_set_blas_threads", lambda: False)  # OpenBLAS not held
     parallel.set_num_threads(2)
     expected = _run_ops(np.random.default_rng(0))  # default blocks, two threads
     parallel.set_num_threads(threads)
     monkeypatch.setattr(parallel, "BLOCK_VALUES", block_values)
-    monkeypatch.setattr(seq2seq.nn.attention, "_CHUNK", block_values)
+    monkeypatch.setattr(seq2seq.fast.cpu.attention, "_CHUNK", block_values)
     for got, want in zip(_run_ops(np.random.default_rng(0)), expected):
         if got.ndim == 1 and got.shape == (24,):  # gamma/beta gradients: sums over rows, added block by block
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
