@@ -25,6 +25,7 @@ def main():
     import torch  # noqa: PLC0415
 
     import seq2seq  # noqa: PLC0415
+    seq2seq.tune_cpu()  # as the command line does: OpenBLAS's idle threads sleep, malloc keeps freed memory
 
     hf, ours = bert2bert_pair()
     print(f"bert2bert-base ({ours.num_parameters() / 1e6:.0f}M parameters), float32, {machine()}, "

@@ -40,6 +40,9 @@ def main():
     args = parser.parse_args()
     import torch  # noqa: PLC0415
 
+    import seq2seq  # noqa: PLC0415
+    seq2seq.tune_cpu()  # as the command line does: OpenBLAS's idle threads sleep, malloc keeps freed memory
+
     repeats = 2 if args.quick else 3
     print(f"{machine()}, torch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"source {SRC} tokens, {NEW} new tokens, float32")

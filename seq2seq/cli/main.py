@@ -375,4 +375,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from ..fast.cpu.native import tune  # noqa: PLC0415
+    tune()  # a program's process settings: OpenBLAS's idle threads sleep, malloc keeps freed memory
     args.run(args)

@@ -14,30 +14,37 @@ and are freed as soon as the function that needs them has used them. (candle ret
 MLX returns a tree of gradients instead: a functional alternative; ``.grad`` on the tensor is the familiar one.)
 
 Under ``with no_grad():`` nothing is recorded, so inference runs through exactly the same code without keeping any
-graph alive.
+graph alive. The switch belongs to the thread that flips it, as in PyTorch: a thread generating under ``no_grad``
+leaves another thread's training step recording its graph.
 """
 import contextlib
+import threading
 import weakref
 
 from .backend import get_array_module, to_numpy
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    enabled = True  # a class attribute: what every thread sees until it sets its own
+
+
+_grad_mode = _GradMode()
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Run the body without recording a graph (inference): ``with no_grad(): logits = model(ids).logits``."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    """Run the body without recording a graph (inference): ``with no_grad(): logits = model(ids).logits``.
+    Only the calling thread stops recording."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled():
-    """True unless inside ``no_grad()``."""
-    return _grad_enabled
+    """True unless the calling thread is inside ``no_grad()``."""
+    return _grad_mode.enabled
 
 
 class Tensor:
@@ -218,7 +225,7 @@ class Function:
 
     def __call__(self, *inputs):
         inputs = [as_tensor(x) for x in inputs]
-        self.records = _grad_enabled and any(x.requires_grad for x in inputs)
+        self.records = _grad_mode.enabled and any(x.requires_grad for x in inputs)
         if self.records:
             self.needs_input_grad = tuple(x.requires_grad for x in inputs)
         ys = self.forward(*(x.data for x in inputs))

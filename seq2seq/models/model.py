@@ -73,10 +73,10 @@ class EncoderDecoderModel:
 
     def __init__(self, config, *, seed=0, backend="numpy", dtype="float32"):
         store = ParamStore(xp=xp_for(backend), dtype=check_dtype(dtype), seed=seed)
-        self._build(config, store)
+        self._build(config, store, seed=seed)
 
     # -- construction ----------------------------------------------------------------------------------------
-    def _build(self, config, store):
+    def _build(self, config, store, *, seed):
         if not isinstance(config, EncoderDecoderConfig):
             raise ConfigError(f"EncoderDecoderModel needs an EncoderDecoderConfig, got {type(config).__name__}")
         enc_cfg, dec_cfg = config.encoder, config.decoder
@@ -87,7 +87,7 @@ class EncoderDecoderModel:
             raise ConfigError(f"a {dec_cfg.model_type!r} model cannot serve as the decoder (it has no "
                               f"cross-attention here); supported decoders: {sorted(DECODERS)}")
         self.config, self.store, self.xp = config, store, store.xp
-        self.state = RunState(training=False, seed=0)
+        self.state = RunState(training=False, seed=seed)  # dropout draws from a stream of the seed
         encoder_view = store.view("encoder.")
         self.encoder = ENCODERS[enc_cfg.model_type](encoder_view, enc_cfg, self.state)
         if config.tie_encoder_decoder and enc_cfg.model_type != dec_cfg.model_type:
@@ -104,21 +104,23 @@ class EncoderDecoderModel:
         self.loading_info = {"missing_keys": list(store.missing), "unexpected_keys": store.unused()}
 
     @classmethod
-    def _from_store(cls, config, store):
+    def _from_store(cls, config, store, *, seed=0):
         model = cls.__new__(cls)
-        model._build(config, store)
+        model._build(config, store, seed=seed)
         return model
 
     @classmethod
-    def from_pretrained(cls, path, *, backend="numpy", dtype="float32"):
-        """Load a directory saved by transformers' (or this) ``EncoderDecoderModel.save_pretrained``."""
+    def from_pretrained(cls, path, *, backend="numpy", dtype="float32", seed=0):
+        """Load a directory saved by transformers' (or this) ``EncoderDecoderModel.save_pretrained``; ``seed``
+        seeds dropout (and any parameter the checkpoint lacks)."""
         config = load_config(path)
         if not isinstance(config, EncoderDecoderConfig):
             raise ConfigError(f"{path} holds a {config.model_type!r} checkpoint, not an encoder-decoder one; "
                               "use EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_dir, decoder_dir)")
         dtype = check_dtype(dtype)
-        store = ParamStore(load_state_dict(path, dtype=dtype), xp=xp_for(backend), dtype=dtype, source=str(path))
-        model = cls._from_store(config, store)
+        store = ParamStore(load_state_dict(path, dtype=dtype), xp=xp_for(backend), dtype=dtype, seed=seed,
+                           source=str(path))
+        model = cls._from_store(config, store, seed=seed)
         gen_file = os.path.join(path, "generation_config.json")
         if os.path.exists(gen_file):
             model.generation_config = GenerationConfig.from_json_file(gen_file)
@@ -141,7 +143,7 @@ class EncoderDecoderModel:
         tensors.update({f"decoder.{k}": v for k, v in load_state_dict(decoder_path, dtype=dtype).items()})
         store = ParamStore(tensors, xp=xp_for(backend), dtype=dtype, seed=seed,
                            source=f"{encoder_path} + {decoder_path}")
-        model = cls._from_store(config, store)
+        model = cls._from_store(config, store, seed=seed)
         _warn_loading(model.loading_info, f"{encoder_path} (encoder) and {decoder_path} (decoder)")
         return model
 

@@ -14,11 +14,15 @@ from .weights import normal, ones, zeros
 
 
 class RunState:
-    """Training flag and dropout random generator, shared by every layer of one model."""
+    """Training flag and dropout random generator, shared by every layer of one model.
+
+    The generator is a stream of its own under ``seed``, a child of it (``SeedSequence.spawn``): the model's
+    random parameters draw from ``seed`` itself (``ParamStore``), and dropout's masks should not repeat those draws.
+    """
 
     def __init__(self, *, training=False, seed=0):
         self.training = training
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
 
 
 class Linear:

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..core.backend import to_numpy
 from ..core.errors import CheckpointNotFoundError, InputError
+from ..fast.cpu.native import tune
 from ..models.checkpoint import load_state_dict
 from ..nn.functional import check_label_smoothing
 from .console import Progress, StopRequests, plot_history
@@ -86,11 +87,14 @@ class Trainer:
         self.stream = sys.stderr if stream is None else stream
         if validation_data is not None and args.eval_examples > 0:
             load_rouge()  # fail now, not after an hour of training, when rouge-score is missing
+        tune()  # training is a program of its own: OpenBLAS's idle threads sleep, malloc keeps freed memory
         self.batches = BatchIterator(train_data, batch_size=args.batch_size, seed=args.seed)
         self.optimizer = AdamW(param_groups(model, args.weight_decay), lr=args.lr)
         self.total_steps = self._total_steps()
         self.schedule = LinearSchedule(self.optimizer, args.warmup_steps, self.total_steps)
-        model.state.rng = np.random.default_rng(args.seed)  # dropout's draws: seeded, and saved in checkpoints
+        # dropout's draws: from the run's seed, whatever seed the model was built with (so a run is set by its
+        # arguments alone), and saved in checkpoints
+        model.state.rng = np.random.default_rng(args.seed)
         self.step = 0
         self.stopped_by = None  # the signal that ended the last train() early, if one did
         # train_seconds: the time spent in training steps, summed over every chunk of a resumed run (evaluations and

@@ -2,54 +2,91 @@
 
 NumPy hands its matrix products to OpenBLAS and takes its array memory from ``malloc``. Both libraries have
 defaults made for other programs than a training loop; this file adjusts them through ``ctypes`` and does nothing
-where a library is not there (macOS, musl, a NumPy built on MKL or Accelerate). One more OpenBLAS setting,
-``OPENBLAS_THREAD_TIMEOUT``, is made in ``__init__.py``: OpenBLAS reads it once, when NumPy loads it.
+where a library is not there (macOS, musl, a NumPy built on MKL or Accelerate). Importing the package changes
+neither: settings of the whole process are something a program asks for, by calling ``tune()`` (also
+``seq2seq.tune_cpu()``) once at its start, as the command line and the ``Trainer`` do. What each setting is worth
+was measured: benchmarks/RESULTS.md.
 
-**OpenBLAS's threads.** OpenBLAS splits a product of more than 2^18 multiply-adds over threads of its own. Inside
-``parallel.for_each_block`` blocks (attention's products, one small one per head), those threads would compete with
-ours for the same cores. ``blas_one_thread()`` holds OpenBLAS to one thread while the blocks run, by its
-``openblas_set_num_threads`` (about half a microsecond a call), and tells where it can't (see
-``attention._query_chunks`` for what is done then).
+**OpenBLAS's idle threads.** After a product, OpenBLAS's worker threads spin for 2^28 cycles (about a tenth of a
+second) before they sleep, on the very cores that the elementwise work right after it (``parallel.py``) wants.
+``OPENBLAS_THREAD_TIMEOUT=4`` lets them sleep after 2^4 cycles. OpenBLAS reads that variable once, when NumPy loads
+it (before any code here runs: importing the package imports NumPy), and its threads take the value when they
+start. So ``tune()`` sets the variable for a moment, has OpenBLAS read its environment again
+(``openblas_read_env``) and, when the value changed, stops its threads (``blas_thread_shutdown_``, what OpenBLAS
+itself does before a ``fork``); the next product starts them again, with the new timeout. A value the user set is
+kept, and the environment is left as it was found.
+
+**OpenBLAS's thread count.** OpenBLAS splits a product of more than 2^18 multiply-adds over threads of its own.
+Inside ``parallel.for_each_block`` blocks (attention's products, one small one per head), those threads would
+compete with ours for the same cores. ``blas_one_thread()`` holds OpenBLAS to one thread while the blocks run, by
+its ``openblas_set_num_threads`` (a cheap call), and tells where it can't (see ``attention._query_chunks`` for what
+is done then).
 
 **malloc.** glibc serves an allocation from 128 KiB up with a fresh ``mmap`` and gives it back to the kernel on
 ``free``; it raises that threshold as it sees such blocks freed (up to 32 MiB), but keeps trimming the top of the
 heap. A training step allocates and frees a few hundred MiB of activations and gradients, so every step touches
-fresh pages, and each first touch is a page fault in which the kernel zeroes a 4 KiB page. Measured on 2 AVX2
-cores, MiniLM bert2bert at batch 16 x 128 tokens: ~60,000 page faults and ~0.4 s of system time a step (3.4 s).
-``keep_freed_memory()`` sets glibc's ``M_MMAP_MAX`` to 0, so no block is served by a mapping of its own (glibc still
-maps memory when the heap cannot grow), and ``M_TRIM_THRESHOLD`` to 2 GiB: memory a step frees stays in the process
-for the next step. ``M_MMAP_THRESHOLD`` alone (at most 32 MiB) is not enough: the vocabulary-sized arrays (logits
-and their gradient, 512 x 30,522 floats = 62 MB; the tied embedding's gradient, 47 MB) are larger, still fresh
-pages every step, and faulting them in from two threads at once is slow: softmax-cross-entropy's backward took
-0.1 s with a fresh gradient against 0.017 s with a reused one. Measured, median of steps 3-10 (2 AVX2 cores,
-2026-12-05):
-
-    a step at batch x source/target   M_MMAP_THRESHOLD = 32 MiB (before)      M_MMAP_MAX = 0 (this)
-    16 x 128/32                       2.11 s, 1,700-2,200 faults, 0.12 s sys   2.08 s, 5 faults, 0.06 s sys
-    64 x 64/24                        4.89 s, 1,414 faults, 0.98 s sys         4.26 s (-13%), 6 faults, 0.10 s sys
-
-The price: memory freed is not handed back to the system while the process runs (the peak stays the same: 2,088
-MiB against 2,097 with the 32 MiB threshold at 64 x 64/24). ``import seq2seq`` calls it, unless
-``SEQ2SEQ_SYSTEM_MALLOC=1`` is set; it changes only how later allocations are served.
+fresh pages, and each first touch is a page fault in which the kernel zeroes a 4 KiB page. ``keep_freed_memory()``
+sets glibc's ``M_MMAP_MAX`` to 0, so no block is served by a mapping of its own (glibc still maps memory when the
+heap cannot grow), and ``M_TRIM_THRESHOLD`` to 2 GiB: memory a step frees stays in the process for the next step.
+``M_MMAP_THRESHOLD`` alone (at most 32 MiB) is not enough: the vocabulary-sized arrays (logits and their gradient,
+512 x 30,522 floats = 62 MB; the tied embedding's gradient, 47 MB) are larger, still fresh pages every step, and
+faulting them in from two threads at once is slow. The price: memory freed is not handed back to the system while
+the process runs (the peak stays about the same). ``SEQ2SEQ_SYSTEM_MALLOC=1`` keeps glibc's defaults; the setting
+changes only how later allocations are served.
 """
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import os
+import sys
 import threading
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 _TRIM_THRESHOLD = (1 << 31) - 1  # 2 GiB, the largest value mallopt's int takes
+BLAS_THREAD_TIMEOUT = "4"  # OPENBLAS_THREAD_TIMEOUT: idle OpenBLAS threads spin 2^4 cycles, then sleep
 
 _blas_lock = threading.Lock()
 _blas_users = 0  # callers inside blas_one_thread() right now
 _blas_saved = None  # OpenBLAS's thread count before the first of them
-_blas_calls = None  # (get_num_threads, set_num_threads) of NumPy's OpenBLAS; () when there is none; None: not looked up
+_openblas = None  # (library, get_num_threads, set_num_threads) of NumPy's OpenBLAS; () when none; None: not looked up
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """What ``tune()`` put in force; ``notes`` says, in words, why a setting is not."""
+
+    keeps_freed_memory: bool  # glibc's malloc keeps the memory a step frees (keep_freed_memory)
+    blas_thread_timeout: int | None  # OPENBLAS_THREAD_TIMEOUT as OpenBLAS now holds it; None: no OpenBLAS to set
+    notes: tuple = ()
+
+
+def tune():
+    """Set this process's native libraries for training and generation: OpenBLAS's idle threads sleep at once, and
+    glibc's malloc keeps freed memory (see the module's docstring). Returns a ``Tuning``; calling it again is cheap.
+
+    Call it at the start of a program, before other threads run matrix products: the first call restarts OpenBLAS's
+    threads (unless the timeout was in the environment when the program started), which must not happen under a
+    product running on another thread.
+    """
+    notes = []
+    keeps = keep_freed_memory()
+    if not keeps:
+        notes.append("malloc: SEQ2SEQ_SYSTEM_MALLOC is set" if _system_malloc_wanted() else
+                     "malloc: not glibc's (no mallopt)")
+    timeout, why_not = _set_blas_thread_timeout()
+    if why_not:
+        notes.append(f"OpenBLAS thread timeout: {why_not}")
+    return Tuning(keeps_freed_memory=keeps, blas_thread_timeout=timeout, notes=tuple(notes))
+
+
+def _system_malloc_wanted():
+    return os.environ.get("SEQ2SEQ_SYSTEM_MALLOC", "") not in ("", "0")
 
 
 def keep_freed_memory():
     """Make glibc's malloc keep freed memory for reuse (see the module's docstring); True when it could."""
-    if os.environ.get("SEQ2SEQ_SYSTEM_MALLOC", "") not in ("", "0"):
+    if _system_malloc_wanted():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -60,25 +97,55 @@ def keep_freed_memory():
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
-def _openblas_calls():
-    """OpenBLAS's thread-count getter and setter, from the shared library this process has loaded, or ``()``.
+def _set_blas_thread_timeout():
+    """Put ``OPENBLAS_THREAD_TIMEOUT`` (the user's value, else 4) in force in NumPy's OpenBLAS, loaded and running;
+    returns (the value OpenBLAS now holds, or None; why it could not be set, or None)."""
+    found = _find_openblas()
+    if not found:
+        return None, "NumPy's BLAS is not an OpenBLAS that this process can find"
+    timeout, read_env, shutdown = (getattr(found[0], name, None) for name in
+                                   ("openblas_thread_timeout", "openblas_read_env", "blas_thread_shutdown_"))
+    if timeout is None or read_env is None or shutdown is None:
+        return None, "this OpenBLAS lacks openblas_thread_timeout, openblas_read_env or blas_thread_shutdown_"
+    timeout.restype, read_env.restype = ctypes.c_uint, None
+    with _blas_lock:
+        before = timeout()
+        if _blas_users:  # our blocks are running products on other threads: stopping OpenBLAS's is not safe
+            return before, "OpenBLAS was busy on other threads; call tune() before starting them"
+        with _environment_default("OPENBLAS_THREAD_TIMEOUT", BLAS_THREAD_TIMEOUT):
+            read_env()  # OpenBLAS's settings, read from the environment again (it read them once, at load)
+        now = timeout()
+        if now != before:
+            # Its threads took the old timeout when they started: stop them; the next product starts them again
+            shutdown()
+    return now, None
+
+
+@contextlib.contextmanager
+def _environment_default(name, value):
+    """Within the block, ``os.environ[name]`` is ``value`` unless it was set already; afterwards, as it was."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
+def _find_openblas():
+    """NumPy's OpenBLAS, from the shared library this process has loaded: (library, get_num_threads,
+    set_num_threads), or ``()``.
 
     The names differ by build: ``openblas_*`` in a system OpenBLAS, ``scipy_openblas_*64_`` in the copy that NumPy's
     wheels bundle (64-bit integers, renamed so as not to clash with another OpenBLAS in the same process).
     """
-    global _blas_calls
-    if _blas_calls is None:
-        import numpy  # noqa: F401, PLC0415 - loads the OpenBLAS to look for (and after OPENBLAS_THREAD_TIMEOUT is set)
-        _blas_calls = ()
-        try:
-            with open("/proc/self/maps") as maps:  # what is mapped into this process: 5 fields, then a path
-                mapped = {fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6}
-            # NumPy's own copy first (wheels keep it in numpy.libs/), should another package have loaded one too
-            paths = sorted((path for path in mapped if "openblas" in os.path.basename(path).lower()),
-                           key=lambda path: ("numpy" not in path, path))
-        except OSError:  # not Linux
-            paths = []
-        for path in paths:
+    global _openblas
+    if _openblas is None:
+        import numpy  # noqa: F401, PLC0415 - loads the OpenBLAS to look for (where nothing has yet)
+        _openblas = ()
+        for path in _mapped_openblas_paths():
             try:
                 library = ctypes.CDLL(path)  # already loaded: this only finds it again
             except OSError:
@@ -88,9 +155,28 @@ def _openblas_calls():
                 setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
                 if getter is not None and setter is not None:
                     getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _blas_calls = (getter, setter)
-                    return _blas_calls
-    return _blas_calls
+                    _openblas = (library, getter, setter)
+                    return _openblas
+    return _openblas
+
+
+def _mapped_openblas_paths():
+    """The OpenBLAS libraries mapped into this process, NumPy's own copy first (wheels keep it in numpy.libs/)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        with open("/proc/self/maps") as maps:  # what is mapped into this process: 5 fields, then a path
+            mapped = {fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6}
+    except OSError:
+        return []
+    return sorted((path for path in mapped if "openblas" in os.path.basename(path).lower()),
+                  key=lambda path: ("numpy" not in path, path))
+
+
+def _openblas_calls():
+    """OpenBLAS's thread-count getter and setter, or ``()``."""
+    found = _find_openblas()
+    return found[1:] if found else ()
 
 
 def can_set_blas_threads():
