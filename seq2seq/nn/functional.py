@@ -102,15 +102,15 @@ class LayerNorm(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        need_x, need_gamma, need_beta = self.needs_input_grad
         if fast_cpu.enabled(xp):
             return fast_layer_norm.layer_norm_backward(gy, self.x, self.mean, self.rstd, self.gamma,
                                                        needs=self.needs_input_grad)
+        need_x, need_gamma, need_beta = self.needs_input_grad
         xhat = (self.x - self.mean) * self.rstd  # [..., C]
         c = xhat.shape[-1]
         gx = ggamma = gbeta = None
         if need_x:
-            g = gy * self.gamma
+            g = gy * self.gamma  # term 1
             term2 = g.mean(axis=-1, keepdims=True)  # [..., 1]
             term3 = xhat * (g * xhat).mean(axis=-1, keepdims=True)
             gx = (g - term2 - term3) * self.rstd
