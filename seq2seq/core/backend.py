@@ -111,7 +111,7 @@ def to_backend(x, backend):
 def erf_float64(x):
     """erf in float64 (for gradient checks): ``math.erf`` elementwise on NumPy, CuPy's own special function on GPU.
 
-    The fast float32 approximation lives in activations.py; this exact one is slow on the CPU and meant for tests.
+    The float32 approximation lives in special.py; this exact one is slow on the CPU and meant for tests.
     """
     if get_array_module(x) is np:
         return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype)

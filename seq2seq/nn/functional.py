@@ -1,9 +1,14 @@
-"""Fused neural-network ops with hand-derived backward passes.
-
-Each of these could be composed from the primitives in ``ops.py``, and the gradients would come for free. They
-are fused instead because they run on the largest arrays in the model, where every extra pass over memory costs
-time, and because their derivatives are worth reading written out: linear, layer norm, masked softmax,
+"""Neural-network ops with hand-derived backward passes: linear, layer norm, masked softmax,
 softmax-cross-entropy, embedding lookup and dropout.
+
+Each of these could be composed from the primitives in ``ops.py``, and the gradients would come for free. They are
+written as ``Function``s instead because their derivatives are worth reading written out, and because they run on
+the largest arrays in the model, where every extra pass over memory costs time.
+
+Each op here is its plain form: a few lines of ``xp`` math, the definition of the op and what CuPy runs. Linear,
+layer norm and cross-entropy also have a fused CPU form (``fast/cpu/``: blockwise, in place, on every core), taken
+on NumPy through one explicit branch, ``if fast_cpu.enabled(xp):``. Both forms keep the same state for backward,
+so either backward can follow either forward.
 
 Shapes use: B batch, T query length, S key length, C channels (hidden size), V vocabulary, N = B * T rows.
 
@@ -15,9 +20,10 @@ import numpy as np
 from ..core.autograd import Function
 from ..core.backend import get_array_module, memory_order
 from ..core.errors import InputError
-from ..fast.cpu.parallel import as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
-
-_FEW_ROWS = 64  # up to this many rows, Linear multiplies in the order that is faster for thin inputs
+from ..fast import cpu as fast_cpu
+from ..fast.cpu import cross_entropy as fast_cross_entropy
+from ..fast.cpu import layer_norm as fast_layer_norm
+from ..fast.cpu import linear as fast_linear
 
 
 class Linear(Function):
@@ -26,65 +32,54 @@ class Linear(Function):
     ``in_out=True`` takes W stored ``[in, out]`` instead (y = x W + b): GPT-2's ``Conv1D`` layout. Why GPT-2
     differs: its weights come from OpenAI's TensorFlow code, which multiplies on the right; transformers kept the
     layout so the original checkpoints load unchanged.
+
+    The fused CPU form (``fast/cpu/linear.py``) orders the products for thin inputs, adds the bias on every core,
+    and makes the weight's gradient in the weight's memory order. That last point is about memory layout, but it
+    serves only the CPU's blockwise optimizer update (which reads a gradient laid out as its parameter without a
+    copy); the plain form's gradient is C-ordered, and the plain update takes any layout.
     """
 
     def __init__(self, *, in_out=False):
         self.in_out = in_out
 
     def forward(self, x, weight, bias=None):
+        xp = get_array_module(x)
         self.x, self.weight = x, weight
-        w = weight if self.in_out else weight.T  # [in, out]
-        x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM instead of a loop over batches
-        if x2.shape[0] <= _FEW_ROWS and weight.flags.c_contiguous:
-            # Why: for the few rows of a decode step, OpenBLAS computes (x W)^T = W^T x^T markedly faster than x W
-            # (one bert-base layer, 4 rows: 1.3 ms instead of 2.2 ms); the transpose of the result is only a view.
-            y = (w.T @ x2.T).T  # [out, in] @ [in, N] -> [out, N] -> [N, out]
+        out = weight.shape[1] if self.in_out else weight.shape[0]
+        x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large product instead of a loop over batches
+        if fast_cpu.enabled(xp):
+            y = fast_linear.linear_forward(x2, weight, bias, in_out=self.in_out)
         else:
+            w = weight if self.in_out else weight.T  # [in, out]
             y = x2 @ w  # [N, in] @ [in, out] -> [N, out]
-        if bias is not None and y.flags.c_contiguous:  # in blocks of rows on every core (parallel.py)
-            xp = get_array_module(y)
-            for_each_block(lambda rows: xp.add(y[rows], bias, out=y[rows]), *y.shape, xp=xp)
-        elif bias is not None:  # the transposed result of a few rows: small
-            y += bias
-        return y.reshape(*x.shape[:-1], w.shape[1])  # [N, out] -> [..., out]
+            if bias is not None:
+                y += bias
+        return y.reshape(*x.shape[:-1], out)  # [N, out] -> [..., out]
 
     def backward(self, gy):
         xp = get_array_module(gy)
         gy2 = gy.reshape(-1, gy.shape[-1])  # [..., out] -> [N, out]
-        w = self.weight if self.in_out else self.weight.T  # [in, out]
-        gx = gw = gb = None
-        if self.needs_input_grad[0]:
-            gx = (gy2 @ w.T).reshape(self.x.shape)  # [N, out] @ [out, in] -> [..., in]
-        if self.needs_input_grad[1]:
-            x2 = self.x.reshape(-1, self.x.shape[-1])
-            if memory_order(self.weight) == "F":
-                # Why: the gradient is made in the weight's memory order (a column-major tied LM-head table, see
-                # layers.lm_head_layout), so that the optimizer's blockwise update reads it as it is, not a copy.
-                # Written through its transpose, a C-ordered view, so gw owns its memory (no view to copy later).
-                gw = xp.empty(self.weight.shape, dtype=gy2.dtype, order="F")
-                if self.in_out:
-                    xp.matmul(gy2.T, x2, out=gw.T)  # [out, N] @ [N, in] -> [out, in]
-                else:
-                    xp.matmul(x2.T, gy2, out=gw.T)  # [in, N] @ [N, out] -> [in, out]
-            else:
-                gw = x2.T @ gy2 if self.in_out else gy2.T @ x2  # [in, out] or [out, in], as stored
-        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            # the sum over rows as a matrix-vector product: BLAS runs it on every core, 2-5x faster than .sum(0)
-            gb = gy2.T @ xp.ones(gy2.shape[0], dtype=gy2.dtype)  # [out, N] @ [N] -> [out]
+        x2 = self.x.reshape(-1, self.x.shape[-1])  # [..., in] -> [N, in]
+        needs = tuple(self.needs_input_grad) + (False,) * (3 - len(self.needs_input_grad))  # (x, weight, bias)
+        if fast_cpu.enabled(xp):
+            gx2, gw, gb = fast_linear.linear_backward(gy2, x2, self.weight, in_out=self.in_out, needs=needs)
+        else:
+            w = self.weight if self.in_out else self.weight.T  # [in, out]
+            gx2 = gy2 @ w.T if needs[0] else None  # [N, out] @ [out, in] -> [N, in]
+            gw = (x2.T @ gy2 if self.in_out else gy2.T @ x2) if needs[1] else None  # [in, out] or [out, in]
+            gb = gy2.sum(axis=0) if needs[2] else None  # [N, out] -> [out]
+        gx = None if gx2 is None else gx2.reshape(self.x.shape)  # [N, in] -> [..., in]
         return gx, gw, gb
 
 
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as torch).
 
-    Both passes run on blocks of rows (``parallel.for_each_block``): each row is normalised on its own, so the
-    blocks are independent; the gradients of gamma and beta are sums over rows, added up block by block in order.
-    Why the sums along rows are ``vecdot``s (``parallel.row_dots``) and the sums over rows ``ones @ rows``: NumPy's
-    reduction along a short last axis pays a start-up per row, and the rows here are only C values long; ``vecdot``
-    takes the mean of a [341, 384] block in 9 us instead of 29 (``mean(axis=-1)``; one Xeon core), and the variance
-    without writing the squares out. (BLAS's gemv, ``rows @ ones``, is faster still, but rounds a row differently
-    by where it falls in the block: a row's result must not depend on the block size. The column sums are per-block
-    partial sums anyway.)
+    Backward, with xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) and g = gy * gamma, is three terms
+    (llm.c's layout): term 1, g itself; term 2, its mean (the mean was subtracted); term 3, xhat times
+    mean(g * xhat) (the variance depends on x too); gx = rstd * (term 1 - term 2 - term 3). gamma's and beta's
+    gradients are sums over rows. The fused CPU form (``fast/cpu/layer_norm.py``) runs both passes on blocks of
+    rows on every core.
     """
 
     def __init__(self, eps):
@@ -92,29 +87,14 @@ class LayerNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        x = xp.ascontiguousarray(x)
-        y = xp.empty(x.shape, dtype=x.dtype)
-        x2, y2 = as_rows(x), as_rows(y)  # [..., C] -> [N, C] views
-        c = x2.shape[1]
-        mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
-        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
-        averaging = xp.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
-
-        def block(rows):
-            xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
-            mb[:, 0] = row_dots(xp, xb, averaging)  # the rows' means, [n]
-            xp.subtract(xb, mb, out=yb)  # centred
-            rb[:, 0] = row_dots(xp, yb, yb)  # sum of squares, [n]
-            rb *= 1.0 / c  # biased variance
-            rb += self.eps
-            xp.sqrt(rb, out=rb)
-            xp.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
-            yb *= rb  # normalised: xhat
-            yb *= gamma
-            yb += beta
-
-        with blas_on_calling_threads(xp):
-            for_each_block(block, *x2.shape, xp=xp)
+        if fast_cpu.enabled(xp):
+            y, mean, rstd = fast_layer_norm.layer_norm_forward(x, gamma, beta, self.eps)
+        else:
+            mean = x.mean(axis=-1, keepdims=True)  # [..., C] -> [..., 1]
+            centred = x - mean
+            var = (centred * centred).mean(axis=-1, keepdims=True)  # [..., 1]
+            rstd = 1.0 / xp.sqrt(var + self.eps)
+            y = centred * rstd * gamma + beta
         # Why keep x, mean and rstd rather than xhat: the graph holds x anyway, so xhat would be one more array of
         # the activations' size per LayerNorm; backward rebuilds it in one pass.
         self.x, self.mean, self.rstd, self.gamma = x, mean, rstd, gamma
@@ -122,49 +102,23 @@ class LayerNorm(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
+        if fast_cpu.enabled(xp):
+            return fast_layer_norm.layer_norm_backward(gy, self.x, self.mean, self.rstd, self.gamma,
+                                                       needs=self.needs_input_grad)
         need_x, need_gamma, need_beta = self.needs_input_grad
-        gy2, x2 = as_rows(xp.ascontiguousarray(gy)), as_rows(self.x)  # [N, C]
-        c = x2.shape[1]
-        gx = xp.empty(self.x.shape, dtype=gy.dtype) if need_x else None
-        gx2 = None if gx is None else as_rows(gx)
-        averaging = xp.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
-        ones = xp.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
-
-        def block(rows):
-            gyb, mean, rstd = gy2[rows], self.mean[rows], self.rstd[rows]
-            xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
-            xp.subtract(x2[rows], mean, out=xhat)
-            xhat *= rstd
-            gamma_part = ones[rows] @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
-            beta_part = ones[rows] @ gyb if need_beta else None  # [C]
-            if need_x:
-                # With g = gy * gamma, the gradient through the normalisation has three terms (llm.c's layout):
-                # term 1: g itself; term 2: minus its mean (the mean was subtracted);
-                # term 3: minus xhat times mean(g * xhat) (the variance depends on x too); all scaled by rstd.
-                gxb = gx2[rows]
-                xp.multiply(gyb, self.gamma, out=g)
-                g_mean = row_dots(xp, g, averaging)[:, None]  # [n, 1]
-                gx_mean = row_dots(xp, g, xhat)[:, None]  # [n, 1]
-                gx_mean *= 1.0 / c
-                xp.subtract(g, g_mean, out=gxb)
-                xhat *= gx_mean
-                gxb -= xhat
-                gxb *= rstd
-            return gamma_part, beta_part
-
-        with blas_on_calling_threads(xp):
-            parts = for_each_block(block, *gy2.shape, xp=xp)
-        ggamma = _sum_parts([gamma for gamma, _ in parts]) if need_gamma else None
-        gbeta = _sum_parts([beta for _, beta in parts]) if need_beta else None
+        xhat = (self.x - self.mean) * self.rstd  # [..., C]
+        c = xhat.shape[-1]
+        gx = ggamma = gbeta = None
+        if need_x:
+            g = gy * self.gamma  # term 1
+            term2 = g.mean(axis=-1, keepdims=True)  # [..., 1]
+            term3 = xhat * (g * xhat).mean(axis=-1, keepdims=True)
+            gx = (g - term2 - term3) * self.rstd
+        if need_gamma:
+            ggamma = (gy * xhat).reshape(-1, c).sum(axis=0)  # [N, C] -> [C]
+        if need_beta:
+            gbeta = gy.reshape(-1, c).sum(axis=0)  # [N, C] -> [C]
         return gx, ggamma, gbeta
-
-
-def _sum_parts(parts):
-    """Per-block partial sums added up in block order (a fixed order: the same result on any number of threads)."""
-    total = parts[0].copy()
-    for part in parts[1:]:
-        total += part
-    return total
 
 
 class MaskedSoftmax(Function):
@@ -211,8 +165,8 @@ class CrossEntropy(Function):
     """Mean over the non-ignored rows of -log softmax(logits)[label]; rows labelled ``ignore_index`` are skipped.
 
     logits ``[N, V]`` (any float dtype; computed in float32 at least), labels ``[N]`` integers. When every row is
-    ignored the mean is 0/0 = NaN, as in torch. The ``[N, V]`` work runs on blocks of rows (one row = one
-    position's softmax over the vocabulary).
+    ignored the mean is 0/0 = NaN, as in torch. The fused CPU form (``fast/cpu/cross_entropy.py``) runs the
+    ``[N, V]`` work on blocks of rows (one row = one position's softmax over the vocabulary).
 
     ``label_smoothing`` eps aims each row at (1 - eps) on its label plus eps spread evenly over the vocabulary, as
     ``torch.nn.functional.cross_entropy(label_smoothing=eps)`` and transformers' Trainer
@@ -233,22 +187,15 @@ class CrossEntropy(Function):
             raise InputError(f"label {int(labels[bad][0])} is outside the vocabulary [0, {v}) "
                              f"(use {self.ignore_index} to ignore a position)")
         x = xp.ascontiguousarray(logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False))
-        m = xp.empty((n, 1), dtype=x.dtype)  # row maxima, [N, 1]
-        # log-sum-exp minus the max, [N, 1]; m is kept apart: m + log_sum rounded at |m| = 1000 loses 6e-5
-        log_sum = xp.empty((n, 1), dtype=x.dtype)
-        mean_shifted = xp.empty((n, 1), dtype=x.dtype) if self.eps else None  # mean_j(x_j) - max, [N, 1]
-
-        def block(rows):
-            xb = x[rows]
-            xp.max(xb, axis=-1, keepdims=True, out=m[rows])
-            (shifted,) = scratch(xp, xb.shape, xb.dtype, name="cross_entropy")
-            xp.subtract(xb, m[rows], out=shifted)
-            if mean_shifted is not None:
-                xp.mean(shifted, axis=-1, keepdims=True, out=mean_shifted[rows])
-            xp.exp(shifted, out=shifted)
-            xp.log(shifted.sum(axis=-1, keepdims=True), out=log_sum[rows])
-
-        for_each_block(block, n, v, xp=xp)
+        # m: the row maxima; log_sum: log sum_j exp(x_j - m), kept apart from m (m + log_sum rounded at
+        # |m| = 1000 loses 6e-5); mean_shifted: mean_j(x_j) - m, for smoothing. Each [N, 1].
+        if fast_cpu.enabled(xp):
+            m, log_sum, mean_shifted = fast_cross_entropy.softmax_statistics(x, with_mean=bool(self.eps))
+        else:
+            m = x.max(axis=-1, keepdims=True)  # [N, V] -> [N, 1]
+            shifted = x - m  # the largest exponent becomes 0: no overflow
+            log_sum = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+            mean_shifted = shifted.mean(axis=-1, keepdims=True) if self.eps else None
         safe = xp.where(valid, labels, 0)
         picked = x[xp.arange(n), safe] - m[:, 0]  # the label's logit minus the max, [N]
         self.x, self.m, self.log_sum, self.safe, self.valid, self.dtype = x, m, log_sum, safe, valid, logits.dtype
@@ -265,20 +212,16 @@ class CrossEntropy(Function):
         n, v = self.x.shape
         # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
         weight = (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N, 1]
-        p = xp.empty(self.x.shape, dtype=self.x.dtype)  # the gradient, [N, V]
-
-        def block(rows):
-            pb = p[rows]
-            xp.subtract(self.x[rows], self.m[rows], out=pb)  # softmax, recomputed instead of kept: it is [N, V]
-            pb -= self.log_sum[rows]
-            xp.exp(pb, out=pb)
-            # d(-log p_label)/dx = p - onehot(label); with smoothing p - (1 - eps) onehot(label) - eps / V
-            pb[xp.arange(pb.shape[0]), self.safe[rows]] -= 1 - self.eps
+        # d(-log p_label)/dx = p - onehot(label); with smoothing p - (1 - eps) onehot(label) - eps / V
+        if fast_cpu.enabled(xp):
+            p = fast_cross_entropy.cross_entropy_grad(self.x, self.m, self.log_sum, self.safe, weight,
+                                                      smoothing=self.eps)
+        else:
+            p = xp.exp(self.x - self.m - self.log_sum)  # softmax, recomputed instead of kept: it is [N, V]
+            p[xp.arange(n), self.safe] -= 1 - self.eps
             if self.eps:
-                pb -= self.eps / v
-            pb *= weight[rows]
-
-        for_each_block(block, n, v, xp=xp)
+                p -= self.eps / v
+            p *= weight
         return p.astype(self.dtype, copy=False)  # float16 logits get a float16 gradient
 
 

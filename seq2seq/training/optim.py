@@ -25,18 +25,14 @@ has the same number of tokens that are not -100; otherwise weight each loss by i
 import numpy as np
 
 from ..core.autograd import Tensor
-from ..core.backend import get_array_module, memory_order
-from ..fast.cpu.parallel import for_each_block, scratch
-
-
-def _flat(array, order):
-    """``array`` as 1-D in memory order ``order`` ("C" or "F"): a view for an array contiguous in that order."""
-    return array.reshape(-1, order=order)
+from ..core.backend import get_array_module
+from ..fast import cpu as fast_cpu
+from ..fast.cpu import optim as fast_optim
 
 
 def _copy_like(param, value, position, name):
     """A copy of a saved state array in the parameter's dtype, device and memory layout (a column-major table
-    keeps column-major moments, so the blockwise update sees them as views in the same order as the table)."""
+    keeps column-major moments, so the CPU's blockwise update sees them as views in the same order as the table)."""
     xp = get_array_module(param)
     value = xp.asarray(value)
     if value.shape != param.shape:
@@ -184,39 +180,23 @@ class AdamW(Optimizer):
 
                 bias_correction1 = 1 - beta1 ** t
                 bias_correction2 = 1 - beta2 ** t
-                step_size = lr / bias_correction1
-                # Why in blocks: the update makes about a dozen passes over p, g, m and v; done a block at a time
-                # they run in the CPU cache, on every core (parallel.py), instead of streaming the whole tensors
-                # from memory each time. The blocks follow p's memory order (the tied LM-head table is column-major);
-                # p, m and v are flattened as views, so the update lands in them.
-                order = memory_order(p.data)
-                fp, fm, fv = (_flat(a, order) for a in (p.data, m, v))
                 hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
-                         "step_size": step_size, "bias_correction2": bias_correction2}
-                if all(xp.may_share_memory(f, a) for f, a in ((fp, p.data), (fm, m), (fv, v))):
-                    fg = _flat(g, order)  # a copy only when g's layout differs from p's
-                    for_each_block(lambda rows: self._update_block(xp, fp[rows], fg[rows], fm[rows], fv[rows],
-                                                                   **hyper), fp.size, 1, xp=xp)
-                else:  # not contiguous (never for parameters the engine makes): one block, on the arrays themselves
-                    self._update_block(xp, p.data, g, m, v, **hyper)
+                         "step_size": lr / bias_correction1, "bias_correction2": bias_correction2}
+                if fast_cpu.enabled(xp):  # the same arithmetic in blocks, on every core (fast/cpu/optim.py)
+                    fast_optim.adamw_update(p.data, g, m, v, **hyper)
+                else:
+                    _adamw_update(p.data, g, m, v, **hyper)
 
-    def _update_block(self, xp, p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
-        """torch.optim.AdamW's arithmetic, in torch's order, in place on views of one block of a parameter."""
-        (tmp,) = scratch(xp, p.shape, p.dtype, name="adamw")  # one reused buffer, not a temporary per operation
-        if weight_decay != 0:
-            p *= 1 - lr * weight_decay
-        xp.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)
-        tmp *= 1 - beta1
-        m += tmp
-        v *= beta2  # v = beta2 v + (1 - beta2) g^2
-        xp.multiply(g, 1 - beta2, out=tmp)
-        tmp *= g
-        v += tmp
-        xp.sqrt(v, out=tmp)  # denom = sqrt(v) / sqrt(bias_correction2) + eps
-        tmp /= bias_correction2 ** 0.5
-        tmp += eps
-        xp.divide(step_size * m, tmp, out=tmp)  # p -= step_size m / denom
-        p -= tmp
+
+def _adamw_update(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
+    """torch.optim.AdamW's arithmetic, in torch's order, in place on the parameter ``p`` and its moments."""
+    if weight_decay != 0:
+        p *= 1 - lr * weight_decay
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * g * g
+    denom = get_array_module(p).sqrt(v) / bias_correction2 ** 0.5 + eps
+    p -= step_size * m / denom
 
 
 def clip_grad_norm_(params, max_norm):
@@ -235,11 +215,9 @@ def clip_grad_norm_(params, max_norm):
     clip_coef = max_norm / (total + 1e-6)
     if not clip_coef >= 1:  # below 1, or NaN. (torch always multiplies by min(clip_coef, 1); by 1 is a no-op)
         for g in grads:
-            flat = _flat(g, memory_order(g))
-            if xp.may_share_memory(flat, g):  # in blocks on every core (parallel.py), as AdamW's update
-                for_each_block(lambda rows, flat=flat: xp.multiply(flat[rows], clip_coef, out=flat[rows]),
-                               flat.size, 1, xp=xp)
-            else:  # not contiguous: one pass on the array itself
+            if fast_cpu.enabled(xp):
+                fast_optim.scale_in_place(g, clip_coef)  # in blocks on every core
+            else:
                 g *= clip_coef
     return float(total)
 

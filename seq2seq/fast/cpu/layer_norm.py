@@ -1,0 +1,94 @@
+"""The fused CPU form of ``nn.functional.LayerNorm``: both passes on blocks of rows, on every core.
+
+Each row is normalised on its own, so the blocks are independent (``parallel.for_each_block``); the gradients of
+gamma and beta are sums over rows, added up block by block in block order. The arithmetic is the plain form's,
+written as in-place ufuncs on the block's rows and this thread's scratch buffers.
+
+Why the sums along rows are ``vecdot``s (``parallel.row_dots``) and the sums over rows ``ones @ rows``: NumPy's
+reduction along a short last axis pays a start-up per row, and the rows here are only C values long; ``vecdot``
+takes a row's mean several times faster than ``mean(axis=-1)`` (measured: benchmarks/RESULTS.md), and the variance
+without writing the squares out. (BLAS's gemv, ``rows @ ones``, is faster still, but rounds a row differently by
+where it falls in the block: a row's result must not depend on the block size. The column sums are per-block
+partial sums anyway.)
+
+``mean`` and ``rstd`` are shaped ``[..., 1]`` like ``x`` with its last axis 1, as the plain form keeps them, so
+that either form's backward can follow either form's forward.
+"""
+from ...core.backend import get_array_module
+from .parallel import as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
+
+
+def layer_norm_forward(x, gamma, beta, eps):
+    """``(y, mean, rstd)``: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps), over the last axis."""
+    xp = get_array_module(x)
+    x = xp.ascontiguousarray(x)
+    y = xp.empty(x.shape, dtype=x.dtype)
+    x2, y2 = as_rows(x), as_rows(y)  # [..., C] -> [N, C] views
+    c = x2.shape[1]
+    mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+    rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+    averaging = xp.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
+
+    def block(rows):
+        xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
+        mb[:, 0] = row_dots(xp, xb, averaging)  # the rows' means, [n]
+        xp.subtract(xb, mb, out=yb)  # centred
+        rb[:, 0] = row_dots(xp, yb, yb)  # sum of squares, [n]
+        rb *= 1.0 / c  # biased variance
+        rb += eps
+        xp.sqrt(rb, out=rb)
+        xp.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
+        yb *= rb  # normalised: xhat
+        yb *= gamma
+        yb += beta
+
+    with blas_on_calling_threads(xp):
+        for_each_block(block, *x2.shape, xp=xp)
+    stats_shape = x.shape[:-1] + (1,)
+    return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)  # [N, 1] -> [..., 1] views
+
+
+def layer_norm_backward(gy, x, mean, rstd, gamma, *, needs):
+    """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted; None for each one not wanted."""
+    xp = get_array_module(gy)
+    need_x, need_gamma, need_beta = needs
+    gy2, x2 = as_rows(xp.ascontiguousarray(gy)), as_rows(xp.ascontiguousarray(x))  # [N, C]
+    mean2, rstd2 = mean.reshape(-1, 1), rstd.reshape(-1, 1)  # [..., 1] -> [N, 1]
+    c = x2.shape[1]
+    gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
+    gx2 = None if gx is None else as_rows(gx)
+    averaging = xp.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
+    ones = xp.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
+
+    def block(rows):
+        gyb, mb, rb = gy2[rows], mean2[rows], rstd2[rows]
+        xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
+        xp.subtract(x2[rows], mb, out=xhat)
+        xhat *= rb
+        gamma_part = ones[rows] @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
+        beta_part = ones[rows] @ gyb if need_beta else None  # [C]
+        if need_x:  # the plain form's three terms (nn/functional.py)
+            gxb = gx2[rows]
+            xp.multiply(gyb, gamma, out=g)  # g = gy * gamma
+            g_mean = row_dots(xp, g, averaging)[:, None]  # [n, 1]
+            gx_mean = row_dots(xp, g, xhat)[:, None]  # [n, 1]
+            gx_mean *= 1.0 / c
+            xp.subtract(g, g_mean, out=gxb)  # term 1 - term 2
+            xhat *= gx_mean
+            gxb -= xhat  # - term 3
+            gxb *= rb
+        return gamma_part, beta_part
+
+    with blas_on_calling_threads(xp):
+        parts = for_each_block(block, *gy2.shape, xp=xp)
+    ggamma = _sum_parts([gamma for gamma, _ in parts]) if need_gamma else None
+    gbeta = _sum_parts([beta for _, beta in parts]) if need_beta else None
+    return gx, ggamma, gbeta
+
+
+def _sum_parts(parts):
+    """Per-block partial sums added up in block order (a fixed order: the same result on any number of threads)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
