@@ -18,8 +18,9 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
 ``fast/``        fast forms of nn/'s ops in rooms of their own (read after nn/: it needs only core/)
     ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned through ctypes when a program calls ``tune()``
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
-    ``cpu/linear.py``, ``cpu/layer_norm.py``, ``cpu/cross_entropy.py``, ``cpu/gelu.py``, ``cpu/optim.py``  the
-                       fused forms of nn/'s linear, layer norm, cross-entropy, erf and GELU, and of AdamW's update
+    ``cpu/linear.py``, ``cpu/layer_norm.py``, ``cpu/cross_entropy.py``, ``cpu/gelu.py``, ``cpu/attention.py``,
+    ``cpu/optim.py``   the fused forms of nn/'s linear, layer norm, cross-entropy, erf, GELU and attention, and of
+                       AdamW's update
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
