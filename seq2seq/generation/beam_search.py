@@ -17,7 +17,7 @@ a function below, in the order ``beam_search`` calls them:
 
 Details that decide which tokens come out (all as transformers):
 
-- the decoder start token is the prompt (``prompt_len = 1``); a hypothesis that stops at total length L has
+- the decoder start token is the prompt (``PROMPT_LEN = 1``); a hypothesis that stops at total length L has
   ``gen_len = L - 1`` generated tokens, the eos included, and ranks with ``score / gen_len ** length_penalty``;
 - running scores start at 0 for beam 0 and -1e9 for the others, so the first step expands beam 0 only;
 - K leaves room for every beam to pick an eos and still have nb candidates that go on; only the first nb
@@ -30,7 +30,7 @@ Details that decide which tokens come out (all as transformers):
   when the pad id is 0 or None (transformers' ``pad_token_id or eos_token_id[0]``).
 
 The KV cache holds ``B * nb`` rows; each step feeds only the newest token of each beam and reorders the cache to
-follow the beams kept (``DecoderCache.reorder``). Candidates are ranked by a stable sort, so exact ties go to the
+follow the beams kept (``DecoderCache.reorder_beams``). Candidates are ranked by a stable sort, so exact ties go to the
 lower flat index; torch.topk does not promise any order for ties, the one place the two could part ways.
 """
 import dataclasses
