@@ -174,6 +174,10 @@ class _History:
     def __init__(self, ids, mask):
         self.ids, self.mask, self.tokens = ids, mask, None
 
+    @property
+    def batch_size(self):
+        return len(self.ids)
+
     def reorder(self, index):
         self.ids = self.ids[index]
         self.mask = None if self.mask is None else self.mask[index]
@@ -272,15 +276,16 @@ def test_top_k_is_a_stable_descending_sort(rng, n, k):
     np.testing.assert_array_equal(top_k(spread, k), torch.topk(torch.tensor(spread), k).indices.numpy())
 
 
-@pytest.mark.parametrize("fields, message", [
+@pytest.mark.parametrize("kwargs, message", [
     (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
     (dict(num_beams=2, max_length=1), "max_length"),
-    (dict(num_beams=2, eos=list(range(VOCAB))), "candidates"),  # 1 + n_eos candidates per beam > vocabulary
+    (dict(num_beams=2, eos_token_id=list(range(VOCAB))), "candidates"),  # 1 + n_eos candidates per beam > vocabulary
 ])
-def test_impossible_settings_raise(pair, source, fields, message):
+def test_impossible_settings_raise(pair, source, kwargs, message):
+    """Checked once, by generate's prepare_config; beam_search trusts the resolved config it is given."""
     _, ours = pair
     with pytest.raises(GenerationError, match=message):
-        beam_search(ours, source[0], source[1], gen_config(**fields), None)
+        ours.generate(source[0], source[1], decoder_start_token_id=2, **kwargs)
 
 
 # ---- through model.generate -------------------------------------------------------------------------------------

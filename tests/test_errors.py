@@ -100,10 +100,80 @@ def test_single_model_checkpoint_given_to_from_pretrained(tmp_path):
 @pytest.mark.parametrize("bad_id", [30, 1000, -1])
 def test_input_id_outside_vocabulary(saved, bad_id):
     model = saved[1]
-    with pytest.raises(InputError, match=f"id {bad_id}"):
+    with pytest.raises(InputError, match=f"input_ids holds id {bad_id}, outside the vocabulary"):
         model([[3, bad_id, 4]], decoder_input_ids=[[2, 5]])
-    with pytest.raises(InputError, match="decoder_input_ids"):
+    with pytest.raises(InputError, match=f"decoder_input_ids holds id {bad_id}"):
         model([[3, 4]], decoder_input_ids=[[2, bad_id]])
+
+
+# Every path into the model meets the one boundary (core/inputs.py): the error names the argument and the id.
+PATHS = {
+    "forward": lambda m, bad: m([[3, bad, 4]], decoder_input_ids=[[2, 5]]),
+    "encode": lambda m, bad: m.encode([[3, bad]]),
+    "start_decoding": lambda m, bad: m.start_decoding([[bad, 4]]),
+    "generate": lambda m, bad: m.generate([[3, bad]], max_new_tokens=2),
+    "generate-beams": lambda m, bad: m.generate([[3, bad]], max_new_tokens=2, num_beams=2),
+    "generate_stream": lambda m, bad: m.generate_stream([[3, bad]], max_new_tokens=2),  # at the call, not next()
+}
+DECODER_PATHS = {
+    "forward": lambda m, bad: m([[3, 4]], decoder_input_ids=[[2, bad]]),
+    "forward-labels": lambda m, bad: m([[3, 4]], decoder_input_ids=[[2, 5]], labels=[[5, bad]]),
+    "labels-only": lambda m, bad: m([[3, 4]], labels=[[bad, 5]]),
+    "decode_step": lambda m, bad: m.decode_step([[bad]], m.start_decoding([[3, 4]])),
+}
+
+
+@pytest.mark.parametrize("bad_id", [30, -1])
+@pytest.mark.parametrize("path", PATHS)
+def test_source_id_outside_vocabulary_on_every_path(saved, path, bad_id):
+    with pytest.raises(InputError, match=f"^input_ids holds id {bad_id}, outside the vocabulary \\[0, 30\\)"):
+        PATHS[path](saved[1], bad_id)
+
+
+@pytest.mark.parametrize("bad_id", [30, -2])
+@pytest.mark.parametrize("path", DECODER_PATHS)
+def test_decoder_id_or_label_outside_vocabulary_on_every_path(saved, path, bad_id):
+    name = "labels" if "labels" in path else "decoder_input_ids"
+    with pytest.raises(InputError, match=f"^{name} holds id {bad_id}, outside the vocabulary"):
+        DECODER_PATHS[path](saved[1], bad_id)
+
+
+def test_ignored_labels_pass_the_boundary(saved):
+    out = saved[1]([[3, 4]], labels=[[5, 6, -100]])
+    assert np.isfinite(float(out.loss.data))
+
+
+def test_ids_are_converted_once(saved, monkeypatch):
+    """generate converts input_ids once, however deep the call goes; an int64 array is not even copied."""
+    from seq2seq.core import inputs
+    ids = np.array([[3, 4, 5]], dtype=np.int64)
+    assert inputs.token_ids(ids, np, vocab_size=30, name="input_ids") is ids
+    calls = []
+    convert = inputs.as_int_array
+    monkeypatch.setattr(inputs, "as_int_array", lambda x, xp, *, name: calls.append(name) or convert(x, xp, name=name))
+    for kwargs in (dict(), dict(num_beams=2), dict(use_cache=False), dict(do_sample=True, seed=0)):
+        calls.clear()
+        saved[1].generate(ids, max_new_tokens=3, **kwargs)
+        assert calls.count("input_ids") == 1, kwargs
+    calls.clear()
+    saved[1]([[3, 4]], labels=[[5, 6]])  # labels once; the decoder inputs shifted from them not again
+    assert calls == ["input_ids", "labels"]
+
+
+def test_decoder_batch_and_label_shapes_checked_before_any_work(saved):
+    with pytest.raises(InputError, match="decoder_input_ids has batch size 2 but input_ids has 1"):
+        saved[1]([[3, 4]], decoder_input_ids=[[2, 5], [2, 6]])
+    with pytest.raises(InputError, match=r"labels has shape \(1, 3\) but decoder_input_ids has \(1, 2\)"):
+        saved[1]([[3, 4]], decoder_input_ids=[[2, 5]], labels=[[5, 6, 7]])
+    with pytest.raises(InputError, match="the cache holds 1 rows"):
+        saved[1].decode_step([[2], [2]], saved[1].start_decoding([[3, 4]]))
+
+
+def test_config_ids_outside_vocabulary_for_shifted_labels():
+    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(
+        seq2seq.BertConfig(**ENC), seq2seq.BertConfig(**ENC), decoder_start_token_id=2, pad_token_id=30)
+    with pytest.raises(ConfigError, match="pad_token_id = 30"):
+        seq2seq.EncoderDecoderModel(config)([[3, 4]], labels=[[5, -100]])
 
 
 def test_attention_mask_shape_mismatch(saved):
@@ -125,7 +195,7 @@ def test_malformed_ids(saved, ids, match):
 
 
 def test_label_outside_vocabulary(saved):
-    with pytest.raises(InputError, match="label 99"):
+    with pytest.raises(InputError, match=r"labels holds id 99, outside the vocabulary \[0, 30\) \(use -100"):
         saved[1]([[3, 4]], labels=[[5, 99]])
 
 

@@ -16,6 +16,7 @@ from seq2seq.generation import generate as gen
 from seq2seq.core.backend import to_numpy
 from seq2seq.generation.config import GenerationConfig
 from seq2seq.core.errors import GenerationError, InputError
+from seq2seq.generation import logits_process as lp
 from seq2seq.generation.logits_process import build_logits_processors
 
 EOS = 27
@@ -226,6 +227,11 @@ ERRORS = [
     (dict(pad_token_id=-1), "pad_token_id"),
     (dict(decoder_start_token_id=61), "decoder_start_token_id"),
     (dict(forced_eos_token_id=99), "forced_eos_token_id"),
+    (dict(forced_eos_token_id=[4, -1]), "forced_eos_token_id"),
+    (dict(forced_bos_token_id=-1), "forced_bos_token_id"),
+    (dict(num_beams=2, do_sample=True), "beam sampling"),
+    (dict(do_sample=True, top_k=2.5), "top_k"),
+    (dict(repetition_penalty="high"), "repetition_penalty"),
     (dict(early_stopping="sometimes"), "early_stopping"),
     (dict(do_sample="yes"), "do_sample"),
     (dict(do_sample=True, seed="lucky"), "seed"),
@@ -248,9 +254,35 @@ def test_sampling_settings_are_only_checked_when_sampling(model, inputs):
     np.testing.assert_array_equal(out, model.generate(*inputs, max_new_tokens=3))
 
 
+def test_each_argument_is_checked_once(model, inputs, monkeypatch):
+    """validate() checks generate's own settings, the processors' constructors their own: neither repeats the other."""
+    checked = []
+
+    def recording(name, function):
+        def record(*args, **kwargs):
+            checked.append(name)
+            return function(*args, **kwargs)
+        return record
+
+    monkeypatch.setattr(gen, "validate", recording("validate", gen.validate))
+    for cls in (lp.Temperature, lp.TopK, lp.TopP, lp.RepetitionPenalty, lp.NoRepeatNGram):
+        monkeypatch.setattr(cls, "__init__", recording(cls.__name__, cls.__init__))
+    model.generate(*inputs, do_sample=True, seed=1, temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.1,
+                   no_repeat_ngram_size=3, max_new_tokens=4)
+    assert sorted(checked) == sorted(["validate", "Temperature", "TopK", "TopP", "RepetitionPenalty",
+                                      "NoRepeatNGram"])
+    config = gen.prepare_config(model, do_sample=True, temperature=0.0, top_p=7.0)  # not validate's rules...
+    with pytest.raises(GenerationError, match="temperature"):  # ...but the processor's, when it is made
+        build_logits_processors(config)
+
+
 def test_bad_inputs_raise(model):
     with pytest.raises(InputError, match="2-D"):
         model.generate([3, 4, 5])
+    with pytest.raises(InputError, match="^input_ids holds id 61"):
+        model.generate([[3, 61]])
+    with pytest.raises(InputError, match=r"attention_mask has shape \(1, 3\)"):
+        model.generate_stream([[3, 4]], attention_mask=[[1, 1, 1]])
     with pytest.raises(GenerationError, match="stream"):
         model.generate_stream([[3, 4, 5]], num_beams=2)
 

@@ -179,7 +179,7 @@ def test_build_matches_transformers_order_and_output(hf_model, settings):
         warnings.simplefilter("ignore")
         hf_model._prepare_special_tokens(hf_config, device="cpu")
         hf_list = hf_model._get_logits_processor(hf_config, input_ids_seq_length=1, device="cpu", model_kwargs={})
-    mine = lp.build_logits_processors(GenerationConfig(**fields))
+    mine = lp.build_logits_processors(GenerationConfig(**ref_fields))  # a resolved config, as prepare_config's
     assert [type(p).__name__ for p in mine] == [NAMES[type(p).__name__] for p in hf_list]
     for p, q in zip(mine, hf_list):
         if isinstance(q, (hf_lp.TopKLogitsWarper, hf_lp.TopPLogitsWarper)):
@@ -197,13 +197,31 @@ def test_empty_list_returns_scores_unchanged():
     assert lp.LogitsProcessorList()(ids, scores) is scores
 
 
-@pytest.mark.parametrize("make", [
-    lambda: lp.TopK(0), lambda: lp.TopK(-2), lambda: lp.TopK(2.5), lambda: lp.TopK(3, min_tokens_to_keep=0),
-    lambda: lp.TopP(0.0), lambda: lp.TopP(1.5), lambda: lp.TopP(-0.1),
-    lambda: lp.Temperature(0.0), lambda: lp.Temperature(-1.0), lambda: lp.RepetitionPenalty(0.0),
-    lambda: lp.NoRepeatNGram(0), lambda: lp.MinLength(-1, 3), lambda: lp.ForcedEOS(10, [-1]),
-], ids=["topk0", "topk-neg", "topk-float", "keep0", "topp0", "topp-big", "topp-neg", "temp0", "temp-neg",
-        "penalty0", "ngram0", "minlen-neg", "eos-neg"])
-def test_bad_arguments_raise(make):
-    with pytest.raises(GenerationError):
+# A processor checks the arguments only it reads (its contract, which guards direct use; generate does not repeat
+# these rules). Lengths and token ids are generate's: validate() checks them (tests/test_generate.py ERRORS).
+@pytest.mark.parametrize("make, name", [
+    (lambda: lp.TopK(0), "top_k"), (lambda: lp.TopK(-2), "top_k"), (lambda: lp.TopK(2.5), "top_k"),
+    (lambda: lp.TopK(3, min_tokens_to_keep=0), "min_tokens_to_keep"), (lambda: lp.TopP(0.0), "top_p"),
+    (lambda: lp.TopP(1.5), "top_p"), (lambda: lp.TopP(-0.1), "top_p"), (lambda: lp.TopP("0.5"), "top_p"),
+    (lambda: lp.Temperature(0.0), "temperature"), (lambda: lp.Temperature(-1.0), "temperature"),
+    (lambda: lp.RepetitionPenalty(0.0), "repetition_penalty"), (lambda: lp.RepetitionPenalty(True), "repetition"),
+    (lambda: lp.NoRepeatNGram(0), "no_repeat_ngram_size"),
+], ids=["topk0", "topk-neg", "topk-float", "keep0", "topp0", "topp-big", "topp-neg", "topp-str", "temp0",
+        "temp-neg", "penalty0", "penalty-bool", "ngram0"])
+def test_bad_arguments_raise(make, name):
+    with pytest.raises(GenerationError, match=name):
         make()
+
+
+def test_numpy_numbers_are_good_arguments():
+    assert lp.Temperature(np.float32(0.5)).temperature == 0.5 and lp.TopK(np.int64(3)).top_k == 3
+    assert lp.TopP(np.float64(0.9)).top_p == 0.9 and lp.RepetitionPenalty(np.float32(2.0)).penalty == 2.0
+
+
+@pytest.mark.parametrize("fields, name", [(dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
+                                          (dict(temperature=0.0), "temperature"),
+                                          (dict(repetition_penalty=-1.0), "repetition_penalty")])
+def test_build_hands_every_non_neutral_setting_to_its_processor(fields, name):
+    """Not only the settings that filter: a bad one reaches the constructor that checks it (once)."""
+    with pytest.raises(GenerationError, match=name):
+        lp.build_logits_processors(GenerationConfig(do_sample=True, max_length=10, **fields))

@@ -11,9 +11,15 @@
 
 It is built from small named parts (STYLE lesson 11): ``prepare_config`` turns arguments into one resolved
 ``GenerationConfig`` or raises ``GenerationError``; ``build_logits_processors`` (logits_process.py) makes the
-score rules; ``make_step`` is the step function, cached or not; ``choose_tokens`` is argmax or an inverse-CDF draw
-with an explicit ``numpy.random.Generator``; ``decode`` is the loop, yielding each step's tokens, which both
-``generate`` (collect them) and ``generate_stream`` (hand them out as they come) consume.
+score rules; ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
+``choose_tokens`` is argmax or an inverse-CDF draw with an explicit ``numpy.random.Generator``; ``decode`` is the
+loop, yielding each step's tokens, which both ``generate`` (collect them) and ``generate_stream`` (hand them out as
+they come) consume.
+
+One boundary: every argument is resolved and checked once per call, before the first step, and nothing deeper
+checks it again. ``validate`` checks what generate itself reads (lengths, beams, seed, token ids against the
+vocabulary); each processor's constructor checks the arguments only it reads (see logits_process.py);
+``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask`` (core/inputs.py).
 
 The semantics are those of transformers 5.24 for an encoder-decoder model, whose decoder "prompt" is the single
 start token (length 1):
@@ -31,11 +37,11 @@ import warnings
 
 import numpy as np
 
-from ..core.autograd import no_grad
 from ..core.backend import get_array_module, to_numpy
 from ..core.errors import GenerationError
-from ..core.inputs import as_int_array
-from .beam_search import beam_search
+from ..core.inputs import is_int, is_number
+from ..nn.cache import DecoderCache
+from .beam_search import beam_search, candidates_per_beam
 from .config import GENERATION_DEFAULTS, GenerationConfig
 from .logits_process import build_logits_processors, eos_ids
 
@@ -74,7 +80,8 @@ def prepare_config(model, generation_config=None, **kwargs):
     """``model.generation_config`` (or ``generation_config``), overridden by ``kwargs``, resolved and validated.
 
     In the result ``max_length`` and ``min_length`` count the whole decoder sequence (start token included),
-    ``decoder_start_token_id`` and ``pad_token_id`` are set, and ``seed`` is the sampling seed (or None).
+    ``decoder_start_token_id`` and ``pad_token_id`` are set, and ``seed`` is the sampling seed (or None). The
+    processors' own arguments are checked when ``build_logits_processors`` makes them from this config.
     """
     unknown = sorted(set(kwargs) - GENERATE_ARGS)
     if unknown:
@@ -146,16 +153,9 @@ def _resolve_lengths(config, *, length_is_default):
                       UserWarning, stacklevel=4)
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def validate(config, *, vocab_size):
-    """Raise GenerationError naming the first impossible setting of ``config`` (before lengths are resolved)."""
+    """Raise GenerationError naming the first impossible setting among those generate itself reads (before lengths
+    are resolved); the logits processors check their own arguments (see logits_process.py)."""
     def need(ok, message):
         if not ok:
             raise GenerationError(message)
@@ -163,12 +163,12 @@ def validate(config, *, vocab_size):
     need(config.do_sample in (True, False), f"`do_sample` must be True or False, got {config.do_sample!r}")
     for name in ("num_beams", "num_return_sequences") + (("max_length",) if config.max_new_tokens is None else ()):
         value = getattr(config, name)
-        need(_is_int(value) and value >= 1, f"`{name}` must be a positive integer, got {value!r}")
-    need(config.max_new_tokens is None or (_is_int(config.max_new_tokens) and config.max_new_tokens > 0),
+        need(is_int(value) and value >= 1, f"`{name}` must be a positive integer, got {value!r}")
+    need(config.max_new_tokens is None or (is_int(config.max_new_tokens) and config.max_new_tokens > 0),
          f"`max_new_tokens` must be greater than 0, but is {config.max_new_tokens!r}")
-    for name in ("min_length", "min_new_tokens", "no_repeat_ngram_size"):
+    for name in ("min_length", "min_new_tokens"):
         value = getattr(config, name)
-        need(value is None or (_is_int(value) and value >= 0),
+        need(value is None or (is_int(value) and value >= 0),
              f"`{name}` must be a non-negative integer, got {value!r}")
     nrs, beams = config.num_return_sequences, config.num_beams
     if beams == 1:
@@ -176,55 +176,56 @@ def validate(config, *, vocab_size):
              f"per input; got num_return_sequences={nrs}. Set do_sample=True or num_beams >= {nrs}.")
     else:
         need(nrs <= beams, f"`num_return_sequences` ({nrs}) has to be smaller or equal to `num_beams` ({beams}).")
-    need(config.seed is None or (_is_int(config.seed) and config.seed >= 0),
+        need(not config.do_sample, "beam sampling (do_sample=True with num_beams > 1) is not implemented: use "
+             "num_beams=1 to sample, or do_sample=False for beam search")
+    need(config.seed is None or (is_int(config.seed) and config.seed >= 0),
          f"`seed` must be a non-negative integer or None, got {config.seed!r}")
-    penalty = config.repetition_penalty
-    need(penalty is None or (_is_number(penalty) and penalty > 0),
-         f"`repetition_penalty` has to be a strictly positive float, but is {penalty!r}")
-    need(config.length_penalty is None or _is_number(config.length_penalty),
+    need(config.length_penalty is None or is_number(config.length_penalty),
          f"`length_penalty` must be a number, got {config.length_penalty!r}")
     need(config.early_stopping in (True, False, "never"),
          f"`early_stopping` must be a boolean or 'never', but is {config.early_stopping!r}")
-    if config.do_sample:  # as transformers: the sampling settings only matter (and are only checked) when sampling
-        t, k, p = config.temperature, config.top_k, config.top_p
-        need(t is None or (_is_number(t) and t > 0), f"`temperature` (={t!r}) has to be a strictly positive float "
-             "when sampling" + (" (for greedy decoding, set do_sample=False)" if t == 0 else ""))
-        need(k is None or (_is_int(k) and k >= 0), f"`top_k` has to be a non-negative integer, but is {k!r}")
-        need(p is None or (_is_number(p) and 0 < p <= 1), f"`top_p` has to be a float in (0, 1], but is {p!r}")
     ids = {"decoder_start_token_id": [config.decoder_start_token_id], "pad_token_id": [config.pad_token_id],
            "eos_token_id": eos_ids(config.eos_token_id),
            "forced_bos_token_id": [config.forced_bos_token_id],
            "forced_eos_token_id": eos_ids(config.forced_eos_token_id)}
     for name, values in ids.items():
         for value in values or ():
-            need(value is None or (_is_int(value) and 0 <= value < vocab_size),
+            need(value is None or (is_int(value) and 0 <= value < vocab_size),
                  f"`{name}` {value!r} is not a token id of the decoder's vocabulary [0, {vocab_size})")
+    if beams > 1:
+        per_beam = candidates_per_beam(eos_ids(config.eos_token_id))
+        need(per_beam <= vocab_size, f"beam search keeps {per_beam} candidates per beam and step (2, or 1 + the "
+             f"number of eos ids), but the vocabulary has only {vocab_size} tokens")
 
 
 # ---- the parts of the loop --------------------------------------------------------------------------------------
 
-def make_step(model, input_ids, attention_mask, *, expand=1, use_cache=True, capacity=64):
+def encode_sources(model, input_ids, attention_mask, config):
+    """The sources encoded once, in a DecoderCache of ``N = B * num_return_sequences`` rows: each source repeated,
+    interleaved (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation`` does.
+
+    ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
+    """
+    cache = model.start_decoding(input_ids, attention_mask, capacity=config.max_length)
+    if config.num_return_sequences > 1:
+        xp = model.xp
+        cache.reorder(xp.repeat(xp.arange(cache.batch_size), config.num_return_sequences))  # [B] -> [N]
+    return cache
+
+
+def make_step(model, cache, *, use_cache=True):
     """The step function ``sequences [N, t] -> logits [N, V]`` for the token after each sequence.
 
-    With the cache only the newest token of each row is fed (the cache holds the rest); without it the whole
-    prefix is recomputed every step. Row ``i`` of the batch serves rows ``i*expand .. i*expand + expand-1``.
+    With the cache only the newest token of each row is fed (the cache holds the rest). Without it the decoder
+    recomputes the whole prefix every step, over the encoder output computed once (transformers' use_cache=False).
     """
-    xp = model.xp
-    rows = xp.repeat(xp.arange(input_ids.shape[0]), expand)  # [N]: 0,0,1,1,... (transformers' repeat_interleave)
     if use_cache:
-        cache = model.start_decoding(input_ids, attention_mask, capacity=capacity)  # the encoder runs once per row
-        if expand > 1:
-            cache.reorder(rows)
-
         def step(sequences):
             return model.decode_step(sequences[:, -1:], cache)  # [N, 1] -> [N, V]
     else:
-        ids = input_ids[rows]
-        mask = None if attention_mask is None else xp.asarray(attention_mask)[rows]
-
         def step(sequences):
-            with no_grad():
-                return model(ids, mask, decoder_input_ids=sequences).logits[:, -1]  # [N, t, V] -> [N, V]
+            fresh = DecoderCache(len(cache.layers), cache.memory, cache.memory_keep, capacity=sequences.shape[1])
+            return model.decode_step(sequences, fresh)  # [N, t] -> [N, V]
     return step
 
 
@@ -256,13 +257,12 @@ def choose_tokens(scores, *, do_sample, rng):
     return xp.asarray(sample_tokens(scores, rng))
 
 
-def decode(model, input_ids, attention_mask, config, processors, *, rng):
-    """The greedy/sampling loop: yield ``(tokens [N], scores [N, V])`` each step, until all rows end or max_length."""
+def decode(model, cache, config, processors, *, rng):
+    """The greedy/sampling loop over the encoded sources ``cache`` (``encode_sources``): yield ``(tokens [N],
+    scores [N, V])`` each step, until all rows end or max_length."""
     xp = model.xp
-    expand = config.num_return_sequences
-    step = make_step(model, input_ids, attention_mask, expand=expand, use_cache=config.use_cache,
-                     capacity=config.max_length)
-    n = input_ids.shape[0] * expand
+    step = make_step(model, cache, use_cache=config.use_cache)
+    n = cache.batch_size
     fill = config.pad_token_id if config.pad_token_id is not None else 0
     sequences = xp.full((n, config.max_length), fill, dtype=xp.int64)  # written up to `length`
     sequences[:, 0] = config.decoder_start_token_id
@@ -289,24 +289,20 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, **kw
     ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``."""
     config = prepare_config(model, generation_config, **kwargs)
     processors = build_logits_processors(config)
-    ids = as_int_array(input_ids, model.xp, name="input_ids")
     keep_scores = config.return_dict_in_generate and config.output_scores
     if config.num_beams > 1:
-        if config.do_sample:
-            raise GenerationError("beam sampling (do_sample=True with num_beams > 1) is not implemented: use "
-                                  "num_beams=1 to sample, or do_sample=False for beam search")
-        result = beam_search(model, ids, attention_mask, config, processors)
+        result = beam_search(model, input_ids, attention_mask, config, processors)
         sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
     else:
+        cache = encode_sources(model, input_ids, attention_mask, config)
         tokens, scores = [], []
-        for step_tokens, step_scores in decode(model, ids, attention_mask, config, processors,
+        for step_tokens, step_scores in decode(model, cache, config, processors,
                                                rng=np.random.default_rng(config.seed)):
             tokens.append(step_tokens)
             if keep_scores:
                 scores.append(step_scores)
         xp = model.xp
-        start = xp.full((ids.shape[0] * config.num_return_sequences, 1), config.decoder_start_token_id,
-                        dtype=xp.int64)
+        start = xp.full((cache.batch_size, 1), config.decoder_start_token_id, dtype=xp.int64)
         sequences = xp.concatenate([start] + [t[:, None] for t in tokens], axis=1)
         scores, sequences_scores = tuple(scores), None
     if not config.return_dict_in_generate:
@@ -322,7 +318,7 @@ def generate_stream(model, input_ids, attention_mask=None, generation_config=Non
     if config.num_beams > 1:
         raise GenerationError("generate_stream works for greedy decoding and sampling only: beam search knows its "
                               "best sequences only at the end; use generate(num_beams=...)")
-    ids = as_int_array(input_ids, model.xp, name="input_ids")
-    steps = decode(model, ids, attention_mask, config, build_logits_processors(config),
-                   rng=np.random.default_rng(config.seed))
+    processors = build_logits_processors(config)
+    cache = encode_sources(model, input_ids, attention_mask, config)  # now, so that bad inputs raise here
+    steps = decode(model, cache, config, processors, rng=np.random.default_rng(config.seed))
     return (tokens for tokens, _ in steps)

@@ -15,6 +15,12 @@ The rules are those of transformers' ``generation/logits_process.py`` with the s
 ``build_logits_processors`` assembles them in exactly the order transformers' ``_get_logits_processor`` does:
 penalties and constraints first, then, only when sampling, the "warpers" temperature -> top-k -> top-p. The order
 matters: top-k after temperature keeps the same tokens, but top-p after temperature keeps a different set.
+
+Who checks what (each argument once per ``generate`` call, before the first step): a processor's constructor
+checks the arguments only that processor reads (temperature, top_k, top_p, min_tokens_to_keep, repetition_penalty,
+no_repeat_ngram_size); that is its contract, and it guards direct use too, so ``generate.validate`` does not repeat
+those rules. Lengths and token ids (MinLength, MinNewTokens, ForcedBOS, ForcedEOS) are ``generate``'s: it resolves
+them and checks them against the vocabulary, which no processor knows, and these processors trust what they get.
 """
 import math
 
@@ -22,6 +28,7 @@ import numpy as np
 
 from ..core.backend import get_array_module
 from ..core.errors import GenerationError
+from ..core.inputs import is_int, is_number
 
 NEG_INF = -math.inf  # the filter value: a token with score -inf has probability exactly 0
 
@@ -57,10 +64,9 @@ def _remove(scores, mask):
     return xp.where(mask, NEG_INF, scores).astype(scores.dtype, copy=False)
 
 
-def _check_int(name, value, *, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        bound = "a positive" if low == 1 else "a non-negative"
-        raise GenerationError(f"`{name}` has to be {bound} integer, but is {value!r}")
+def _positive_int(name, value):
+    if not is_int(value) or value < 1:
+        raise GenerationError(f"`{name}` has to be a positive integer, but is {value!r}")
     return int(value)
 
 
@@ -70,7 +76,7 @@ class MinLength:
     """Ban eos while the whole decoder sequence (start token included) is shorter than ``min_length``."""
 
     def __init__(self, min_length, eos_token_id):
-        self.min_length = _check_int("min_length", min_length, low=0)
+        self.min_length = min_length
         self.eos = eos_ids(eos_token_id)
 
     def __call__(self, input_ids, scores):
@@ -84,8 +90,7 @@ class MinNewTokens:
     """Ban eos until ``min_new_tokens`` tokens follow the prompt (for an encoder-decoder: the start token)."""
 
     def __init__(self, prompt_length, min_new_tokens, eos_token_id):
-        self.prompt_length = _check_int("prompt_length", prompt_length, low=0)
-        self.min_new_tokens = _check_int("min_new_tokens", min_new_tokens, low=0)
+        self.prompt_length, self.min_new_tokens = prompt_length, min_new_tokens
         self.eos = eos_ids(eos_token_id)
 
     def __call__(self, input_ids, scores):
@@ -99,7 +104,7 @@ class ForcedBOS:
     """Force ``bos_token_id`` as the first generated token (when the sequence is just the start token)."""
 
     def __init__(self, bos_token_id):
-        self.bos = [_check_int("forced_bos_token_id", bos_token_id, low=0)]
+        self.bos = [bos_token_id]
 
     def __call__(self, input_ids, scores):
         return _forced(scores, self.bos) if input_ids.shape[-1] == 1 else scores
@@ -109,10 +114,8 @@ class ForcedEOS:
     """Force eos as the last token: at ``cur_len == max_length - 1`` only eos (any of a list) is allowed."""
 
     def __init__(self, max_length, eos_token_id):
-        self.max_length = int(max_length)
+        self.max_length = max_length
         self.eos = eos_ids(eos_token_id)
-        for i in self.eos:
-            _check_int("forced_eos_token_id", i, low=0)
 
     def __call__(self, input_ids, scores):
         return _forced(scores, self.eos) if input_ids.shape[-1] == self.max_length - 1 else scores
@@ -125,7 +128,7 @@ class RepetitionPenalty:
     s * penalty (CTRL's rule; dividing a negative score would *raise* it). Applied once per distinct token."""
 
     def __init__(self, penalty):
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+        if not is_number(penalty) or not penalty > 0:
             raise GenerationError(f"`repetition_penalty` has to be a strictly positive float, but is {penalty!r}")
         self.penalty = float(penalty)
 
@@ -150,7 +153,7 @@ class NoRepeatNGram:
     """
 
     def __init__(self, ngram_size):
-        self.n = _check_int("no_repeat_ngram_size", ngram_size, low=1)
+        self.n = _positive_int("no_repeat_ngram_size", ngram_size)
 
     def __call__(self, input_ids, scores):
         n_rows, cur_len = input_ids.shape
@@ -173,7 +176,7 @@ class Temperature:
     """Divide scores by ``temperature``: above 1 flattens the distribution, below 1 sharpens it."""
 
     def __init__(self, temperature):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        if not is_number(temperature) or not temperature > 0:
             hint = " For greedy decoding, set do_sample=False." if temperature == 0 else ""
             raise GenerationError(f"`temperature` (={temperature!r}) has to be a strictly positive float, otherwise "
                                   f"the next-token scores are invalid.{hint}")
@@ -190,8 +193,8 @@ class TopK:
     """
 
     def __init__(self, top_k, *, min_tokens_to_keep=1):
-        self.min_tokens_to_keep = _check_int("min_tokens_to_keep", min_tokens_to_keep, low=1)
-        self.top_k = max(_check_int("top_k", top_k, low=1), self.min_tokens_to_keep)
+        self.min_tokens_to_keep = _positive_int("min_tokens_to_keep", min_tokens_to_keep)
+        self.top_k = max(_positive_int("top_k", top_k), self.min_tokens_to_keep)
 
     def __call__(self, input_ids, scores):
         xp = get_array_module(scores)
@@ -210,10 +213,10 @@ class TopP:
     """
 
     def __init__(self, top_p, *, min_tokens_to_keep=1):
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        if not is_number(top_p) or not 0 < top_p <= 1:
             raise GenerationError(f"`top_p` has to be a float in (0, 1], but is {top_p!r}")
         self.top_p = float(top_p)
-        self.min_tokens_to_keep = _check_int("min_tokens_to_keep", min_tokens_to_keep, low=1)
+        self.min_tokens_to_keep = _positive_int("min_tokens_to_keep", min_tokens_to_keep)
 
     def __call__(self, input_ids, scores):
         xp = get_array_module(scores)
@@ -251,36 +254,29 @@ def _off(value, neutral):
 
 
 def build_logits_processors(config, *, prompt_length=1):
-    """The processors a ``GenerationConfig`` asks for, in transformers 5's ``_get_logits_processor`` order:
+    """The processors a resolved ``GenerationConfig`` (``generate.prepare_config``'s) asks for, in transformers 5's
+    ``_get_logits_processor`` order:
 
         RepetitionPenalty, NoRepeatNGram, MinLength, MinNewTokens, ForcedBOS, ForcedEOS,
         and only with ``do_sample``: Temperature, TopK, TopP.
 
-    ``config`` is best the one ``generate.prepare_config`` resolved; ``max_new_tokens`` / ``min_new_tokens``, when
-    set, are turned into lengths here too (``prompt_length`` decoder tokens before the first new one).
+    ``max_length`` and ``min_length`` are read as resolved (the ``prompt_length`` decoder tokens included). Any
+    setting other than unset (None) or neutral builds its processor, whose constructor checks it.
     """
-    eos = eos_ids(getattr(config, "eos_token_id", None))
-    max_length = config.max_length
-    if getattr(config, "max_new_tokens", None) is not None:
-        max_length = config.max_new_tokens + prompt_length
-    min_length = config.min_length or 0
-    min_new_tokens = getattr(config, "min_new_tokens", None)
-    if min_new_tokens is not None:
-        min_length = min_new_tokens + prompt_length
-
+    eos = eos_ids(config.eos_token_id)
     processors = LogitsProcessorList()
     if not _off(config.repetition_penalty, 1.0):
         processors.append(RepetitionPenalty(config.repetition_penalty))
     if not _off(config.no_repeat_ngram_size, 0):
         processors.append(NoRepeatNGram(config.no_repeat_ngram_size))
-    if eos is not None and min_length > 0:
-        processors.append(MinLength(min_length, eos))
-    if eos is not None and min_new_tokens is not None and min_new_tokens > 0:
-        processors.append(MinNewTokens(prompt_length, min_new_tokens, eos))
-    if getattr(config, "forced_bos_token_id", None) is not None:
+    if eos is not None and not _off(config.min_length, 0):
+        processors.append(MinLength(config.min_length, eos))
+    if eos is not None and not _off(config.min_new_tokens, 0):
+        processors.append(MinNewTokens(prompt_length, config.min_new_tokens, eos))
+    if config.forced_bos_token_id is not None:
         processors.append(ForcedBOS(config.forced_bos_token_id))
-    if getattr(config, "forced_eos_token_id", None) is not None:
-        processors.append(ForcedEOS(max_length, config.forced_eos_token_id))
+    if config.forced_eos_token_id is not None:
+        processors.append(ForcedEOS(config.max_length, config.forced_eos_token_id))
 
     if config.do_sample:
         # Why more than one token with beams: each beam needs a non-eos continuation to explore, whatever eos is.
@@ -289,6 +285,6 @@ def build_logits_processors(config, *, prompt_length=1):
             processors.append(Temperature(config.temperature))
         if not _off(config.top_k, 0):
             processors.append(TopK(config.top_k, min_tokens_to_keep=keep))
-        if config.top_p is not None and config.top_p < 1.0:
+        if not _off(config.top_p, 1.0):  # transformers: top_p < 1.0; the same list for every valid top_p
             processors.append(TopP(config.top_p, min_tokens_to_keep=keep))
     return processors

@@ -96,7 +96,7 @@ class BartDecoder:
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.config.max_position_embeddings, name="decoder_input_ids")
         positions = xp.arange(start, start + t)[None, :] + POSITION_OFFSET  # [1, T]
-        h = self.embed_tokens(ids, name="decoder_input_ids")  # [B, T] -> [B, T, C]
+        h = self.embed_tokens(ids)  # [B, T] -> [B, T, C]
         if self.embed_scale != 1.0:
             h = h * self.embed_scale
         h = self.dropout(self.norm_embedding(h + self.embed_positions(positions)))

@@ -36,7 +36,7 @@ class BertEmbeddings:
         check_positions(past_length + t, self.position.num, name=name)
         positions = xp.arange(past_length, past_length + t)[None, :]  # [1, T]
         token_types = positions * 0  # BERT's segment ids: all 0 for a single-segment input, [1, T]
-        h = self.word(ids, name=name) + self.token_type(token_types)  # [B, T] -> [B, T, C]
+        h = self.word(ids) + self.token_type(token_types)  # [B, T] -> [B, T, C]
         h = h + self.position(positions)  # [B, T, C] + [1, T, C]
         return self.dropout(self.norm(h))
 

@@ -112,7 +112,7 @@ class Gpt2Decoder:
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.wpe.num, name="decoder_input_ids")
         positions = xp.arange(start, start + t)[None, :]  # [1, T]
-        h = self.wte(ids, name="decoder_input_ids") + self.wpe(positions)  # [B, T] -> [B, T, C]
+        h = self.wte(ids) + self.wpe(positions)  # [B, T] -> [B, T, C]
         h = self.dropout(h)
         h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
         # Why no separate weight: the LM head is the token embedding table itself (weight tying).

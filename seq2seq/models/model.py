@@ -2,7 +2,7 @@
 
     memory = encoder(input_ids)                           # [B, S] -> [B, S, C]
     logits = decoder(decoder_input_ids, memory)           # [B, T] -> [B, T, V]
-    loss   = cross_entropy(logits, labels)                # labels -100 ignored
+    loss   = cross_entropy(logits, labels)                # labels IGNORE_INDEX (-100) ignored
 
 With ``labels`` and no ``decoder_input_ids``, the decoder reads the labels shifted one step right ("teacher
 forcing"): ``[start, y1, y2, ...]`` predicts ``[y1, y2, y3, ...]``. This mirrors transformers'
@@ -23,7 +23,7 @@ import numpy as np
 from ..core.autograd import Tensor, no_grad
 from ..core.backend import check_dtype, to_backend, to_numpy, xp_for
 from ..core.errors import ConfigError, InputError
-from ..core.inputs import as_int_array, check_mask
+from ..core.inputs import IGNORE_INDEX, as_mask, check_batch_size, check_labels_shape, token_ids
 from ..core.ops import reshape
 from ..generation import generate as generation
 from ..generation.config import GenerationConfig
@@ -54,7 +54,8 @@ class Seq2SeqOutput:
 
 
 def shift_tokens_right(labels, *, pad_token_id, decoder_start_token_id):
-    """``[y1, y2, ..., yT]`` -> ``[start, y1, ..., y(T-1)]``, with -100 (ignored labels) replaced by the pad id."""
+    """``[y1, y2, ..., yT]`` -> ``[start, y1, ..., y(T-1)]``, with IGNORE_INDEX (-100, ignored labels) replaced by the
+    pad id."""
     if decoder_start_token_id is None:
         raise ConfigError("labels need decoder inputs, but config.decoder_start_token_id is not set "
                           "(for BERT vocabularies: model.config.decoder_start_token_id = tokenizer.cls_token_id)")
@@ -64,7 +65,7 @@ def shift_tokens_right(labels, *, pad_token_id, decoder_start_token_id):
     shifted = labels.copy()
     shifted[:, 1:] = labels[:, :-1]
     shifted[:, 0] = decoder_start_token_id
-    shifted[shifted == -100] = pad_token_id
+    shifted[shifted == IGNORE_INDEX] = pad_token_id
     return shifted
 
 
@@ -150,37 +151,22 @@ class EncoderDecoderModel:
     # -- forward ---------------------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask=None):
         """The encoder's last hidden state as a Tensor ``[B, S, C]`` (part of the graph when training)."""
-        ids = as_int_array(input_ids, self.xp, name="input_ids")
-        keep = self._keep(attention_mask, ids, name="attention_mask")
+        ids, keep = self._source(input_ids, attention_mask)
         return self.encoder(ids, keep)
 
     def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                  labels=None, *, label_smoothing=0.0):
-        ids = as_int_array(input_ids, self.xp, name="input_ids")
-        enc_keep = self._keep(attention_mask, ids, name="attention_mask")
-        if labels is not None:
-            labels = as_int_array(labels, self.xp, name="labels")
-            if decoder_input_ids is None:
-                decoder_input_ids = shift_tokens_right(labels, pad_token_id=self.config.pad_token_id,
-                                                       decoder_start_token_id=self.config.decoder_start_token_id)
-                if decoder_attention_mask is None:  # as transformers: mask the pads of the shifted labels
-                    decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).astype(np.int64)
-        if decoder_input_ids is None:
-            raise InputError("pass decoder_input_ids or labels: the decoder needs inputs")
-        dec_ids = as_int_array(decoder_input_ids, self.xp, name="decoder_input_ids")
-        if dec_ids.shape[0] != ids.shape[0]:
-            raise InputError(f"decoder_input_ids has batch size {dec_ids.shape[0]} but input_ids has {ids.shape[0]}")
-        dec_keep = self._keep(decoder_attention_mask, dec_ids, name="decoder_attention_mask")
+        ids, enc_keep = self._source(input_ids, attention_mask)
+        dec_ids, dec_keep, labels = self._decoder_inputs(ids, decoder_input_ids, decoder_attention_mask, labels)
 
         memory = self.encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
         logits = self.decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # [B, T] -> [B, T, V]
         loss = None
         if labels is not None:
-            if labels.shape != dec_ids.shape:
-                raise InputError(f"labels has shape {labels.shape} but decoder_input_ids has {dec_ids.shape}")
             v = logits.shape[-1]
             # [B, T, V] -> [B*T, V] -> (); label_smoothing as the Trainer's label_smoothing_factor (0: plain NLL)
-            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), label_smoothing=label_smoothing)
+            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), IGNORE_INDEX,
+                                 label_smoothing=label_smoothing)
         return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
 
     def _to_decoder_width(self, memory):
@@ -190,8 +176,7 @@ class EncoderDecoderModel:
     # -- step-by-step decoding (generation) -----------------------------------------------------------------
     def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
         """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
-        ids = as_int_array(input_ids, self.xp, name="input_ids")
-        keep = self._keep(attention_mask, ids, name="attention_mask")
+        ids, keep = self._source(input_ids, attention_mask)
         with no_grad():
             memory = self._to_decoder_width(self.encoder(ids, keep)).data  # [B, S, C]
         return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
@@ -199,7 +184,11 @@ class EncoderDecoderModel:
     def decode_step(self, decoder_input_ids, cache):
         """Logits ``[B, V]`` for the position after ``decoder_input_ids`` (the new positions, ``[B, t]``), given
         everything decoded before them in ``cache``, which advances by ``t``."""
-        ids = as_int_array(decoder_input_ids, self.xp, name="decoder_input_ids")
+        ids = token_ids(decoder_input_ids, self.xp, vocab_size=self.config.decoder.vocab_size,
+                        name="decoder_input_ids")
+        if ids.shape[0] != cache.batch_size:
+            raise InputError(f"decoder_input_ids has batch size {ids.shape[0]} but the cache holds "
+                             f"{cache.batch_size} rows")
         with no_grad():
             logits = self.decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
         return logits.data[:, -1]  # [B, t, V] -> [B, V]
@@ -213,12 +202,47 @@ class EncoderDecoderModel:
         """An iterator of each step's tokens ``[B * num_return_sequences]`` as they are chosen (greedy, sampling)."""
         return generation.generate_stream(self, input_ids, attention_mask, generation_config, **kwargs)
 
+    # -- the boundary: what users pass, checked once here (core/inputs.py); the layers trust it ---------------
+    def _source(self, input_ids, attention_mask):
+        """``input_ids`` -> int64 ``[B, S]`` inside the encoder's vocabulary; ``attention_mask`` -> keep
+        ``[B, 1, 1, S]`` or None."""
+        ids = token_ids(input_ids, self.xp, vocab_size=self.config.encoder.vocab_size, name="input_ids")
+        return ids, self._keep(attention_mask, ids, name="attention_mask")
+
+    def _decoder_inputs(self, ids, decoder_input_ids, decoder_attention_mask, labels):
+        """The decoder's ids ``[B, T]``, its keep mask (or None) and the labels ``[B, T]`` (or None), checked
+        against the vocabulary, the sources ``ids`` and each other. Without decoder ids the labels, shifted right,
+        are the decoder's inputs, with their pads masked (as transformers)."""
+        vocab = self.config.decoder.vocab_size
+        if labels is not None:
+            labels = token_ids(labels, self.xp, vocab_size=vocab, name="labels", ignore=IGNORE_INDEX)
+        if decoder_input_ids is not None:
+            dec_ids = token_ids(decoder_input_ids, self.xp, vocab_size=vocab, name="decoder_input_ids")
+        elif labels is not None:
+            dec_ids = self._shifted_labels(labels)
+            if decoder_attention_mask is None:
+                decoder_attention_mask = (dec_ids != self.config.pad_token_id).astype(np.int64)
+        else:
+            raise InputError("pass decoder_input_ids or labels: the decoder needs inputs")
+        check_batch_size(dec_ids, ids, name="decoder_input_ids")
+        if labels is not None:
+            check_labels_shape(labels, dec_ids)
+        return dec_ids, self._keep(decoder_attention_mask, dec_ids, name="decoder_attention_mask"), labels
+
+    def _shifted_labels(self, labels):
+        """Teacher forcing's decoder inputs. Why no new look at every id: they are the labels, checked already, and
+        the two ids the config adds, checked here."""
+        config, vocab = self.config, self.config.decoder.vocab_size
+        for name in ("decoder_start_token_id", "pad_token_id"):
+            value = getattr(config, name)
+            if value is not None and not 0 <= value < vocab:
+                raise ConfigError(f"config.{name} = {value} is not a token id of the decoder's vocabulary [0, {vocab})")
+        return shift_tokens_right(labels, pad_token_id=config.pad_token_id,
+                                  decoder_start_token_id=config.decoder_start_token_id)
+
     def _keep(self, mask, ids, *, name):
-        if mask is None:
-            return None
-        mask = self.xp.asarray(mask)
-        check_mask(mask, ids, name=name)
-        return padding_mask(mask, name=name)
+        mask = as_mask(mask, ids, self.xp, name=name)
+        return None if mask is None else padding_mask(mask, name=name)
 
     # -- parameters and modes --------------------------------------------------------------------------------
     def named_parameters(self):

@@ -8,7 +8,7 @@
 
 Labels are what the decoder must predict: the target's token ids without the leading ``[CLS]`` (the model
 prepends ``decoder_start_token_id`` itself when it shifts labels right) and ending in ``[SEP]``, which teaches the
-model when to stop. Padded label positions hold -100, which the loss ignores.
+model when to stop. Padded label positions hold ``IGNORE_INDEX`` (-100), which the loss ignores.
 
 Why length buckets: a batch is padded to its longest source, so mixing a 10-token and a 128-token source wastes
 most of the work on padding. Each epoch is shuffled, cut into pools of ~100 batches, each pool sorted by source
@@ -28,8 +28,7 @@ import math
 import numpy as np
 
 from ..core.errors import InputError
-
-IGNORE_INDEX = -100  # label value the cross-entropy skips
+from ..core.inputs import IGNORE_INDEX  # the label value the loss skips; training code imports it from here
 ENCODE_CHUNK = 1024  # texts tokenised per call (bounds the padded array the tokenizer returns)
 
 
