@@ -12,8 +12,8 @@ allocated. The bounds, and why they are where they are:
 - ``MAX_LAYERS`` = 1,024 layers per stack. The deepest BERT, GPT-2 or BART has 48 (GPT-2 XL); even the largest
   language models have about a hundred. Layers are checked on their own because a stack of many narrow layers is
   small in parameters yet costs Python objects per layer.
-- ``MAX_SIZE`` = 2^24 (16.8M) for every width, vocabulary and position count: 64 times the largest vocabulary
-  of common checkpoints (250k) and 2,600 times the widest layer of these families (GPT-2 XL's 6,400).
+- ``MAX_SIZE`` = 2^24 (16.8M) for every width, vocabulary and position count: over 60 times the largest
+  vocabulary of common checkpoints (250k) and 2,600 times the widest layer of these families (GPT-2 XL's 6,400).
 - ``MAX_PARAMETERS`` = 10^10 for the model a config describes (its matrices and tables, counted as a decoder with
   cross-attention, the larger case): 40 GB of float32 weights, 160 GB to train them with AdamW (weights,
   gradients, two moments), more than one GPU or workstation holds, and 6 times the largest BERT, GPT-2 or BART
@@ -86,9 +86,9 @@ def _check_divisible(config, width, heads):
                           f"{heads} ({getattr(config, heads)})")
 
 
-def _decoder_stack(layers, width, ffn):
-    """Weights of ``layers`` decoder layers: self- and cross-attention (4 [C, C] matrices each) and the FFN."""
-    return layers * (8 * width * width + 2 * width * ffn)
+def _decoder_stack(count, width, ffn):
+    """Weights of ``count`` decoder layers: self- and cross-attention (4 [C, C] matrices each) and the FFN."""
+    return count * (8 * width * width + 2 * width * ffn)
 
 
 class BertConfig(ModelConfig):
