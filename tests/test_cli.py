@@ -1,4 +1,6 @@
-"""The command line: `python -m seq2seq summarize`, `score` and `generate`, run as a user would."""
+"""The command line: `python -m seq2seq summarize`, `score` and `generate`, run as a user would; `finetune`'s
+defaults (the MiniLM recipe) beside the library's (transformers')."""
+import dataclasses
 import subprocess
 import sys
 
@@ -8,6 +10,9 @@ import pytest
 import seq2seq
 import seq2seq.cli.examples
 import seq2seq.cli.main
+import seq2seq.cli.summarize
+from seq2seq.cli.finetune import RECIPE, TRAINING_FLAGS
+from seq2seq.training.train import TrainingArguments
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -117,7 +122,7 @@ def test_summarize_says_when_it_shows_the_example_instead_of_piped_text(tiny_mod
 
 
 def test_summarize_names_the_missing_shipped_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(seq2seq.cli.main, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
+    monkeypatch.setattr(seq2seq.cli.summarize, "shipped_model_dir", lambda: tmp_path / "minilm-l6-debian-synopsis")
     with pytest.raises(SystemExit) as exit_info:
         seq2seq.cli.main.main(["summarize", "some description"])
     message = str(exit_info.value)
@@ -147,3 +152,43 @@ def test_warm_start_saves_a_model_generate_and_transformers_can_load(tmp_path):
     assert (model.config.decoder_start_token_id, model.config.pad_token_id) == (101, 0)
     text = run_cli("generate", "--model", str(tmp_path), "--max-new-tokens", "3", "--no-stream", "hello")
     assert len(text.splitlines()) == 1
+
+
+def test_each_command_lives_in_its_own_module():
+    commands = seq2seq.cli.main.build_parser()._subparsers._group_actions[0].choices
+    modules = {name: sub.get_default("run").__module__ for name, sub in commands.items()}
+    assert modules == {"summarize": "seq2seq.cli.summarize", "score": "seq2seq.cli.inference",
+                       "warm-start": "seq2seq.cli.warm_start", "generate": "seq2seq.cli.inference",
+                       "trim-vocab": "seq2seq.cli.finetune", "finetune": "seq2seq.cli.finetune"}
+
+
+def test_finetune_defaults_are_the_minilm_recipe_and_its_help_says_so(monkeypatch, capsys):
+    args = seq2seq.cli.main.build_parser().parse_args(["finetune", "--train", "pairs.jsonl", "--out", "run"])
+    library = TrainingArguments()
+    for name, _, _ in TRAINING_FLAGS:
+        assert getattr(args, name) == RECIPE.get(name, getattr(library, name)), name
+    # the recipe weights/make_default_model.sh and the README rely on (lr 1.5e-4, batch 128, 6 epochs, warm-up 282)
+    assert (args.lr, args.batch_size, args.epochs, args.warmup_steps, args.weight_decay, args.clip, args.seed,
+            args.save_every, args.keep_checkpoints, args.max_source_len, args.max_target_len) == \
+        (1.5e-4, 128, 6, 282, 0.01, 1.0, 0, 200, 3, 128, 32)
+    monkeypatch.setenv("COLUMNS", "1000")  # no line wrapping inside the flags quoted below
+    with pytest.raises(SystemExit):
+        seq2seq.cli.main.main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    assert "--warmup-steps 282 (library: 0)" in out and "--lr 0.00015 (library: 5e-05)" in out
+    assert "(default: 282)" in out and "(default: 128)" in out
+
+
+@pytest.mark.oracle
+def test_the_librarys_training_defaults_are_transformers():
+    transformers = pytest.importorskip("transformers")
+    ref = {f.name: f.default for f in dataclasses.fields(transformers.Seq2SeqTrainingArguments)}
+    ours = TrainingArguments()
+    names = {"lr": "learning_rate", "batch_size": "per_device_train_batch_size",
+             "grad_accum": "gradient_accumulation_steps", "epochs": "num_train_epochs",
+             "warmup_steps": "warmup_steps", "weight_decay": "weight_decay", "clip": "max_grad_norm",
+             "label_smoothing_factor": "label_smoothing_factor", "save_every": "save_steps", "seed": "seed"}
+    assert {ours_name: getattr(ours, ours_name) for ours_name in names} == {k: ref[v] for k, v in names.items()}
+    assert (ours.max_steps, ref["max_steps"]) == (None, -1)  # no step limit, each in its own spelling
+    assert (ours.keep_checkpoints, ref["save_total_limit"]) == (0, None)  # every checkpoint kept
+    assert ours.eval_every == ref["logging_steps"] and ref["eval_steps"] is None  # eval_steps falls back to it

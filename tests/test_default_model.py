@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import seq2seq
+from seq2seq.cli.finetune import RECIPE
 from seq2seq.training.train import TrainingArguments
 from seq2seq.training.trim import trim_vocabulary
 from weights_scripts import load_module, safetensors_header
@@ -74,7 +75,7 @@ class Run:
         dm.main([*self.evaluate_args, "--out", str(self.metrics_path)])
         self.metrics = json.loads(self.metrics_path.read_text())
         self.history = root / "history.json"
-        args = TrainingArguments().to_dict()
+        args = TrainingArguments(**RECIPE).to_dict()  # as `finetune` records its defaults
         eval_entry = {"step": 3, "loss": 4.5, "rouge1": 0.41, "rouge2": 0.2, "rougeL": 0.4, "examples": 200}
         self.history.write_text(json.dumps({"args": args, "loss": [6.0, 5.0, 4.0], "lr": [1e-5] * 3,
                                             "grad_norm": [1.0] * 3, "eval": [eval_entry],

@@ -68,7 +68,7 @@ def tiny_model(tok, *, tie=False, seed=0):
 
 def settings(**changes):
     base = dict(lr=3e-3, batch_size=8, max_steps=6, warmup_steps=2, eval_every=0, eval_examples=0, save_every=0,
-                log_every=1)
+                log_every=1, seed=0, weight_decay=0.01, keep_checkpoints=3)  # pinned: the library's defaults moved
     return TrainingArguments(**{**base, **changes})
 
 

@@ -1,6 +1,7 @@
-"""Vocabulary trimming (seq2seq/trim.py): a small random bert2bert over the real MiniLM vocabulary, trimmed to the
-ids of a 50-sentence corpus, must compute the same logits on the kept ids, generate the same text, tokenize the
-corpus to the same (renumbered) ids, and load in transformers with the same results."""
+"""Vocabulary trimming (seq2seq/training/trim.py): a small random bert2bert over the real MiniLM vocabulary,
+trimmed to the ids of a 50-sentence corpus, must compute the same logits on the kept ids, generate the same text,
+tokenize the corpus to the same (renumbered) ids, and load in transformers with the same results; GPT-2 and BART
+decoders over that vocabulary trim the same way, and other vocabularies are refused."""
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import seq2seq
 from seq2seq.core.errors import CheckpointNotFoundError, ConfigError, InputError
 from seq2seq.training.trim import (count_token_ids, count_vocab_parameters, read_corpus, trim_model,
-                                   trim_tokenizer, trim_vocabulary)
+                                   trim_tokenizer, trim_vocabulary, vocab_parameters)
 
 try:
     import torch
@@ -231,6 +232,71 @@ def test_transformers_loads_the_trimmed_model_and_tokenizer(trimmed):
     assert hf_model.generation_config.eos_token_id == t.new_tok.sep_token_id
 
 
+# ---- GPT-2 and BART decoders over the same vocabulary; other vocabularies refused -----------------------------------
+
+def random_bert2other(tokenizer, kind):
+    """A BERT encoder and a GPT-2 or BART decoder, both over the MiniLM WordPiece vocabulary (the decoder wider
+    than the encoder for GPT-2, so that the encoder's output is projected)."""
+    vocab, cls, sep, pad = tokenizer.vocab_size, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    bert = seq2seq.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=48, max_position_embeddings=64)
+    ids = {"bos_token_id": cls, "eos_token_id": sep, "pad_token_id": pad}
+    if kind == "gpt2":
+        decoder = seq2seq.GPT2Config(vocab_size=vocab, n_embd=48, n_layer=1, n_head=2, n_positions=64, **ids)
+    else:
+        decoder = seq2seq.BartConfig(vocab_size=vocab, d_model=32, decoder_layers=1, decoder_attention_heads=2,
+                                     decoder_ffn_dim=48, max_position_embeddings=64, decoder_start_token_id=cls,
+                                     forced_eos_token_id=None, **ids)
+    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(bert, decoder, decoder_start_token_id=cls,
+                                                                       pad_token_id=pad)
+    model = seq2seq.EncoderDecoderModel(config, seed=1)
+    for p in model.parameters():
+        p.data = p.data * SPREAD
+    model.generation_config.eos_token_id = sep
+    return model
+
+
+@pytest.mark.parametrize("kind, tables", [("gpt2", {"encoder.embeddings.word_embeddings.weight": 32,
+                                                    "decoder.transformer.wte.weight": 48}),
+                                          ("bart", {"encoder.embeddings.word_embeddings.weight": 32,
+                                                    "decoder.model.decoder.embed_tokens.weight": 32})])
+def test_other_decoders_over_the_same_vocabulary_are_trimmed(tokenizer, tmp_path, kind, tables):
+    model = random_bert2other(tokenizer, kind)
+    assert {key: p.shape for key, p in vocab_parameters(model).items()} == \
+        {key: (tokenizer.vocab_size, width) for key, width in tables.items()}  # what the model declares
+    new_model, new_tok, kept = trim_vocabulary(model, tokenizer, CORPUS)
+    assert {key: p.shape for key, p in vocab_parameters(new_model).items()} == \
+        {key: (len(kept), width) for key, width in tables.items()}
+    removed = tokenizer.vocab_size - len(kept)
+    assert model.num_parameters() - new_model.num_parameters() == removed * sum(tables.values())
+    assert new_model.config.decoder.eos_token_id == new_tok.sep_token_id == new_model.generation_config.eos_token_id
+
+    source, target = tokenizer(CORPUS[:4]), tokenizer(CORPUS[4:8])
+    ids, mask, dec = source["input_ids"], source["attention_mask"], target["input_ids"]
+    new_ids, new_dec = np.searchsorted(kept, ids), np.searchsorted(kept, dec)
+    with seq2seq.no_grad():
+        full = model(ids, attention_mask=mask, decoder_input_ids=dec).logits
+        new = new_model(new_ids, attention_mask=mask, decoder_input_ids=new_dec).logits
+    np.testing.assert_allclose(new, full[..., kept], rtol=1e-5, atol=1e-4 * np.abs(full).max())
+
+    new_model.save_pretrained(tmp_path)
+    again = seq2seq.EncoderDecoderModel.from_pretrained(tmp_path)
+    with seq2seq.no_grad():
+        np.testing.assert_array_equal(again(new_ids, attention_mask=mask, decoder_input_ids=new_dec).logits, new)
+
+
+def test_a_bpe_tokenizer_is_refused(tmp_path):
+    gpt2_tok = seq2seq.Tokenizer.from_pretrained(REPO / "tests" / "fixtures" / "gpt2")
+    vocab = gpt2_tok.vocab_size
+    bert = seq2seq.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=48)
+    gpt2 = seq2seq.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=32,
+                              bos_token_id=None, eos_token_id=None)
+    model = seq2seq.EncoderDecoderModel(seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(bert, gpt2))
+    with pytest.raises(ConfigError, match="WordPiece tokenizers only, got BPE"):
+        trim_vocabulary(model, gpt2_tok, ["some text"])
+
+
 # ---- options --------------------------------------------------------------------------------------------------------
 
 def test_min_count_and_keep_ids(tokenizer):
@@ -330,11 +396,11 @@ def test_api_errors(tokenizer, tmp_path):
         trim_vocabulary(model, tokenizer, CORPUS)
     with pytest.raises(ConfigError, match="tokenizer has 30522 ids but the model only 1000"):
         trim_vocabulary(random_bert2bert(tokenizer, tied=False, vocab_size=1000), tokenizer, CORPUS)
-    gpt2 = seq2seq.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=32)
+    gpt2 = seq2seq.GPT2Config(vocab_size=120, n_embd=32, n_layer=1, n_head=2, n_positions=32)
     bert = seq2seq.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=48)
     bert2gpt2 = seq2seq.EncoderDecoderModel(seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(bert, gpt2))
-    with pytest.raises(ConfigError, match="bert2bert models only"):
+    with pytest.raises(ConfigError, match="vocabularies differ .bert 100 ids, gpt2 120 ids.*byte-level BPE"):
         trim_vocabulary(bert2gpt2, tokenizer, CORPUS)
     with pytest.raises(InputError, match="no text field 'target'"):
         (tmp_path / "c.jsonl").write_text('{"source": "x"}\n', encoding="utf-8")

@@ -17,16 +17,19 @@
 #      (run5/metrics.json), so that adding or dropping a stage scores anew
 #  10. float16 export with tokenizer and model card to weights/NAME (weights/default_model.py export)
 # A step whose output is already there is skipped; outputs appear only complete (written under a temporary name,
-# then renamed), and steps 4-8 continue from their latest checkpoint (one every 50 steps, ~3 minutes on 2 cores).
+# then renamed), and steps 4-8 continue from their latest checkpoint (one every 50 steps).
 # The stages are sized to the 2-core CPU (FINETUNE_RECIPE and FINETUNE2..5_RECIPE below): stages 1-4 ~2 epochs
-# each at ~3.5 s a step, under 2 hours each, so that one stage fits a working session; stages rather than one run
-# of 7,850 steps because each stage's model is then a finished, evaluated model of its own. Stage 5 (37-54 minutes
-# on 2 cores, ~3.4-5 s a step) shows the model the longer sources that stages 1-4 cut at 64 tokens.
+# each, so that one stage fits a working session; stages rather than one run of 7,850 steps because each stage's
+# model is then a finished, evaluated model of its own. Stage 5 shows the model the longer sources that stages 1-4
+# cut at 64 tokens. (How long each stage and step takes: benchmarks/RESULTS.md.)
 # FINETUNE2_RECIPE="" ... FINETUNE5_RECIPE="" skips that stage (a later stage then continues from the last one
 # that ran, and step 9 scores the last stage's model, with sources cut to that stage's --max-source-len). The
-# notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128: finetune's defaults) takes 6-10 hours on 2 cores
-# (10 on AVX2); on a GPU run it with FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE="" FINETUNE3_RECIPE=""
-# FINETUNE4_RECIPE="" FINETUNE5_RECIPE="" FINETUNE_ARGS="--backend cupy".
+# notes' recipe (lr 1.5e-4, batch 128, 6 epochs, sources <= 128: finetune's defaults, see seq2seq/cli/finetune.py)
+# takes many hours on 2 cores; on a GPU run it with FINETUNE_RECIPE="--epochs 6" FINETUNE2_RECIPE=""
+# FINETUNE3_RECIPE="" FINETUNE4_RECIPE="" FINETUNE5_RECIPE="" FINETUNE_ARGS="--backend cupy".
+# The flags each stage passes, with finetune's defaults for the rest (weight decay 0.01, clip 1.0, seed 0 unless
+# given, 4 evaluation beams), make the runs; finetune's defaults are the recipe's, not the library's
+# TrainingArguments (transformers' defaults), so a stage that leaves a flag out still trains as it always did.
 # Extra flags: FINETUNE_ARGS for steps 4-8 (for example "--backend cupy" on a GPU), EVALUATE_ARGS for step 9
 # ("--limit 200" for a quick look); SCORED_SOURCE_LEN replaces the scored source length; NO_REPEAT_NGRAM_SIZE=0
 # lets outputs repeat 3-grams; EXPORT_DIR replaces weights/NAME.

@@ -91,6 +91,10 @@ class BartDecoder:
         self.dropout = Dropout(config.dropout, state)
         self.layers = [BartDecoderLayer(body.sub(f"layers.{i}"), config, state) for i in range(config.decoder_layers)]
 
+    def vocab_parameters(self):
+        """The parameters whose rows are indexed by token id: the token embeddings (also the LM head)."""
+        return [self.embed_tokens.weight]
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]

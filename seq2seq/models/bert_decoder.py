@@ -67,6 +67,11 @@ class BertDecoder:
                        for i in range(config.num_hidden_layers)]
         self.lm_head = BertLMHead(view.sub("cls.predictions"), config, self.embeddings.word.weight)
 
+    def vocab_parameters(self):
+        """The parameters whose rows are indexed by token id: the word embeddings (also the LM head's weight)
+        and the LM head's bias."""
+        return [self.embeddings.word.weight, self.lm_head.bias]
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
         """``keep``: decoder padding mask ``[B, 1, 1, T]`` or None; ``memory_keep``: encoder padding mask or None.
 

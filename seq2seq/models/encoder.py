@@ -119,6 +119,10 @@ class BertEncoder:
         view.sub("pooler.dense").buffer("weight", (c, c), init=normal(std))
         view.sub("pooler.dense").buffer("bias", (c,), init=zeros)
 
+    def vocab_parameters(self):
+        """The parameters whose rows are indexed by token id (what trimming a vocabulary slices)."""
+        return [self.embeddings.word.weight]
+
     def __call__(self, ids, keep):
         if self.config.is_decoder:
             # Why: transformers' from_encoder_decoder_configs(cfg, cfg) flags the *shared* config object as a

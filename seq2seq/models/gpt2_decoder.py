@@ -107,6 +107,10 @@ class Gpt2Decoder:
         self.layers = [Gpt2Block(body.sub(f"h.{i}"), config, state, layer_index=i) for i in range(config.n_layer)]
         self.ln_f = LayerNorm(body.sub("ln_f"), c, eps=config.layer_norm_epsilon)
 
+    def vocab_parameters(self):
+        """The parameters whose rows are indexed by token id: the token embeddings (also the LM head)."""
+        return [self.wte.weight]
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]

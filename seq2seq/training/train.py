@@ -18,8 +18,10 @@ step under way, with a checkpoint (``StopRequests``, console.py), so that nothin
 hyper-parameters come from the current arguments (so a run can be extended); the checkpoint supplies the position.
 
 At the end ``OUT/final/`` holds the model in the layout transformers loads (tied copies written out),
-``OUT/history.json`` the losses and scores, and ``OUT/loss.png`` their plot. The recipe defaults are those that
-worked for a MiniLM bert2bert on Debian package descriptions (lr 1.5e-4, batch 128, 6 epochs, 282 warm-up steps).
+``OUT/history.json`` the losses and scores, and ``OUT/loss.png`` their plot. ``TrainingArguments`` defaults as
+transformers' ``Seq2SeqTrainingArguments`` does (lr 5e-5, batch 8, 3 epochs, no warm-up, no weight decay); the
+recipe that worked for a MiniLM bert2bert on Debian package descriptions is the ``finetune`` command's default
+(``cli/finetune.py``).
 """
 import dataclasses
 import json
@@ -50,24 +52,27 @@ STATE_FILE = "trainer_state.json"  # written last: a checkpoint directory withou
 class TrainingArguments:
     """Hyper-parameters and bookkeeping intervals; ``batch_size`` is per forward pass (the optimizer sees
     ``batch_size * grad_accum`` examples a step). ``max_steps`` overrides ``epochs``; ``stop_after`` ends this
-    run after that many steps without changing the schedule (train in chunks, then ``resume``)."""
+    run after that many steps without changing the schedule (train in chunks, then ``resume``).
 
-    lr: float = 1.5e-4
-    batch_size: int = 128
-    grad_accum: int = 1
-    epochs: float = 6
-    max_steps: int = None
-    warmup_steps: int = 282
-    weight_decay: float = 0.01
-    clip: float = 1.0
+    The defaults are those of transformers' ``Seq2SeqTrainingArguments`` where it has the setting (the name there
+    in the comment); the ``finetune`` command starts from a recipe of its own (``cli/finetune.py``)."""
+
+    lr: float = 5e-5  # learning_rate
+    batch_size: int = 8  # per_device_train_batch_size
+    grad_accum: int = 1  # gradient_accumulation_steps
+    epochs: float = 3  # num_train_epochs
+    max_steps: int = None  # max_steps (-1 there)
+    warmup_steps: int = 0  # warmup_steps
+    weight_decay: float = 0.0  # weight_decay
+    clip: float = 1.0  # max_grad_norm
     label_smoothing_factor: float = 0.0  # training loss only: the validation loss stays plain -log p, comparable
-    eval_every: int = 500
+    eval_every: int = 500  # eval_steps (which falls back to logging_steps, 500)
     eval_examples: int = 200
     eval_beams: int = 4
     eval_max_new_tokens: int = 32
-    save_every: int = 200
-    keep_checkpoints: int = 3
-    seed: int = 0
+    save_every: int = 500  # save_steps
+    keep_checkpoints: int = 0  # save_total_limit (None there: keep all)
+    seed: int = 42  # seed
     log_every: int = 10
     stop_after: int = None
 

@@ -1,4 +1,4 @@
-"""Vocabulary trimming: cut a bert2bert model and its WordPiece tokenizer down to the token ids a corpus uses.
+"""Vocabulary trimming: cut an encoder-decoder model and its WordPiece tokenizer down to the token ids a corpus uses.
 
 Why: a warm-started bert2bert carries BERT's whole 30,522-token vocabulary, most of which a given task never sees.
 For one built from all-MiniLM-L6-v2 (hidden size 384) with tied encoder and decoder, the word-embedding table is
@@ -16,9 +16,10 @@ sub-configs and the generation config), and ``keep_ids``.
 How ids are remapped: the kept ids stay in their original order, so the new id of a token is its rank among the
 kept ids: ``new_id = searchsorted(kept_ids, old_id)`` and ``old_id = kept_ids[new_id]``. [PAD] = 0 stays 0;
 the others move down (MiniLM: [UNK] 100 -> 1, [CLS] 101 -> 2, [SEP] 102 -> 3 when no [unusedN] token is used).
-The same map is applied everywhere an id is stored: the rows of the word-embedding tables and the LM-head bias,
-the special ids of every config and of the generation config, and the tokenizer's vocabulary, added tokens and
-post-processor template.
+The same map is applied everywhere an id is stored: the rows of every parameter the encoder and the decoder
+declare as indexed by token id (their ``vocab_parameters()``: word embeddings, an LM-head bias), the special ids
+of every config and of the generation config, and the tokenizer's vocabulary, added tokens and post-processor
+template.
 
 What holds afterwards:
 - On ids the trimmed vocabulary covers, the trimmed model computes the same logits as the full one restricted to
@@ -36,8 +37,10 @@ What holds afterwards:
   save a model with tied encoder and decoder with ``save_pretrained(path, include_tied_copies=True)`` for
   transformers 5, which writes the decoder's copy of the shared tensors too.
 
-Only bert2bert models with WordPiece tokenizers are handled: a GPT-2 or BART decoder has its own byte-level BPE
-vocabulary, whose merges would need trimming too, and trimming one raises ConfigError.
+Any encoder-decoder model whose encoder and decoder share one WordPiece vocabulary can be trimmed: a bert2bert,
+or a GPT-2 or BART decoder built over the BERT vocabulary. A GPT-2 or BART checkpoint's own byte-level BPE
+vocabulary is refused with a ConfigError (its merges would need trimming too), and so is a pair whose encoder and
+decoder have vocabularies of different sizes.
 """
 import json
 import os
@@ -45,16 +48,13 @@ import tempfile
 
 import numpy as np
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import CheckpointError, ConfigError, InputError
 from ..generation.config import GenerationConfig
 from ..models.config import EncoderDecoderConfig
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
 from ..nn.weights import ParamStore
 
-# Tensors whose first axis is the token id, by full key. The decoder's LM-head weight is its (tied) word embeddings.
-VOCAB_TENSORS = ("encoder.embeddings.word_embeddings.weight", "decoder.bert.embeddings.word_embeddings.weight",
-                 "decoder.cls.predictions.bias")
 # Config and generation-config fields that hold a token id (or a list of them).
 ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id",
              "forced_bos_token_id", "forced_eos_token_id")
@@ -100,17 +100,28 @@ def count_token_ids(tokenizer, texts, *, batch_size=1024):
 
 
 def check_trimmable(model, tokenizer=None):
-    """Raise ConfigError unless ``model`` is a bert2bert (whose vocabulary ``tokenizer`` covers, when given)."""
+    """Raise ConfigError unless the encoder and decoder of ``model`` share one vocabulary (which ``tokenizer``, a
+    WordPiece tokenizer, covers, when given)."""
     enc, dec = model.config.encoder, model.config.decoder
-    if enc.model_type != "bert" or dec.model_type != "bert":
-        raise ConfigError(f"vocabulary trimming handles bert2bert models only (one WordPiece vocabulary shared "
-                          f"by encoder and decoder), got a {enc.model_type} encoder and a {dec.model_type} decoder")
     if enc.vocab_size != dec.vocab_size:
-        raise ConfigError(f"encoder and decoder vocabularies differ ({enc.vocab_size} and {dec.vocab_size} ids); "
-                          "trimming needs one vocabulary shared by both")
-    if tokenizer is not None and tokenizer.vocab_size > enc.vocab_size:
+        raise ConfigError(f"encoder and decoder vocabularies differ ({enc.model_type} {enc.vocab_size} ids, "
+                          f"{dec.model_type} {dec.vocab_size} ids); trimming needs one vocabulary shared by both "
+                          "(a GPT-2 or BART checkpoint brings a byte-level BPE vocabulary of its own)")
+    if tokenizer is None:
+        return
+    if tokenizer.vocab_size > enc.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {enc.vocab_size}: "
                           "they do not belong together")
+    kind = _tokenizer_files(tokenizer, None)["model"].get("type")
+    if kind != "WordPiece":
+        raise ConfigError(f"vocabulary trimming handles WordPiece tokenizers only, got {kind} (a BPE vocabulary's "
+                          "merges would need trimming too)")
+
+
+def vocab_parameters(model):
+    """``{key: Tensor}``: the parameters whose rows are indexed by token id, as the encoder and the decoder
+    declare them; a table the two share (``tie_encoder_decoder``) appears once, under the encoder's key."""
+    return {p.name: p for part in (model.encoder, model.decoder) for p in part.vocab_parameters()}
 
 
 def special_token_ids(tokenizer):
@@ -154,11 +165,13 @@ def trim_model(model, kept_ids):
         config["vocab_size"] = len(kept_ids)
 
     tensors = model.state_dict()  # tied tensors once, under the encoder: the new model re-ties them
-    for key in VOCAB_TENSORS:
-        if key in tensors:
-            tensors[key] = tensors[key][kept_ids]  # [V, ...] -> [V_kept, ...], rows in kept order
+    for key in vocab_parameters(model):
+        tensors[key] = tensors[key][kept_ids]  # [V, ...] -> [V_kept, ...], rows in kept order
     store = ParamStore(tensors, xp=model.xp, dtype=model.store.dtype, source="the trimmed model")
-    trimmed = EncoderDecoderModel._from_store(EncoderDecoderConfig.from_dict(config), store)
+    try:
+        trimmed = EncoderDecoderModel._from_store(EncoderDecoderConfig.from_dict(config), store)
+    except CheckpointError as err:  # a tensor sized by the vocabulary that no vocab_parameters() declares
+        raise ConfigError(f"cannot trim this model: {err}") from None
     info = trimmed.loading_info
     if info["missing_keys"] or info["unexpected_keys"]:  # a tensor this module does not know how to carry over
         raise ConfigError(f"cannot trim this model: tensors missing after trimming {info['missing_keys']}, "
@@ -200,7 +213,7 @@ def trim_tokenizer(tokenizer, kept_ids):
 
 def count_vocab_parameters(model):
     """Parameters in vocabulary-sized tensors (word embeddings, LM-head bias), each shared tensor counted once."""
-    return int(sum(p.size for key, p in model.named_parameters() if key in VOCAB_TENSORS))
+    return int(sum(p.size for p in vocab_parameters(model).values()))
 
 
 def read_corpus(path, fields=("source", "target")):
