@@ -17,6 +17,7 @@
 """
 import argparse
 
+from ..fast.cpu.native import tune
 from . import finetune, inference, summarize, warm_start
 
 
@@ -35,6 +36,5 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from ..fast.cpu.native import tune  # noqa: PLC0415
     tune()  # a program's process settings: OpenBLAS's idle threads sleep, malloc keeps freed memory
     args.run(args)
