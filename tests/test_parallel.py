@@ -53,16 +53,16 @@ def test_an_error_in_a_block_reaches_the_caller(threads):
 
 
 def test_scratch_is_reused_per_name_and_private_to_a_thread():
-    a1, b1 = parallel.scratch(np, (4, 3), np.float32, name="test_a", count=2)
-    (a2,) = parallel.scratch(np, (2, 3), np.float32, name="test_a")
-    (c,) = parallel.scratch(np, (4, 3), np.float32, name="test_c")
+    a1, b1 = parallel.scratch((4, 3), np.float32, name="test_a", count=2)
+    (a2,) = parallel.scratch((2, 3), np.float32, name="test_a")
+    (c,) = parallel.scratch((4, 3), np.float32, name="test_c")
     assert np.shares_memory(a1, a2) and not np.shares_memory(a1, b1) and not np.shares_memory(a1, c)
     other = []
-    thread = threading.Thread(target=lambda: other.extend(parallel.scratch(np, (4, 3), np.float32, name="test_a")))
+    thread = threading.Thread(target=lambda: other.extend(parallel.scratch((4, 3), np.float32, name="test_a")))
     thread.start()
     thread.join()
     assert not np.shares_memory(a1, other[0])
-    (big,) = parallel.scratch(np, (1000, 1000), np.float64, name="test_a")  # another dtype, and larger: grows
+    (big,) = parallel.scratch((1000, 1000), np.float64, name="test_a")  # another dtype, and larger: grows
     assert big.shape == (1000, 1000) and big.dtype == np.float64
 
 
@@ -133,16 +133,17 @@ def test_the_thread_count_comes_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("has_vecdot", [True, False])
-def test_row_dots_with_and_without_vecdot(rng, has_vecdot):
+def test_row_dots_with_and_without_vecdot(rng, has_vecdot, monkeypatch):
     import types
     a, b = rng.standard_normal((5, 7, 9)), rng.standard_normal((5, 7, 9))
-    xp = np if has_vecdot else types.SimpleNamespace(einsum=np.einsum)  # NumPy before 2.0 has no vecdot
-    np.testing.assert_allclose(parallel.row_dots(xp, a, b), (a * b).sum(axis=-1), rtol=1e-12)
-    np.testing.assert_allclose(parallel.row_dots(xp, a, np.ones(9)), a.sum(axis=-1), rtol=1e-12)  # broadcast row
+    if not has_vecdot:  # NumPy before 2.0 has no vecdot
+        monkeypatch.setattr(parallel, "np", types.SimpleNamespace(einsum=np.einsum))
+    np.testing.assert_allclose(parallel.row_dots(a, b), (a * b).sum(axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(parallel.row_dots(a, np.ones(9)), a.sum(axis=-1), rtol=1e-12)  # broadcast row
 
 
 def test_row_dots_of_a_row_do_not_depend_on_the_rows_around_it(rng):
     x = rng.standard_normal((341, 384)).astype(np.float32)
-    whole = parallel.row_dots(np, x, x)
+    whole = parallel.row_dots(x, x)
     for start, stop in [(0, 1), (5, 12), (100, 341)]:
-        np.testing.assert_array_equal(parallel.row_dots(np, x[start:stop], x[start:stop]), whole[start:stop])
+        np.testing.assert_array_equal(parallel.row_dots(x[start:stop], x[start:stop]), whole[start:stop])

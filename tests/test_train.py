@@ -366,9 +366,11 @@ def test_training_steps_keep_their_graph_while_another_thread_generates(tok, tra
     assert len(generated) >= 2  # it kept generating while the steps ran
     # Equal to rounding: while the other thread holds OpenBLAS to one thread (blas_one_thread, process-wide), this
     # thread's products run on one too, and a sum split over two threads is added in another order.
+    # Entries near zero (key biases' gradients are zero but for rounding) are compared to the step's largest.
     for step, (ours, reference) in enumerate(zip(together, alone)):
+        scale = max(float(np.abs(g).max()) for g in reference.values())
         for name in reference:
-            np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5, atol=1e-9,
+            np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5, atol=1e-6 * scale,
                                        err_msg=f"step {step}: {name}")
 
 

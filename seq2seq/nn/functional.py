@@ -20,6 +20,7 @@ import numpy as np
 from ..core.autograd import Function
 from ..core.backend import get_array_module, memory_order
 from ..core.errors import InputError
+from ..core.inputs import IGNORE_INDEX
 from ..fast import cpu as fast_cpu
 from ..fast.cpu import cross_entropy as fast_cross_entropy
 from ..fast.cpu import layer_norm as fast_layer_norm
@@ -173,7 +174,7 @@ class CrossEntropy(Function):
     (``label_smoothing_factor``): row loss (1 - eps) * -log p_label + eps * mean_j(-log p_j).
     """
 
-    def __init__(self, labels, ignore_index=-100, *, label_smoothing=0.0):
+    def __init__(self, labels, ignore_index=IGNORE_INDEX, *, label_smoothing=0.0):
         check_label_smoothing(label_smoothing)
         self.labels, self.ignore_index, self.eps = labels, ignore_index, float(label_smoothing)
 
@@ -291,7 +292,7 @@ def softmax(x):
     return MaskedSoftmax()(x)
 
 
-def cross_entropy(logits, labels, ignore_index=-100, *, label_smoothing=0.0):
+def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, *, label_smoothing=0.0):
     return CrossEntropy(labels, ignore_index, label_smoothing=label_smoothing)(logits)
 
 

@@ -80,10 +80,9 @@ def lm_head_layout(weight):
     """Keep a tied embedding table ``[V, C]`` in column-major (Fortran) order, in place; returns it.
 
     Why: the LM head multiplies by the table's transpose, ``h @ W.T``. With W column-major, W.T is an ordinary
-    row-major ``[C, V]`` matrix, and OpenBLAS runs that product 1.4-1.7x faster for the few rows of a decode step
-    (8 x 768 @ 768 x 30522: 5.2 ms instead of 7.8 ms; no difference for large batches). Shapes, values,
-    checkpoints and gradients are unchanged; only row lookups become strided, which costs little for the handful
-    of decoder input ids (8 x 512 lookups: 19 ms instead of 1 ms).
+    row-major ``[C, V]`` matrix, and OpenBLAS runs that product markedly faster for the few rows of a decode step
+    (no difference for large batches; measured: benchmarks/RESULTS.md). Shapes, values, checkpoints and gradients
+    are unchanged; only row lookups become strided, which costs little for the handful of decoder input ids.
     """
     weight.data = get_array_module(weight.data).asfortranarray(weight.data)
     return weight

@@ -71,12 +71,12 @@ class FusedAttention:
                 if probs is not None:
                     scores = probs[rows, :, qr]  # softmaxed in place below: the kept probabilities
                 else:
-                    (scores,) = scratch(np, (n, nh, tq, s), q.dtype, name="attention")
+                    (scores,) = scratch((n, nh, tq, s), q.dtype, name="attention")
                 _masked_scores(qs[rows, :, qr], kt[rows], self.blocked, rows, qr, out=scores)  # [b, nh, tq, S]
                 top = _row_max(scores)  # [b, nh, tq, 1]
                 scores -= top
                 p = np.exp(scores, out=scores)
-                total = row_dots(np, p, ones)[..., None]  # row sums, [b, nh, tq, 1]
+                total = row_dots(p, ones)[..., None]  # row sums, [b, nh, tq, 1]
                 p *= 1 / total  # probabilities, [b, nh, tq, S]
                 if row_max is not None:
                     row_max[rows, :, qr], log_sum[rows, :, qr] = top, np.log(total)
@@ -108,7 +108,7 @@ class FusedAttention:
             n = rows.stop - rows.start
             for i, qr in enumerate(query_chunks):
                 tq = len(range(t)[qr])
-                p, gp = scratch(np, (n, nh, tq, s), q.dtype, name="attention", count=2)
+                p, gp = scratch((n, nh, tq, s), q.dtype, name="attention", count=2)
                 if self.probs is not None:
                     p = self.probs[rows, :, qr]  # [b, nh, tq, S]
                 else:
@@ -123,7 +123,7 @@ class FusedAttention:
                     gp *= self.kept[rows, :, qr]
                     gp *= gp.dtype.type(self.kept_scale)
                 # softmax backward: d score_j = p_j (dp_j - sum_k dp_k p_k)
-                gp -= row_dots(np, gp, p)[..., None]
+                gp -= row_dots(gp, p)[..., None]
                 gp *= p
                 if self.blocked is not None:  # masked scores were replaced by a constant: no gradient
                     _fill_blocked(gp, self.blocked, rows, qr, 0)
@@ -152,7 +152,7 @@ class FusedAttention:
     def _dropped(self, p, kept):
         """Inverted dropout of the probabilities: 0 where dropped, p * kept_scale where kept (a scratch array, not
         ``p``: forward's ``p`` may be the kept probabilities)."""
-        (dropped,) = scratch(np, p.shape, p.dtype, name="attention_dropout")
+        (dropped,) = scratch(p.shape, p.dtype, name="attention_dropout")
         np.multiply(p, kept, out=dropped)
         dropped *= p.dtype.type(self.kept_scale)
         return dropped
@@ -180,7 +180,7 @@ def _query_chunks(batch, t, s, hs):
 def _products_on_calling_threads(batch):
     """While the blocks of a batch run on our threads, each OpenBLAS product stays on the thread that calls it
     (one sequence is one block, on this thread, whose products OpenBLAS may spread)."""
-    return blas_on_calling_threads(np) if batch > 1 else contextlib.nullcontext()
+    return blas_on_calling_threads() if batch > 1 else contextlib.nullcontext()
 
 
 def _masked_scores(qs, kt, blocked, rows, queries, *, out):

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ...core.backend import erf_float64, get_array_module
+from ...core.backend import erf_float64
 from ...core.special import ERF_CLAMP, ERF_P, ERF_Q
 from .parallel import as_rows, for_each_block, scratch
 
@@ -39,75 +39,73 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def erf(x):
     """``core.special.erf``, blockwise: the same values (bit for bit in float32)."""
-    xp = get_array_module(x)
-    out = xp.empty(x.shape, dtype=x.dtype)  # C order, so as_rows(out) below is a view (empty_like keeps x's)
-    x2, out2 = as_rows(xp.ascontiguousarray(x)), as_rows(out)
-    for_each_block(lambda rows: _erf_into(xp, x2[rows], out2[rows]), *x2.shape, xp=xp)
+    out = np.empty(x.shape, dtype=x.dtype)  # C order, so as_rows(out) below is a view (empty_like keeps x's)
+    x2, out2 = as_rows(np.ascontiguousarray(x)), as_rows(out)
+    for_each_block(lambda rows: _erf_into(x2[rows], out2[rows]), *x2.shape)
     return out
 
 
-def _erf_into(xp, x, out):
+def _erf_into(x, out):
     """Write erf(x) into ``out``: the rational approximation for float32, exact erf for float64."""
     if x.dtype.itemsize > 4:
         out[...] = erf_float64(x)
     elif x.dtype.itemsize < 4:  # float16: through float32
-        wide = xp.empty(x.shape, dtype=xp.float32)
-        _erf_into(xp, x.astype(xp.float32), wide)
+        wide = np.empty(x.shape, dtype=np.float32)
+        _erf_into(x.astype(np.float32), wide)
         out[...] = wide
     else:
-        _erf_float32(xp, x, out)
+        _erf_float32(x, out)
 
 
-def _erf_float32(xp, x, out):
+def _erf_float32(x, out):
     """erf(x) into ``out`` with in-place ufuncs on this thread's scratch buffers (one block of rows)."""
-    t, x2, q = scratch(xp, x.shape, x.dtype, name="erf", count=3)
-    xp.clip(x, -ERF_CLAMP, ERF_CLAMP, out=t)
-    xp.multiply(t, t, out=x2)
+    t, x2, q = scratch(x.shape, x.dtype, name="erf", count=3)
+    np.clip(x, -ERF_CLAMP, ERF_CLAMP, out=t)
+    np.multiply(t, t, out=x2)
     p = out  # the numerator is built in the output itself
     p.fill(ERF_P[0])
     for c in ERF_P[1:]:  # Horner: p = p * x^2 + c
-        xp.multiply(p, x2, out=p)
-        xp.add(p, c, out=p)
-    xp.multiply(p, t, out=p)
+        np.multiply(p, x2, out=p)
+        np.add(p, c, out=p)
+    np.multiply(p, t, out=p)
     q.fill(ERF_Q[0])
     for c in ERF_Q[1:]:
-        xp.multiply(q, x2, out=q)
-        xp.add(q, c, out=q)
-    xp.divide(p, q, out=out)
+        np.multiply(q, x2, out=q)
+        np.add(q, c, out=q)
+    np.divide(p, q, out=out)
 
 
 # ---- GELU ---------------------------------------------------------------------------------------------------------
 
 def gelu_forward(x):
     """x Phi(x), elementwise, as a new C-ordered array."""
-    xp = get_array_module(x)
-    x = xp.ascontiguousarray(x)
-    y = xp.empty(x.shape, dtype=x.dtype)
+    x = np.ascontiguousarray(x)
+    y = np.empty(x.shape, dtype=x.dtype)
     x2, y2 = as_rows(x), as_rows(y)  # [..., F] -> [N, F] views
-    for_each_block(lambda rows: _forward_block(xp, x2[rows], y2[rows]), *x2.shape, xp=xp)
+    for_each_block(lambda rows: _forward_block(x2[rows], y2[rows]), *x2.shape)
     return y
 
 
-def _forward_block(xp, x, out):
-    if x.dtype != xp.float32:  # float64 (gradient checks) through the exact erf; float16 through float32's
-        (u,) = scratch(xp, x.shape, x.dtype, name="gelu")
-        xp.multiply(x, x.dtype.type(_SQRT_HALF), out=u)
-        _erf_into(xp, u, out)
+def _forward_block(x, out):
+    if x.dtype != np.float32:  # float64 (gradient checks) through the exact erf; float16 through float32's
+        (u,) = scratch(x.shape, x.dtype, name="gelu")
+        np.multiply(x, x.dtype.type(_SQRT_HALF), out=u)
+        _erf_into(u, out)
         out += 1
         out *= 0.5  # Phi(x)
         out *= x  # x Phi(x)
         return
-    t, s = scratch(xp, x.shape, x.dtype, name="gelu", count=2)
-    xp.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to 1 (or to ~0: GELU's error < 1e-6)
-    xp.multiply(t, t, out=s)
+    t, s = scratch(x.shape, x.dtype, name="gelu", count=2)
+    np.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to 1 (or to ~0: GELU's error < 1e-6)
+    np.multiply(t, t, out=s)
     r = out  # R(t^2), by Horner, built in the output itself
-    xp.multiply(s, xp.float32(_PHI_R[0]), out=r)
-    r += xp.float32(_PHI_R[1])
+    np.multiply(s, np.float32(_PHI_R[0]), out=r)
+    r += np.float32(_PHI_R[1])
     for c in _PHI_R[2:]:
         r *= s
-        r += xp.float32(c)
+        r += np.float32(c)
     r *= t
-    xp.tanh(r, out=r)  # 2 Phi(x) - 1
+    np.tanh(r, out=r)  # 2 Phi(x) - 1
     r += 1
     r *= x
     r *= 0.5  # x Phi(x)
@@ -115,23 +113,22 @@ def _forward_block(xp, x, out):
 
 def gelu_backward(gy, x, y):
     """gy * (Phi(x) + x phi(x)), given forward's input ``x`` and output ``y`` = x Phi(x)."""
-    xp = get_array_module(gy)
-    gy, x = xp.ascontiguousarray(gy), xp.ascontiguousarray(x)
-    gx = xp.empty(gy.shape, dtype=gy.dtype)
+    gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
+    gx = np.empty(gy.shape, dtype=gy.dtype)
     x2, y2, gy2, gx2 = as_rows(x), as_rows(y), as_rows(gy), as_rows(gx)
-    for_each_block(lambda rows: _backward_block(xp, x2[rows], y2[rows], gy2[rows], gx2[rows]), *x2.shape, xp=xp)
+    for_each_block(lambda rows: _backward_block(x2[rows], y2[rows], gy2[rows], gx2[rows]), *x2.shape)
     return gx
 
 
-def _backward_block(xp, x, y, gy, out):
-    cdf, slope = scratch(xp, x.shape, x.dtype, name="gelu", count=2)
+def _backward_block(x, y, gy, out):
+    cdf, slope = scratch(x.shape, x.dtype, name="gelu", count=2)
     with np.errstate(invalid="ignore"):
-        xp.divide(y, x, out=cdf)  # Phi(x); 0 / 0 = NaN where x = 0, replaced next
-    xp.copyto(cdf, x.dtype.type(0.5), where=x == 0)
-    xp.multiply(x, x, out=slope)  # d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        np.divide(y, x, out=cdf)  # Phi(x); 0 / 0 = NaN where x = 0, replaced next
+    np.copyto(cdf, x.dtype.type(0.5), where=x == 0)
+    np.multiply(x, x, out=slope)  # d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
     slope *= -0.5
-    xp.exp(slope, out=slope)
+    np.exp(slope, out=slope)
     slope *= _INV_SQRT_2PI
     slope *= x
     slope += cdf
-    xp.multiply(gy, slope, out=out)
+    np.multiply(gy, slope, out=out)

@@ -14,73 +14,72 @@ partial sums anyway.)
 ``mean`` and ``rstd`` are shaped ``[..., 1]`` like ``x`` with its last axis 1, as the plain form keeps them, so
 that either form's backward can follow either form's forward.
 """
-from ...core.backend import get_array_module
+import numpy as np
+
 from .parallel import as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
 
 
 def layer_norm_forward(x, gamma, beta, eps):
     """``(y, mean, rstd)``: y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps), over the last axis."""
-    xp = get_array_module(x)
-    x = xp.ascontiguousarray(x)
-    y = xp.empty(x.shape, dtype=x.dtype)
+    x = np.ascontiguousarray(x)
+    y = np.empty(x.shape, dtype=x.dtype)
     x2, y2 = as_rows(x), as_rows(y)  # [..., C] -> [N, C] views
     c = x2.shape[1]
-    mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
-    rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
-    averaging = xp.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
+    mean = np.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+    rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
+    averaging = np.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
 
     def block(rows):
         xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
-        mb[:, 0] = row_dots(xp, xb, averaging)  # the rows' means, [n]
-        xp.subtract(xb, mb, out=yb)  # centred
-        rb[:, 0] = row_dots(xp, yb, yb)  # sum of squares, [n]
+        mb[:, 0] = row_dots(xb, averaging)  # the rows' means, [n]
+        np.subtract(xb, mb, out=yb)  # centred
+        rb[:, 0] = row_dots(yb, yb)  # sum of squares, [n]
         rb *= 1.0 / c  # biased variance
         rb += eps
-        xp.sqrt(rb, out=rb)
-        xp.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
+        np.sqrt(rb, out=rb)
+        np.divide(1.0, rb, out=rb)  # 1 / sqrt(var + eps)
         yb *= rb  # normalised: xhat
         yb *= gamma
         yb += beta
 
-    with blas_on_calling_threads(xp):
-        for_each_block(block, *x2.shape, xp=xp)
+    with blas_on_calling_threads():
+        for_each_block(block, *x2.shape)
     stats_shape = x.shape[:-1] + (1,)
     return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)  # [N, 1] -> [..., 1] views
 
 
 def layer_norm_backward(gy, x, mean, rstd, gamma, *, needs):
     """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted; None for each one not wanted."""
-    xp = get_array_module(gy)
     need_x, need_gamma, need_beta = needs
-    gy2, x2 = as_rows(xp.ascontiguousarray(gy)), as_rows(xp.ascontiguousarray(x))  # [N, C]
+    gy2, x2 = as_rows(np.ascontiguousarray(gy)), as_rows(np.ascontiguousarray(x))  # [N, C]
     mean2, rstd2 = mean.reshape(-1, 1), rstd.reshape(-1, 1)  # [..., 1] -> [N, 1]
     c = x2.shape[1]
-    gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
+    gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
     gx2 = None if gx is None else as_rows(gx)
-    averaging = xp.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
-    ones = xp.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
+    averaging = np.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
+    ones = np.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
 
     def block(rows):
         gyb, mb, rb = gy2[rows], mean2[rows], rstd2[rows]
-        xhat, g = scratch(xp, gyb.shape, gyb.dtype, name="layer_norm", count=2)
-        xp.subtract(x2[rows], mb, out=xhat)
+        xhat, g = scratch(gyb.shape, gyb.dtype, name="layer_norm", count=2)
+        np.subtract(x2[rows], mb, out=xhat)
         xhat *= rb
-        gamma_part = ones[rows] @ xp.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
+        gamma_part = ones[rows] @ np.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
         beta_part = ones[rows] @ gyb if need_beta else None  # [C]
         if need_x:  # the plain form's three terms (nn/functional.py)
             gxb = gx2[rows]
-            xp.multiply(gyb, gamma, out=g)  # g = gy * gamma
-            g_mean = row_dots(xp, g, averaging)[:, None]  # [n, 1]
-            gx_mean = row_dots(xp, g, xhat)[:, None]  # [n, 1]
+            np.multiply(gyb, gamma, out=g)  # g = gy * gamma
+            g_mean = row_dots(g, averaging)[:, None]  # [n, 1]
+            gx_mean = row_dots(g, xhat)[:, None]  # [n, 1]
             gx_mean *= 1.0 / c
-            xp.subtract(g, g_mean, out=gxb)  # term 1 - term 2
+            np.subtract(g, g_mean, out=gxb)  # term 1 - term 2
             xhat *= gx_mean
             gxb -= xhat  # - term 3
             gxb *= rb
         return gamma_part, beta_part
 
-    with blas_on_calling_threads(xp):
-        parts = for_each_block(block, *gy2.shape, xp=xp)
+    with blas_on_calling_threads():
+        parts = for_each_block(block, *gy2.shape)
     ggamma = _sum_parts([gamma for gamma, _ in parts]) if need_gamma else None
     gbeta = _sum_parts([beta for _, beta in parts]) if need_beta else None
     return gx, ggamma, gbeta

@@ -15,7 +15,9 @@ The plain form is ``x2 @ w + b`` forward and three products backward. What this 
 Arrays come as rows: ``x2`` ``[N, in]``, ``gy2`` ``[N, out]``; ``weight`` as stored (``[out, in]``, or ``[in,
 out]`` with ``in_out=True``, GPT-2's Conv1D layout).
 """
-from ...core.backend import get_array_module, memory_order
+import numpy as np
+
+from ...core.backend import memory_order
 from .parallel import for_each_block
 
 FEW_ROWS = 64  # up to this many rows, forward multiplies in the order that is faster for thin inputs
@@ -23,14 +25,13 @@ FEW_ROWS = 64  # up to this many rows, forward multiplies in the order that is f
 
 def linear_forward(x2, weight, bias, *, in_out):
     """``x2 @ w + bias`` as ``[N, out]`` (C-ordered, or a transposed view for at most ``FEW_ROWS`` rows)."""
-    xp = get_array_module(x2)
     w = weight if in_out else weight.T  # [in, out]
     if x2.shape[0] <= FEW_ROWS and weight.flags.c_contiguous:
         y = (w.T @ x2.T).T  # [out, in] @ [in, N] -> [out, N] -> [N, out], a view
     else:
         y = x2 @ w  # [N, in] @ [in, out] -> [N, out]
     if bias is not None and y.flags.c_contiguous:  # in blocks of rows on every core (parallel.py)
-        for_each_block(lambda rows: xp.add(y[rows], bias, out=y[rows]), *y.shape, xp=xp)
+        for_each_block(lambda rows: np.add(y[rows], bias, out=y[rows]), *y.shape)
     elif bias is not None:  # the transposed result of a few rows: small
         y += bias
     return y
@@ -38,25 +39,23 @@ def linear_forward(x2, weight, bias, *, in_out):
 
 def linear_backward(gy2, x2, weight, *, in_out, needs):
     """``(gx2, gw, gb)`` for ``needs`` = (x, weight, bias) wanted; None for each one not wanted."""
-    xp = get_array_module(gy2)
     need_x, need_weight, need_bias = needs
     w = weight if in_out else weight.T  # [in, out]
     gx2 = gy2 @ w.T if need_x else None  # [N, out] @ [out, in] -> [N, in]
     gw = weight_grad(gy2, x2, weight, in_out=in_out) if need_weight else None
     # the sum over rows as a matrix-vector product: BLAS runs it on every core
-    gb = gy2.T @ xp.ones(gy2.shape[0], dtype=gy2.dtype) if need_bias else None  # [out, N] @ [N] -> [out]
+    gb = gy2.T @ np.ones(gy2.shape[0], dtype=gy2.dtype) if need_bias else None  # [out, N] @ [N] -> [out]
     return gx2, gw, gb
 
 
 def weight_grad(gy2, x2, weight, *, in_out):
     """The weight's gradient, shaped as ``weight`` is stored and laid out in its memory order."""
-    xp = get_array_module(gy2)
     if memory_order(weight) == "F":
         # Written through its transpose, a C-ordered view, so that gw owns its memory (no view to copy later).
-        gw = xp.empty(weight.shape, dtype=gy2.dtype, order="F")
+        gw = np.empty(weight.shape, dtype=gy2.dtype, order="F")
         if in_out:
-            xp.matmul(gy2.T, x2, out=gw.T)  # [out, N] @ [N, in] -> [out, in]
+            np.matmul(gy2.T, x2, out=gw.T)  # [out, N] @ [N, in] -> [out, in]
         else:
-            xp.matmul(x2.T, gy2, out=gw.T)  # [in, N] @ [N, out] -> [in, out]
+            np.matmul(x2.T, gy2, out=gw.T)  # [in, N] @ [N, out] -> [in, out]
         return gw
     return x2.T @ gy2 if in_out else gy2.T @ x2  # [in, out] or [out, in], as stored

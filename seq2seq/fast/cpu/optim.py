@@ -9,7 +9,9 @@ The blocks follow the parameter's memory order (the tied LM-head table is column
 ``layers.lm_head_layout``): p, m and v are flattened as views in that order, so the update lands in them; the
 gradient too when it has the same layout (``nn.functional.Linear``'s fused backward makes it so), else a copy.
 """
-from ...core.backend import get_array_module, memory_order
+import numpy as np
+
+from ...core.backend import memory_order
 from .parallel import for_each_block, scratch
 
 
@@ -20,43 +22,41 @@ def _flat(array, order):
 
 def adamw_update(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
     """torch.optim.AdamW's step, in place on parameter ``p`` and its moments ``m``, ``v``, given gradient ``g``."""
-    xp = get_array_module(p)
     hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
              "step_size": step_size, "bias_correction2": bias_correction2}
     order = memory_order(p)
     fp, fm, fv = (_flat(a, order) for a in (p, m, v))
-    if all(xp.may_share_memory(f, a) for f, a in ((fp, p), (fm, m), (fv, v))):
+    if all(np.may_share_memory(f, a) for f, a in ((fp, p), (fm, m), (fv, v))):
         fg = _flat(g, order)  # a copy only when g's layout differs from p's
-        for_each_block(lambda rows: _adamw_block(xp, fp[rows], fg[rows], fm[rows], fv[rows], **hyper),
-                       fp.size, 1, xp=xp)
+        for_each_block(lambda rows: _adamw_block(fp[rows], fg[rows], fm[rows], fv[rows], **hyper),
+                       fp.size, 1)
     else:  # not contiguous (never for parameters the engine makes): one block, on the arrays themselves
-        _adamw_block(xp, p, g, m, v, **hyper)
+        _adamw_block(p, g, m, v, **hyper)
 
 
-def _adamw_block(xp, p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
+def _adamw_block(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
     """The plain form's arithmetic, in its order, in place on views of one block of a parameter."""
-    (tmp,) = scratch(xp, p.shape, p.dtype, name="adamw")  # one reused buffer, not a temporary per operation
+    (tmp,) = scratch(p.shape, p.dtype, name="adamw")  # one reused buffer, not a temporary per operation
     if weight_decay != 0:
         p *= 1 - lr * weight_decay
-    xp.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)
+    np.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)
     tmp *= 1 - beta1
     m += tmp
     v *= beta2  # v = beta2 v + (1 - beta2) g^2
-    xp.multiply(g, 1 - beta2, out=tmp)
+    np.multiply(g, 1 - beta2, out=tmp)
     tmp *= g
     v += tmp
-    xp.sqrt(v, out=tmp)  # denom = sqrt(v) / sqrt(bias_correction2) + eps
+    np.sqrt(v, out=tmp)  # denom = sqrt(v) / sqrt(bias_correction2) + eps
     tmp /= bias_correction2 ** 0.5
     tmp += eps
-    xp.divide(step_size * m, tmp, out=tmp)  # p -= step_size m / denom
+    np.divide(step_size * m, tmp, out=tmp)  # p -= step_size m / denom
     p -= tmp
 
 
 def scale_in_place(g, factor):
     """``g *= factor`` in blocks on every core (clip_grad_norm_'s scaling of each gradient)."""
-    xp = get_array_module(g)
     flat = _flat(g, memory_order(g))
-    if xp.may_share_memory(flat, g):
-        for_each_block(lambda rows: xp.multiply(flat[rows], factor, out=flat[rows]), flat.size, 1, xp=xp)
+    if np.may_share_memory(flat, g):
+        for_each_block(lambda rows: np.multiply(flat[rows], factor, out=flat[rows]), flat.size, 1)
     else:  # not contiguous: one pass on the array itself
         g *= factor

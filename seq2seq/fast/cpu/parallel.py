@@ -13,26 +13,23 @@ ideas recover most of the difference without leaving NumPy:
    Why it matters: glibc serves allocations from 128 KiB up with a fresh ``mmap``, so a temporary allocated per
    block costs page faults and the kernel zeroing its pages, and threads then queue on the process's memory map.
 
-Block size (measured on 2 AMD EPYC cores, erf of 13M values): with small blocks (16K values) each ufunc call is
-shorter than the hand-over of the GIL, so two threads are *slower* than one; with 128K-value blocks (512 KiB per
-array, a few arrays per thread well inside the 32 MiB L3 cache) two threads run 2.1x faster than one, and the one
-thread 3.4x faster than whole-array NumPy with fresh temporaries. Not every CPU gains as much: on a 2-vCPU Intel
-Xeon (2 MiB of L2 per core) two threads run GELU and LayerNorm only 1.0-1.2x faster than one, because a GELU
-block's four to six 512 KiB arrays spill that L2, and blocks small enough to stay in it make ufunc calls too short
-to cover the hand-over of the GIL (a bare multiply: 2x faster on two threads at 128K values a call, no faster at
-32K).
+Block size: with small blocks (16K values) each ufunc call is shorter than the hand-over of the GIL, so two
+threads are *slower* than one; ``BLOCK_VALUES`` = 128K values (512 KiB per float32 array, a few arrays per thread
+inside a large L3 cache) lets two threads run about twice as fast as one on CPUs with a large shared cache. Not
+every CPU gains as much: where a block's four to six arrays spill a small L2 and smaller blocks make ufunc calls too
+short to cover the hand-over of the GIL, two threads gain little (measured on AMD EPYC and Intel Xeon machines:
+benchmarks/RESULTS.md).
 
 Every op that uses this computes each row on its own (elementwise work, or reductions along the last axis), so the
 result is bit-for-bit the same whatever the number of threads: a training run resumed on a machine with another
 core count continues the same curve. (Sums over rows, such as LayerNorm's parameter gradients, add per-block
 partial sums in block order: they depend on the block size, a constant, and not on the threads.) Random numbers
-(dropout) are never drawn inside a block: the order of draws must not depend on thread timing. On CuPy there is
-nothing to gain (a GPU kernel is already parallel), so the whole array is one block.
+(dropout) are never drawn inside a block: the order of draws must not depend on thread timing. Only the fused CPU
+forms use this, on NumPy arrays: on a GPU each kernel is parallel already, and CuPy runs nn/'s plain forms.
 
 The number of threads is the number of cores this process may run on, or ``SEQ2SEQ_NUM_THREADS`` when set.
 """
 from concurrent.futures import ThreadPoolExecutor
-import contextlib
 import os
 import threading
 
@@ -86,16 +83,13 @@ def row_blocks(rows, row_values, *, block_values=None):
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def for_each_block(fn, rows, row_values, *, xp=np, block_values=None):
+def for_each_block(fn, rows, row_values, *, block_values=None):
     """Call ``fn(block)`` for slices ``block`` that cover ``range(rows)``; return their results in order.
 
     ``fn`` must only read its inputs and write its own rows of an output (blocks run concurrently), and must not
     call ``for_each_block`` itself (a block waiting for blocks could wait for a thread that is running it).
-    On NumPy the blocks are split into one contiguous run per thread (the calling thread takes the first); on
-    CuPy ``fn`` is called once, for all rows.
+    The blocks are split into one contiguous run per thread (the calling thread takes the first).
     """
-    if xp is not np:
-        return [fn(slice(0, rows))]
     blocks = row_blocks(rows, row_values, block_values=block_values)
     threads = min(num_threads(), len(blocks))
     if threads == 1:
@@ -113,31 +107,27 @@ def _run(fn, blocks):
     return [fn(block) for block in blocks]
 
 
-def blas_on_calling_threads(xp):
+def blas_on_calling_threads():
     """For blocks that call BLAS themselves: while they run, each OpenBLAS product stays on the thread that calls
-    it (``cpu.blas_one_thread``), so that our threads and OpenBLAS's do not compete for the cores, and a product's
-    rounding never depends on how many threads OpenBLAS would have split it over. Nothing to do on CuPy."""
-    return blas_one_thread() if xp is np else contextlib.nullcontext()
+    it (``native.blas_one_thread``), so that our threads and OpenBLAS's do not compete for the cores, and a product's
+    rounding never depends on how many threads OpenBLAS would have split it over."""
+    return blas_one_thread()
 
 
-def row_dots(xp, a, b):
-    """``sum(a * b, axis=-1)`` in one pass, without writing the products out (``vecdot``: NumPy 2 and CuPy 13
-    have it; ``einsum`` does the same elsewhere)."""
-    vecdot = getattr(xp, "vecdot", None)
-    return vecdot(a, b) if vecdot is not None else xp.einsum("...i,...i->...", a, b)
+def row_dots(a, b):
+    """``sum(a * b, axis=-1)`` in one pass, without writing the products out (``vecdot`` from NumPy 2 on;
+    ``einsum`` does the same before)."""
+    vecdot = getattr(np, "vecdot", None)
+    return vecdot(a, b) if vecdot is not None else np.einsum("...i,...i->...", a, b)
 
 
 _local = threading.local()
 
 
-def scratch(xp, shape, dtype, *, name, count=1):
+def scratch(shape, dtype, *, name, count=1):
     """``count`` arrays of ``shape`` and ``dtype`` for temporaries, private to this thread and reused by every later
     call with the same ``name`` (their contents are garbage). Two uses that are alive at once need two names.
-
-    On CuPy they are plain new arrays: CuPy's memory pool already recycles device memory.
     """
-    if xp is not np:
-        return [xp.empty(shape, dtype=dtype) for _ in range(count)]
     size = int(np.prod(shape))
     buffers = _local.__dict__.setdefault("buffers", {})
     key = (name, np.dtype(dtype).str)
