@@ -45,6 +45,7 @@ def workload(name, base, small):
     rng = np.random.default_rng(0)
     if name.startswith("train"):
         model = seq2seq.EncoderDecoderModel.from_pretrained(small).train()
+        model.state.rng = np.random.default_rng(0)  # dropout's draws: the same in both (how seed= maps to them may not)
         src, tgt = rng.integers(1000, 30000, (16, 128)), rng.integers(1000, 30000, (16, 32))
         optimizer = seq2seq.optim.AdamW(model.parameters(), lr=1e-5)
 
@@ -76,6 +77,7 @@ def serve(names, base, small, repeats):
     import time  # noqa: PLC0415
 
     fns = {name: workload(name, base, small) for name in names}
+    print("ready", flush=True)  # loaded: timing may start (the other checkout's loading must not overlap it)
     for line in sys.stdin:
         fn = fns[line.strip()]
         result = fn()
@@ -114,6 +116,8 @@ def main():
                 [sys.executable, __file__, args.old, args.new, "--repeats", str(args.repeats),
                  "--serve", ",".join(names), base, small],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for child in children.values():
+            assert child.stdout.readline().strip() == "ready"
         print(f"old {args.old}, new {args.new}: {args.rounds} rounds x {args.repeats} timed runs, medians")
         print(f"{'workload':24} {'old s':>8} {'new s':>8} {'old/new':>8}")
         for name in names:

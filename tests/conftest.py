@@ -1,5 +1,10 @@
 """Shared pytest fixtures.
 
+The tests mirror the package: ``tests/core/`` tests ``seq2seq/core/``, ``tests/nn/`` tests ``seq2seq/nn/``, and so on;
+the files at this level test the whole (the package's shape, errors at the boundary, the shipped model and the
+weights/ scripts). Helpers that tests import (``oracle.py``: models built with transformers; ``attention_cases.py``;
+``weights_scripts.py``) live here, on the path because this file's folder is.
+
 ``xp`` runs a test once per array module: NumPy always, CuPy on a machine with a CUDA device (skipped, not
 absent, elsewhere, so a GPU box runs the same tests without a second copy of the suite). ``rng`` is a seeded
 NumPy generator, fresh for each test, so tests do not depend on each other's draws.

@@ -21,20 +21,26 @@ which is the arithmetic CuPy runs.
 import contextlib
 import threading
 
-_local = threading.local()
+import numpy as np
+
+
+class _Switch(threading.local):
+    disabled = False  # every thread starts with the fused forms on
+
+
+_switch = _Switch()
 
 
 def enabled(xp):
     """True when an op on arrays of ``xp`` should take its fused CPU form: NumPy, and not inside ``disabled()``."""
-    return xp.__name__ == "numpy" and not getattr(_local, "disabled", False)
+    return xp is np and not _switch.disabled
 
 
 @contextlib.contextmanager
 def disabled():
     """Within the block, ops in this thread take their plain forms, as on CuPy (for tests and comparisons)."""
-    previous = getattr(_local, "disabled", False)
-    _local.disabled = True
+    previous, _switch.disabled = _switch.disabled, True
     try:
         yield
     finally:
-        _local.disabled = previous
+        _switch.disabled = previous

@@ -117,8 +117,10 @@ def blas_on_calling_threads():
 def row_dots(a, b):
     """``sum(a * b, axis=-1)`` in one pass, without writing the products out (``vecdot`` from NumPy 2 on;
     ``einsum`` does the same before)."""
-    vecdot = getattr(np, "vecdot", None)
-    return vecdot(a, b) if vecdot is not None else np.einsum("...i,...i->...", a, b)
+    return _vecdot(a, b) if _vecdot is not None else np.einsum("...i,...i->...", a, b)
+
+
+_vecdot = getattr(np, "vecdot", None)
 
 
 _local = threading.local()

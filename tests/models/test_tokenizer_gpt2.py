@@ -31,7 +31,7 @@ try:
 except ImportError:  # the oracle tests skip; the rest still run
     transformers = None
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 GPT2_DIR = os.path.join(FIXTURES, "gpt2")
 EOT, EOT_ID = "<|endoftext|>", 50256
 

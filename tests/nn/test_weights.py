@@ -8,6 +8,8 @@ import pytest
 from seq2seq.core.errors import CheckpointError
 from seq2seq.nn.weights import ParamStore, normal, ones, zeros
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
 
 def store_with(**tensors):
     return ParamStore({k.replace("__", "."): v for k, v in tensors.items()}, source="test.safetensors")
@@ -81,5 +83,5 @@ def test_inspect_tool_runs(tmp_path):
     model = seq2seq.EncoderDecoderModel(seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(enc, enc))
     model.save_pretrained(tmp_path)
     out = subprocess.run([sys.executable, "weights/inspect_checkpoint.py", str(tmp_path)], capture_output=True,
-                         text=True, check=True, cwd=str(__import__("pathlib").Path(__file__).parent.parent)).stdout
+                         text=True, check=True, cwd=str(REPO)).stdout
     assert "decoder.cls.predictions.bias" in out and "missing (freshly initialised): none" in out

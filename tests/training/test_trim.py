@@ -21,7 +21,7 @@ try:
 except ImportError:  # the oracle tests skip; the rest still run
     torch = transformers = None
 
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 CORPUS = [
     "The cat sat on the mat.", "A dog barked at the mailman this morning.", "She reads a book every night.",

@@ -14,7 +14,7 @@ from seq2seq.core.errors import CheckpointNotFoundError, ConfigError
 from seq2seq.generation.config import GenerationConfig
 from seq2seq.models.config import MAX_LAYERS, MAX_PARAMETERS, config_from_dict, load_config
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_bert_defaults_are_bert_base():

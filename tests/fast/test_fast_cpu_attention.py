@@ -10,10 +10,10 @@ import seq2seq
 from seq2seq.core.gradcheck import check_grad
 from seq2seq.fast import cpu as fast_cpu
 from seq2seq.fast.cpu import parallel
-from seq2seq.nn.attention import Attention
-from test_attention import KINDS, make_keep
-
 import seq2seq.fast.cpu.attention as fused_attention
+from seq2seq.nn.attention import Attention
+
+from attention_cases import KINDS, make_keep
 
 
 @pytest.fixture(params=["kept", "recomputed"])

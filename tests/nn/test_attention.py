@@ -12,6 +12,8 @@ from seq2seq.fast import cpu as fast_cpu
 from seq2seq.nn.attention import (Attention, attention_reference, causal_mask, combine_masks, merge_heads,
                                   padding_mask, split_heads)
 
+from attention_cases import KINDS, make_keep
+
 
 def test_causal_mask_with_a_cache_offset(xp):
     keep = causal_mask(xp, 2, 5)  # the last 2 of 5 positions are queries
@@ -24,28 +26,6 @@ def test_padding_and_causal_masks_combine(xp):
     assert keep.shape == (1, 1, 3, 3)
     np.testing.assert_array_equal(seq2seq.to_numpy(keep[0, 0]), [[1, 0, 0], [1, 1, 0], [1, 1, 0]])
     assert combine_masks(None, None) is None
-
-
-def make_keep(xp, kind, b, t, s):
-    """A keep-mask of one kind for scores [b, nh, t, s] (None for "none")."""
-    if kind == "none":
-        return None
-    if kind == "padding":
-        mask = np.ones((b, s), np.int64)
-        mask[-1, s // 2:] = 0
-        return padding_mask(xp.asarray(mask))
-    if kind == "causal":
-        return causal_mask(xp, t, s)
-    if kind == "causal+padding":
-        mask = np.ones((b, s), np.int64)
-        mask[0, -1] = 0
-        return combine_masks(causal_mask(xp, t, s), padding_mask(xp.asarray(mask)))
-    keep = np.ones((b, 1, t, s), bool)  # "fully-masked-row": a query that may see nothing
-    keep[0, 0, t - 1, :] = False
-    return xp.asarray(keep)
-
-
-KINDS = ["none", "padding", "causal", "causal+padding", "fully-masked-row"]
 
 
 def plain(xp):

@@ -25,7 +25,7 @@ from seq2seq.training.evaluate import evaluate, load_rouge
 from seq2seq.nn.layers import RunState
 from seq2seq.training.train import Trainer, TrainingArguments, atomic_directory, find_checkpoint, list_checkpoints
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "debian"
 LENGTHS = {"max_source_len": 32, "max_target_len": 12}
 

@@ -14,7 +14,7 @@ import seq2seq.cli.summarize
 from seq2seq.cli.finetune import RECIPE, TRAINING_FLAGS
 from seq2seq.training.train import TrainingArguments
 
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, stdin=None):
