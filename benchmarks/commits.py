@@ -5,8 +5,9 @@
 
 Each checkout runs in a subprocess of its own (``PYTHONPATH`` set to it), both started with the same process
 settings (OpenBLAS's thread timeout and glibc's malloc, through the environment, as ``tune_cpu()`` sets them), so
-that only the package's code differs. The subprocesses take turns, a round at a time, and each turn repeats the
-workload after one warm-up run; a workload's time is the median over its turns. The weights are the same: a random
+that only the package's code differs. Every round starts a fresh pair, which take turns; each turn repeats the
+workload after one warm-up run; a workload's time is the median over its rounds' runs. Run a checkout against
+itself to see the noise (``commits.py A A``). The weights are the same: a random
 bert2bert-base (and a MiniLM-sized one for the training step) saved once by the newer checkout and loaded by both,
 and both must give the same outputs (ids equal, losses within 1e-5) before any time counts.
 Ratio = old time / new time (above 1: the new checkout is faster).
@@ -109,21 +110,18 @@ def main():
         base, small = os.path.join(tmp, "base"), os.path.join(tmp, "small")
         subprocess.run([sys.executable, __file__, args.old, args.new, "--build", base, small], check=True,
                        env={**os.environ, "PYTHONPATH": os.path.abspath(args.new)})
-        children = {}
-        for label, checkout in (("old", args.old), ("new", args.new)):
-            env = {**os.environ, **SETTINGS, "PYTHONPATH": os.path.abspath(checkout)}
-            children[label] = subprocess.Popen(
-                [sys.executable, __file__, args.old, args.new, "--repeats", str(args.repeats),
-                 "--serve", ",".join(names), base, small],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        for child in children.values():
-            assert child.stdout.readline().strip() == "ready"
         print(f"old {args.old}, new {args.new}: {args.rounds} rounds x {args.repeats} timed runs, medians")
         print(f"{'workload':24} {'old s':>8} {'new s':>8} {'old/new':>8}")
         for name in names:
             times = {"old": [], "new": []}
             results = {}
             for r in range(args.rounds):
+                # fresh processes every round: a process's own luck (where its big arrays landed in memory) moves a
+                # decode step by 10-15% (measured: the same checkout against itself), so it must average out too
+                children = {label: start_checkout(checkout, name, base, small, args)
+                            for label, checkout in (("old", args.old), ("new", args.new))}
+                for child in children.values():
+                    assert child.stdout.readline().strip() == "ready"
                 for label in (("old", "new") if r % 2 == 0 else ("new", "old")):  # alternate who goes first
                     child = children[label]
                     child.stdin.write(name + "\n")
@@ -131,13 +129,21 @@ def main():
                     answer = json.loads(child.stdout.readline())
                     times[label] += answer["times"]
                     results[label] = answer["result"]
+                for child in children.values():
+                    child.stdin.close()
+                    child.wait()
             if results["old"] != results["new"]:
                 sys.exit(f"{name}: the two checkouts disagree: {results['old']} against {results['new']}")
             old, new = statistics.median(times["old"]), statistics.median(times["new"])
             print(f"{name:24} {old:8.3f} {new:8.3f} {old / new:8.2f}", flush=True)
-        for child in children.values():
-            child.stdin.close()
-            child.wait()
+
+
+def start_checkout(checkout, name, base, small, args):
+    """A subprocess serving workload ``name`` with the package of ``checkout``."""
+    env = {**os.environ, **SETTINGS, "PYTHONPATH": os.path.abspath(checkout)}
+    return subprocess.Popen([sys.executable, __file__, args.old, args.new, "--repeats", str(args.repeats),
+                             "--serve", name, base, small], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
 
 
 if __name__ == "__main__":
