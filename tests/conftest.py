@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from seq2seq.core.backend import has_cupy, xp_for
+from seq2seq.fast import cpu as fast_cpu
 
 
 # ---- backends ---------------------------------------------------------------------------------------------------
@@ -23,6 +24,19 @@ def xp(request):
     if request.param == "cupy" and not has_cupy():
         pytest.skip("CuPy with a CUDA device is not available")
     return xp_for(request.param)
+
+
+@pytest.fixture(params=["fused", "plain"])
+def form(request, xp):
+    """An op's fused CPU form (NumPy's default), or its plain form (inside ``fast_cpu.disabled()``: what CuPy
+    runs); the fused form is skipped where there is none (CuPy)."""
+    if request.param == "plain":
+        with fast_cpu.disabled():
+            yield request.param
+    elif not fast_cpu.enabled(xp):
+        pytest.skip("no fused form on this backend: the plain form is the one it runs")
+    else:
+        yield request.param
 
 
 # ---- randomness -------------------------------------------------------------------------------------------------

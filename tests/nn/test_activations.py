@@ -26,18 +26,6 @@ except ImportError:  # the finite-difference checks and the erf grids run withou
 needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch, which is not installed")
 
 
-@pytest.fixture(params=["fused", "plain"])
-def form(request, xp):
-    """The fused CPU form (NumPy's default), or the plain form (inside ``fast_cpu.disabled()``: what CuPy runs)."""
-    if request.param == "plain":
-        with fast_cpu.disabled():
-            yield request.param
-    elif not fast_cpu.enabled(xp):
-        pytest.skip("no fused form on this backend: the plain form is the one it runs")
-    else:
-        yield request.param
-
-
 exact_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 

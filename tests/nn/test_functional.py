@@ -12,7 +12,6 @@ from seq2seq.core.autograd import Tensor
 from seq2seq.core.backend import to_numpy
 from seq2seq.core.errors import InputError
 from seq2seq.core.gradcheck import check_grad
-from seq2seq.fast import cpu as fast_cpu
 
 try:
     import torch
@@ -21,19 +20,6 @@ except ImportError:  # the finite-difference checks run without the oracle
     torch = F = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch, which is not installed")
-
-
-@pytest.fixture(params=["fused", "plain"])
-def form(request, xp):
-    """The op's fused CPU form (NumPy's default), or its plain form (inside ``fast_cpu.disabled()``: what CuPy
-    runs)."""
-    if request.param == "plain":
-        with fast_cpu.disabled():
-            yield request.param
-    elif not fast_cpu.enabled(xp):
-        pytest.skip("no fused form on this backend: the plain form is the one it runs")
-    else:
-        yield request.param
 
 
 def f32(rng, *shape):
