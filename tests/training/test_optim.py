@@ -412,3 +412,11 @@ def test_adamw_clip_schedule_steps_match_torch(tied, dtype, tmp_path):
     for name in noisy:
         np.testing.assert_allclose(dict(ours.named_parameters())[name].data, ref[name].detach().numpy(),
                                    rtol=0, atol=0.1 * 1e-3, err_msg=name)
+
+
+def test_seq2seq_optim_is_reachable_after_import_seq2seq():
+    """SPEC.md names ``seq2seq.optim.AdamW``: a user who wrote ``import seq2seq`` alone reaches it."""
+    import seq2seq
+    import seq2seq.training.optim
+    assert seq2seq.optim.AdamW is seq2seq.training.optim.AdamW and seq2seq.optim.SGD is seq2seq.training.optim.SGD
+    assert seq2seq.optim.clip_grad_norm_ is seq2seq.training.optim.clip_grad_norm_
