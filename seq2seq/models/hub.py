@@ -107,15 +107,15 @@ class _Repo:
             self.unreachable = True
             return None
         except errors.RevisionNotFoundError:
-            raise CheckpointNotFoundError(f"Hub repo {self.repo_id!r} has no revision {self.revision!r} "
+            raise CheckpointNotFoundError(f"Hub repo {self.repo_id!r} has no revision {self.asked_revision!r} "
                                           "(a branch, tag or commit hash)") from None
         except errors.RepositoryNotFoundError:  # gated and private repos included
             raise CheckpointNotFoundError(
                 f"{self.repo_id!r} is neither a local directory nor a Hub repo you can read (revision "
-                f"{self.revision!r}; a private or gated repo needs `hf auth login` or HF_TOKEN)") from None
+                f"{self.asked_revision!r}; a private or gated repo needs `hf auth login` or HF_TOKEN)") from None
         except errors.HfHubHTTPError as err:
             raise CheckpointNotFoundError(f"cannot fetch {name} of Hub repo {self.repo_id!r} (revision "
-                                          f"{self.revision!r}): {err}") from None
+                                          f"{self.asked_revision!r}): {err}") from None
         if self.folder is None:
             # snapshots/<commit>/<name>: every later file comes from this commit, whatever the branch does meanwhile
             self.folder = os.path.dirname(path)

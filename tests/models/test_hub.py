@@ -15,7 +15,7 @@ import sys
 import huggingface_hub
 import numpy as np
 import pytest
-from huggingface_hub import constants
+from huggingface_hub import constants, errors
 from oracle import bert_config, hf_bert2bert, hf_forward, load_hf, save_hf, transformers
 from oracle import one_torch_thread  # noqa: F401
 
@@ -189,6 +189,61 @@ def test_a_repo_with_only_a_pickle_is_refused_and_says_why(offline, hf_folder, t
     publish(offline, "org/pickled", pickled)
     with pytest.raises(CheckpointNotFoundError, match="only pytorch_model.bin; pickle-based checkpoints .* refused"):
         EncoderDecoderModel.from_pretrained("org/pickled", cache_dir=offline)
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """huggingface_hub online, simulated (no test touches the network): ``hf_hub_download`` serves files from a
+    hand-made cache as if it had just downloaded them there, and answers as the Hub does when the repo, the revision
+    or the file is not there; ``file_exists`` looks without downloading. Returns (cache, the files asked for)."""
+    httpx2 = pytest.importorskip("httpx2")  # huggingface_hub's HTTP client: its errors carry a response
+    cache, asked, real = tmp_path / "online-cache", [], huggingface_hub.hf_hub_download
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def download(repo_id, filename, *, revision=None, cache_dir=None):
+        asked.append(filename)
+        response = httpx2.Response(404, request=httpx2.Request("HEAD", f"https://hf.co/{repo_id}/{filename}"))
+        repo = pathlib.Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+        if not repo.is_dir():
+            raise errors.RepositoryNotFoundError("404: no such repo", response=response)
+        if not ((repo / "refs" / revision).is_file() or (repo / "snapshots" / revision).is_dir()):
+            raise errors.RevisionNotFoundError("404: no such revision", response=response)
+        try:
+            return real(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
+        except errors.LocalEntryNotFoundError:
+            raise errors.RemoteEntryNotFoundError("404: no such file", response=response) from None
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "file_exists", lambda repo_id, filename, *, revision: isinstance(
+        huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision), str))
+    return cache, asked
+
+
+def test_online_only_the_files_a_loader_reads_are_fetched_and_the_hubs_answers_are_clear(online, hf_folder, tmp_path):
+    cache, asked = online
+    publish(cache, "org/name", hf_folder)
+    np.testing.assert_array_equal(logits(EncoderDecoderModel.from_pretrained("org/name", cache_dir=cache)),
+                                  logits(EncoderDecoderModel.from_pretrained(hf_folder)))
+    assert asked == ["config.json", "model.safetensors", "generation_config.json"]
+    asked.clear()
+    Tokenizer.from_pretrained("org/name", cache_dir=cache)
+    assert asked == ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+    with pytest.raises(CheckpointNotFoundError, match="'org/gone' is neither a local directory nor a Hub repo"):
+        EncoderDecoderModel.from_pretrained("org/gone", cache_dir=cache)
+    with pytest.raises(CheckpointNotFoundError, match="'org/name' has no revision 'v3'"):
+        EncoderDecoderModel.from_pretrained("org/name", revision="v3", cache_dir=cache)
+    publish(cache, "org/bare", hf_folder, skip=("config.json",))
+    with pytest.raises(CheckpointNotFoundError, match=r"'org/bare' \(revision 'main'\) has no config.json$"):
+        EncoderDecoderModel.from_pretrained("org/bare", cache_dir=cache)
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(hf_folder / "config.json", pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not opened")
+    publish(cache, "org/pickled", pickled)
+    asked.clear()
+    with pytest.raises(CheckpointNotFoundError, match="only pytorch_model.bin; pickle-based"):
+        EncoderDecoderModel.from_pretrained("org/pickled", cache_dir=cache)
+    assert "pytorch_model.bin" not in asked  # looked for, never fetched
 
 
 def test_a_local_folder_wins_and_paths_are_never_ids(offline, hf_folder, tmp_path, monkeypatch):
