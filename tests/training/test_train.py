@@ -234,11 +234,12 @@ def test_evaluation_reports_loss_and_rouge(tok, train_data, jsonl, tmp_path):
     assert np.isfinite(result["loss"]) and result["examples"] == 6
     assert all(0.0 <= result[k] <= 1.0 for k in ("rouge1", "rouge2", "rougeL"))
     assert len(result["samples"]) == 3 and result["samples"][0]["reference"] == validation.texts[0][1]
-    # the run records evaluations in its history at eval_every and at the end; on a terminal, above tqdm's bar
+
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
+    # the run records evaluations in its history at eval_every and at the end; on a terminal, above tqdm's bar
     run = Trainer(tiny_model(tok), tok, train_data, args=settings(max_steps=3, eval_every=2, eval_examples=4),
                   out_dir=tmp_path, validation_data=validation, stream=Terminal())
     run.train()
