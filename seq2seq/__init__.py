@@ -34,6 +34,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
 ``models/``      the models
     ``config.py``      model configs with transformers' field names and defaults
     ``checkpoint.py``  safetensors files in and out (sharded, BF16/F16 widening, clear errors)
+    ``hub.py``         Hub ids (``"org/name"``) -> local folders, through huggingface_hub and its cache
     ``tokenizer.py``   ``Tokenizer`` over the ``tokenizers`` library
     ``encoder.py``     the BERT encoder
     ``bert_decoder.py``, ``gpt2_decoder.py``, ``bart_decoder.py``  the decoders with cross-attention
@@ -42,7 +43,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``optim.py``       SGD, AdamW, gradient clipping, the linear warm-up/decay schedule
     ``data.py``        JSONL pairs -> token ids -> length-bucketed batches in a resumable order
     ``evaluate.py``    validation loss and ROUGE of generated outputs
-    ``plot.py``, ``console.py``  the loss plot, the progress line, Ctrl-C and kill
+    ``plot.py``, ``console.py``  the loss plot, tqdm's progress bars, Ctrl-C and kill
     ``train.py``       the fine-tuning loop: checkpoints, exact resume, evaluation
     ``trim.py``        cutting a model and its tokenizer down to the vocabulary a corpus uses
 ``cli/``         the command line: summarize, score, generate, finetune, trim-vocab

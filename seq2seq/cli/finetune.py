@@ -144,8 +144,9 @@ def add_trim_command(commands):
                                description="Cut a saved model whose encoder and decoder share one WordPiece "
                                            "vocabulary (a bert2bert, say) and its tokenizer down to the token ids "
                                            "a corpus uses (see training/trim.py).")
-    trim.add_argument("--model", required=True, help="directory of a saved encoder-decoder model (with its tokenizer)")
-    trim.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
+    trim.add_argument("--model", required=True,
+                      help="directory or Hub id of a saved encoder-decoder model (with its tokenizer)")
+    trim.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: --model)")
     trim.add_argument("--corpus", required=True, help="JSONL file (texts in --fields), or a text file, one per line")
     trim.add_argument("--fields", default="source,target", help="JSONL fields holding texts (default: source,target)")
     trim.add_argument("--min-count", type=int, default=1, help="keep ids seen at least this often (default: 1)")
@@ -166,10 +167,13 @@ def add_finetune_command(commands):
     tune.add_argument("--validation", help="JSONL file of validation pairs (loss and ROUGE at each evaluation)")
     tune.add_argument("--source-field", default="source", help="JSONL field of the source text (default: source)")
     tune.add_argument("--target-field", default="target", help="JSONL field of the target text (default: target)")
-    tune.add_argument("--model", help="start from this saved encoder-decoder model (with its tokenizer)")
-    tune.add_argument("--tokenizer", help="tokenizer directory (default: the model's or the decoder's)")
-    tune.add_argument("--encoder", help="warm-start the encoder from this checkpoint (default: all-MiniLM-L6-v2)")
-    tune.add_argument("--decoder", help="warm-start the decoder from this checkpoint (default: --encoder)")
+    tune.add_argument("--model", help="start from this saved encoder-decoder model (directory or Hub id, with its "
+                                      "tokenizer)")
+    tune.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: the model's or the decoder's)")
+    tune.add_argument("--encoder", help="warm-start the encoder from this checkpoint directory or Hub id "
+                                        "(default: all-MiniLM-L6-v2)")
+    tune.add_argument("--decoder", help="warm-start the decoder from this checkpoint directory or Hub id "
+                                        "(default: --encoder)")
     tune.add_argument("--tie-encoder-decoder", action="store_true", help="encoder and decoder share their weights")
     tune.add_argument("--out", required=True, help="directory for checkpoints, final/, history.json, loss.png")
     tune.add_argument("--resume", nargs="?", const=True, metavar="DIR",

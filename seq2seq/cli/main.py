@@ -16,7 +16,9 @@
                (loss, ROUGE), checkpoint atomically and resume exactly (see training/train.py).
 """
 import argparse
+import sys
 
+from ..core.errors import Seq2SeqError
 from ..fast.cpu.native import tune
 from . import finetune, inference, summarize, warm_start
 
@@ -37,4 +39,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     tune()  # a program's process settings: OpenBLAS's idle threads sleep, malloc keeps freed memory
-    args.run(args)
+    try:
+        args.run(args)
+    except Seq2SeqError as err:  # bad input (a missing model, an unknown Hub id): its message, not a traceback
+        sys.exit(f"error: {err}")

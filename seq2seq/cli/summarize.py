@@ -1,6 +1,5 @@
 """``summarize``: the README's main job. A Debian package description -> its one-line synopsis, with the model
 this project ships (weights/minilm-l6-debian-synopsis, fine-tuned with this engine), offline."""
-from pathlib import Path
 import sys
 import time
 
@@ -9,13 +8,14 @@ from ..core.backend import BACKENDS
 from ..core.errors import Seq2SeqError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
+from ..training.console import progress_bar
 from .examples import PENLIGHT_DESCRIPTION, SHIPPED_MODEL, shipped_model_dir
 from .inference import add_generation_flags, generation_kwargs
 
 
 def cmd_summarize(args):
     start = time.perf_counter()
-    path = Path(args.model) if args.model else shipped_model_dir()
+    path = args.model or shipped_model_dir()  # a str stays a str: it may be a Hub id
     if not args.model and not (path / "config.json").is_file():
         sys.exit(f"error: the shipped model {path} is not there (it comes with the git checkout, not with a "
                  "package install): pass --model DIR, or make it with `bash weights/make_default_model.sh`")
@@ -27,11 +27,14 @@ def cmd_summarize(args):
     except Seq2SeqError as err:
         sys.exit(f"error: {err}")
     synopses, limit = [], args.max_source_len or tokenizer.model_max_length or 128  # the length it was scored at
-    for first in range(0, len(texts), 32):
-        batch = tokenizer(texts[first:first + 32], max_length=limit)
-        with no_grad():  # beams and lengths: the model's generation_config.json unless given here
-            ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **generation_kwargs(args))
-        synopses += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    with progress_bar(total=len(texts), desc="summarizing", unit="text") as bar:  # printed at the end: no clash
+        for first in range(0, len(texts), 32):
+            batch = tokenizer(texts[first:first + 32], max_length=limit)
+            with no_grad():  # beams and lengths: the model's generation_config.json unless given here
+                ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     **generation_kwargs(args))
+            synopses += tokenizer.batch_decode(ids, skip_special_tokens=True)
+            bar.update(len(batch["input_ids"]))
     if given:
         print("\n".join(synopses))
     else:
@@ -48,7 +51,7 @@ def cmd_summarize(args):
 def add_command(commands):
     summ = commands.add_parser("summarize", help="one-line synopsis of Debian package descriptions (the shipped model)")
     summ.add_argument("text", nargs="*", help="descriptions ('-': one per line from stdin; none: an example)")
-    summ.add_argument("--model", help=f"model directory (default: weights/{SHIPPED_MODEL} of this checkout)")
+    summ.add_argument("--model", help=f"model directory or Hub id (default: weights/{SHIPPED_MODEL} of this checkout)")
     summ.add_argument("--max-source-len", type=int,
                       help="source tokens kept (default: the tokenizer's model_max_length, else 128)")
     summ.add_argument("--backend", choices=BACKENDS, default="numpy")

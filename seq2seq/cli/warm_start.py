@@ -18,8 +18,8 @@ def default_bert_dir():
 
 
 def warm_start(encoder, decoder, *, backend, seed, tie_encoder_decoder=False):
-    """Warm-start from two checkpoint directories (default: all-MiniLM-L6-v2 for both) and set the special ids
-    generation and training need; returns (model, tokenizer, description)."""
+    """Warm-start from two checkpoint directories or Hub ids (default: all-MiniLM-L6-v2 for both) and set the special
+    ids generation and training need; returns (model, tokenizer, description)."""
     encoder = encoder or default_bert_dir()
     if encoder is None:
         sys.exit("error: no model given and the default BERT is not installed: "
@@ -65,8 +65,8 @@ def cmd_warm_start(args):
 
 def add_command(commands):
     warm = commands.add_parser("warm-start", help="warm-start an encoder-decoder model from BERT checkpoints, save it")
-    warm.add_argument("--encoder", help="checkpoint directory of the encoder (default: all-MiniLM-L6-v2)")
-    warm.add_argument("--decoder", help="checkpoint directory of the decoder (default: --encoder)")
+    warm.add_argument("--encoder", help="checkpoint directory or Hub id of the encoder (default: all-MiniLM-L6-v2)")
+    warm.add_argument("--decoder", help="checkpoint directory or Hub id of the decoder (default: --encoder)")
     warm.add_argument("--tie-encoder-decoder", action="store_true", help="encoder and decoder share their weights")
     warm.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised weights")
     warm.add_argument("--out", required=True, help="directory to save the model and its tokenizer to")

@@ -38,9 +38,9 @@ _DTYPES = {
 _FLOATS = ("F64", "F32", "F16", "BF16")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
-_PICKLE_REASON = ("pickle-based checkpoints (.bin, .pt) are refused on purpose, because loading them would execute "
-                  "code from the file; convert it to safetensors first (e.g. from_pretrained then save_pretrained "
-                  "with transformers, somewhere you trust the file)")
+PICKLE_REASON = ("pickle-based checkpoints (.bin, .pt) are refused on purpose, because loading them would execute "
+                 "code from the file; convert it to safetensors first (e.g. from_pretrained then save_pretrained "
+                 "with transformers, somewhere you trust the file)")
 
 
 def load_state_dict(path, *, dtype="float32"):
@@ -55,7 +55,7 @@ def load_state_dict(path, *, dtype="float32"):
         if path.endswith(".index.json"):
             return _load_sharded(path, dtype)
         if path.endswith(_PICKLE_SUFFIXES):
-            raise CheckpointError(f"refusing to load {path}: {_PICKLE_REASON}")
+            raise CheckpointError(f"refusing to load {path}: {PICKLE_REASON}")
         return _read_safetensors(path, dtype)
     if not os.path.isdir(path):
         raise CheckpointNotFoundError(f"checkpoint directory {path} does not exist")
@@ -110,7 +110,7 @@ def _no_weights_message(directory):
                f"it contains: {', '.join(entries) if entries else 'nothing'}")
     if any(name.endswith(_PICKLE_SUFFIXES) for name in entries):
         pickles = ", ".join(name for name in entries if name.endswith(_PICKLE_SUFFIXES))
-        message += f". It does hold {pickles}, but {_PICKLE_REASON}"
+        message += f". It does hold {pickles}, but {PICKLE_REASON}"
     return message
 
 

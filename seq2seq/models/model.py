@@ -32,6 +32,7 @@ from ..nn.cache import DecoderCache
 from ..nn.functional import cross_entropy
 from ..nn.layers import Linear, RunState
 from ..nn.weights import ParamStore
+from . import hub
 from .bart_decoder import BartDecoder
 from .bert_decoder import BertDecoder
 from .checkpoint import load_state_dict, save_state_dict
@@ -111,18 +112,20 @@ class EncoderDecoderModel:
         return model
 
     @classmethod
-    def from_pretrained(cls, path, *, backend="numpy", dtype="float32", seed=0):
-        """Load a directory saved by transformers' (or this) ``EncoderDecoderModel.save_pretrained``; ``seed``
-        seeds dropout (and any parameter the checkpoint lacks)."""
-        config = load_config(path)
+    def from_pretrained(cls, path, *, backend="numpy", dtype="float32", seed=0, revision=None, cache_dir=None):
+        """Load a Hub id (``"org/name"``, at ``revision``, through huggingface_hub's cache or ``cache_dir``; see
+        hub.py) or a directory saved by transformers' (or this) ``save_pretrained``; ``seed`` seeds dropout (and
+        any parameter the checkpoint lacks)."""
+        folder = hub.resolve(path, files=hub.MODEL_FILES, revision=revision, cache_dir=cache_dir)
+        config = load_config(folder)
         if not isinstance(config, EncoderDecoderConfig):
             raise ConfigError(f"{path} holds a {config.model_type!r} checkpoint, not an encoder-decoder one; "
                               "use EncoderDecoderModel.from_encoder_decoder_pretrained(encoder_dir, decoder_dir)")
         dtype = check_dtype(dtype)
-        store = ParamStore(load_state_dict(path, dtype=dtype), xp=xp_for(backend), dtype=dtype, seed=seed,
+        store = ParamStore(load_state_dict(folder, dtype=dtype), xp=xp_for(backend), dtype=dtype, seed=seed,
                            source=str(path))
         model = cls._from_store(config, store, seed=seed)
-        gen_file = os.path.join(path, "generation_config.json")
+        gen_file = os.path.join(folder, "generation_config.json")
         if os.path.exists(gen_file):
             model.generation_config = GenerationConfig.from_json_file(gen_file)
         _warn_loading(model.loading_info, str(path))
@@ -130,18 +133,24 @@ class EncoderDecoderModel:
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_path, decoder_path, *, backend="numpy", dtype="float32",
-                                        tie_encoder_decoder=False, seed=0):
-        """Warm-start: the encoder from one checkpoint directory, the decoder from another.
+                                        tie_encoder_decoder=False, seed=0, encoder_revision=None,
+                                        decoder_revision=None, encoder_cache_dir=None, decoder_cache_dir=None):
+        """Warm-start: the encoder from one checkpoint (a directory or Hub id), the decoder from another;
+        ``encoder_revision``/``decoder_revision``/``*_cache_dir`` as transformers' ``encoder_``/``decoder_`` kwargs.
 
         The decoder config gets ``is_decoder=True, add_cross_attention=True``; its cross-attention (and any LM-head
         weights the checkpoint lacks) start from random values, and a warning lists them.
         """
-        enc_cfg, dec_cfg = load_config(encoder_path), load_config(decoder_path)
+        encoder_dir = hub.resolve(encoder_path, files=hub.MODEL_FILES[:2], revision=encoder_revision,
+                                  cache_dir=encoder_cache_dir)
+        decoder_dir = hub.resolve(decoder_path, files=hub.MODEL_FILES[:2], revision=decoder_revision,
+                                  cache_dir=decoder_cache_dir)
+        enc_cfg, dec_cfg = load_config(encoder_dir), load_config(decoder_dir)
         config = EncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg,
                                                                    tie_encoder_decoder=tie_encoder_decoder)
         dtype = check_dtype(dtype)
-        tensors = {f"encoder.{k}": v for k, v in load_state_dict(encoder_path, dtype=dtype).items()}
-        tensors.update({f"decoder.{k}": v for k, v in load_state_dict(decoder_path, dtype=dtype).items()})
+        tensors = {f"encoder.{k}": v for k, v in load_state_dict(encoder_dir, dtype=dtype).items()}
+        tensors.update({f"decoder.{k}": v for k, v in load_state_dict(decoder_dir, dtype=dtype).items()})
         store = ParamStore(tensors, xp=xp_for(backend), dtype=dtype, seed=seed,
                            source=f"{encoder_path} + {decoder_path}")
         model = cls._from_store(config, store, seed=seed)

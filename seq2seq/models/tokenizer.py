@@ -19,6 +19,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from ..core.backend import to_numpy
 from ..core.errors import CheckpointError, CheckpointNotFoundError, InputError
+from . import hub
 
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 # transformers' class defaults, used when the config does not name a token (BertTokenizer / GPT2Tokenizer).
@@ -27,6 +28,12 @@ GPT2_DEFAULTS = {"unk": "<|endoftext|>", "bos": "<|endoftext|>", "eos": "<|endof
 # transformers treats a model_max_length above this (its 1e30 "unlimited" sentinel) as no limit.
 _UNLIMITED = int(1e20)
 _LOOKED_FOR = "tokenizer.json, vocab.txt (BERT WordPiece), or vocab.json + merges.txt (GPT-2 byte-level BPE)"
+# What from_pretrained fetches of a Hub repo (hub.py): the first vocabulary form the repo has, and the configs.
+TOKENIZER_FILES = (
+    hub.Wanted((("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))),
+    hub.Wanted((("tokenizer_config.json",),), optional=True),
+    hub.Wanted((("special_tokens_map.json",),), optional=True),
+)
 
 
 def _read_json(path):
@@ -120,9 +127,10 @@ class Tokenizer:
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
-    def from_pretrained(cls, path):
-        """Load from a directory holding tokenizer.json, vocab.txt, or vocab.json + merges.txt."""
-        path = os.fspath(path)
+    def from_pretrained(cls, path, *, revision=None, cache_dir=None):
+        """Load from a directory holding tokenizer.json, vocab.txt, or vocab.json + merges.txt, or from a Hub id
+        (``"org/name"``, at ``revision``, through huggingface_hub's cache or ``cache_dir``; see hub.py)."""
+        path = hub.resolve(path, files=TOKENIZER_FILES, revision=revision, cache_dir=cache_dir)
         if not os.path.isdir(path):
             raise CheckpointNotFoundError(f"tokenizer directory {path!r} does not exist; looked for {_LOOKED_FOR}")
         config = _read_json(os.path.join(path, "tokenizer_config.json"))

@@ -1,17 +1,24 @@
-"""What a training run shows and hears: its progress line, the loss plot it leaves, and the signals that stop it.
+"""What a training run shows and hears: its progress bar, the loss plot it leaves, and the signals that stop it.
 
-    progress = Progress(sys.stderr, total=2616, first=0, every=10)   # "step 10/2616 | loss 7.6 | 695 tok/s | ..."
+    progress = Progress(sys.stderr, total=2616, first=0, every=10)   # train: 1%| | 10/2616 [..., loss 7.6, 695 tok/s]
     with StopRequests(sys.stderr) as stop:                           # Ctrl-C / kill: finish the step, then stop
         while not done and stop.signal is None: ...
     plot_history(history, "run/loss.png")                            # raw and smoothed loss, validation loss
 
+Progress is shown with tqdm (``tqdm.auto``: a text bar on a terminal, a widget in a notebook), the convention
+users of transformers know; ``progress_bar`` gives the shorter loops (evaluation, batch generation) theirs.
+Where tqdm shows nothing (stderr piped to a file), a training run prints a plain line every ``every`` steps
+instead, so that a log still says how the run goes.
+
 ``train.py`` drives all three; they are kept apart from the loop so that the loop reads as the algorithm.
 """
 import signal
+import sys
 import threading
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .plot import line_plot
 
@@ -44,43 +51,53 @@ def format_seconds(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-class Progress:
-    """One status line on ``stream``: redrawn in place on a terminal, else printed every ``every`` steps.
+def progress_bar(*, total, desc, unit, stream=None, show=True):
+    """A tqdm bar over ``total`` units of a short loop (evaluation, batch generation) on ``stream`` (default
+    stderr): only where tqdm shows bars (a terminal, a notebook: ``disable=None`` keeps pipes and log files
+    clean), only once the loop has taken a second (``delay``), and gone when it ends (``leave=False``).
+    ``show=False`` hides it (when the loop's own output is on the same screen)."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr if stream is None else stream,
+                disable=None if show else True, leave=False, delay=1.0, dynamic_ncols=True)
 
-    The loss shown is the mean of the last ``every`` steps; tokens/s and the ETA count training steps only
-    (evaluations and checkpoints excluded), real source and target tokens only (padding excluded).
+
+class Progress:
+    """A training run's progress on ``stream``: a tqdm bar of steps, with the loss, tokens/s and learning rate
+    after it; where tqdm shows no bar (a pipe, a log file), a line every ``every`` steps instead.
+
+    The loss shown is the mean of the last ``every`` steps; tokens/s counts training steps only (evaluations
+    and checkpoints excluded), real source and target tokens only (padding excluded).
     """
 
     def __init__(self, stream, *, total, first, every):
         self.stream, self.total, self.first, self.every = stream, total, first, max(1, every)
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.start, self.train_seconds, self.tokens, self.recent = time.perf_counter(), 0.0, 0, []
+        self.bar = tqdm(total=total, initial=first, desc="train", unit="step", file=stream, disable=None,
+                        dynamic_ncols=True)
+        self.lines = self.bar.disable  # tqdm shows nothing here: print log lines
 
     def update(self, step, loss, tokens, *, seconds, lr):
         self.tokens += tokens
         self.train_seconds += seconds
         self.recent = (self.recent + [loss])[-self.every:]
-        elapsed = time.perf_counter() - self.start
-        eta = self.train_seconds / (step - self.first) * (self.total - step)
-        line = (f"step {step}/{self.total} | loss {sum(self.recent) / len(self.recent):.4f} | "
-                f"{self.tokens / max(self.train_seconds, 1e-9):,.0f} tok/s | lr {lr:.3g} | "
-                f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-            self.stream.flush()
+        loss, speed = sum(self.recent) / len(self.recent), self.tokens / max(self.train_seconds, 1e-9)
+        if not self.lines:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, {speed:,.0f} tok/s, lr {lr:.3g}", refresh=False)
+            self.bar.update(step - self.bar.n)
         elif step % self.every == 0 or step == self.total:
-            print(line, file=self.stream, flush=True)
+            eta = self.train_seconds / (step - self.first) * (self.total - step)
+            print(f"step {step}/{self.total} | loss {loss:.4f} | {speed:,.0f} tok/s | lr {lr:.3g} | "
+                  f"{format_seconds(time.perf_counter() - self.start)} elapsed, ETA {format_seconds(eta)}",
+                  file=self.stream, flush=True)
 
     def note(self, message):
-        """A line of its own (an evaluation result), not overwritten by the next update."""
-        if self.tty:
-            self.stream.write("\n")
-        print(message, file=self.stream, flush=True)
+        """A line of its own (an evaluation result), above the bar rather than through it."""
+        if self.lines:
+            print(message, file=self.stream, flush=True)
+        else:
+            self.bar.write(message, file=self.stream)
 
     def close(self):
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
 class StopRequests:

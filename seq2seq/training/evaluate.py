@@ -16,6 +16,7 @@ would move, and an aim such as "at least 10 points above the baseline" is best r
 import numpy as np
 
 from ..core.autograd import no_grad
+from .console import progress_bar
 from .data import IGNORE_INDEX
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -31,13 +32,15 @@ def load_rouge():
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
-def validation_loss(model, dataset, *, batch_size=64):
-    """Mean cross-entropy per labelled token over the whole dataset, dropout off."""
+def validation_loss(model, dataset, *, batch_size=64, stream=None):
+    """Mean cross-entropy per labelled token over the whole dataset, dropout off; a progress bar on ``stream``
+    (default stderr) where tqdm shows one."""
     order = np.argsort(dataset.source_lengths, kind="stable")  # similar lengths together: less padding
     total, count = 0.0, 0
-    with no_grad():
+    with no_grad(), progress_bar(total=len(order), desc="validation loss", unit="pair", stream=stream) as bar:
         for start in range(0, len(order), batch_size):
             batch = dataset.collate(order[start:start + batch_size])
+            bar.update(len(order[start:start + batch_size]))
             tokens = int((batch.labels != IGNORE_INDEX).sum())
             if tokens == 0:
                 continue
@@ -47,13 +50,16 @@ def validation_loss(model, dataset, *, batch_size=64):
     return total / max(count, 1)
 
 
-def generate_texts(model, tokenizer, dataset, indices, *, batch_size=64, **generate_kwargs):
-    """The model's output text for the sources ``indices`` of ``dataset``, special tokens removed."""
+def generate_texts(model, tokenizer, dataset, indices, *, batch_size=64, stream=None, **generate_kwargs):
+    """The model's output text for the sources ``indices`` of ``dataset``, special tokens removed; a progress bar
+    on ``stream`` (default stderr) where tqdm shows one."""
     texts = []
-    for start in range(0, len(indices), batch_size):
-        batch = dataset.collate(indices[start:start + batch_size])
-        out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, **generate_kwargs)
-        texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
+    with progress_bar(total=len(indices), desc="generating", unit="text", stream=stream) as bar:
+        for start in range(0, len(indices), batch_size):
+            batch = dataset.collate(indices[start:start + batch_size])
+            out = model.generate(batch.input_ids, attention_mask=batch.attention_mask, **generate_kwargs)
+            texts.extend(tokenizer.batch_decode(out, skip_special_tokens=True))
+            bar.update(len(indices[start:start + batch_size]))
     return texts
 
 
@@ -98,18 +104,18 @@ def paired_bootstrap(scores, other, *, resamples=2000, level=0.95, seed=0):
 
 
 def evaluate(model, tokenizer, dataset, *, batch_size=64, rouge_examples=200, num_beams=4, max_new_tokens=32,
-             samples=3):
+             samples=3, stream=None):
     """Validation loss over ``dataset`` and ROUGE on its first ``rouge_examples`` pairs (0: loss only).
 
     ``batch_size`` pairs go through each forward pass of the loss, and ``batch_size // num_beams`` sources (so
     ``batch_size`` beams) through each ``generate`` call. The model is put in eval mode and returned to the mode
-    it was in. ``samples`` generated texts are kept in
-    the result, next to their sources and references, to show what the numbers mean.
+    it was in. ``samples`` generated texts are kept in the result, next to their sources and references, to show
+    what the numbers mean. Both loops show a progress bar on ``stream`` (default stderr) where tqdm shows one.
     """
     was_training = model.training
     model.eval()
     try:
-        result = {"loss": validation_loss(model, dataset, batch_size=batch_size)}
+        result = {"loss": validation_loss(model, dataset, batch_size=batch_size, stream=stream)}
         n = min(rouge_examples, len(dataset))
         if n > 0:
             if not dataset.texts:
@@ -117,7 +123,7 @@ def evaluate(model, tokenizer, dataset, *, batch_size=64, rouge_examples=200, nu
             scorer = load_rouge()
             indices = np.arange(n)
             rows = max(1, batch_size // max(num_beams, 1))  # sources per generate call: batch_size beams in all
-            predictions = generate_texts(model, tokenizer, dataset, indices, batch_size=rows,
+            predictions = generate_texts(model, tokenizer, dataset, indices, batch_size=rows, stream=stream,
                                          num_beams=num_beams, max_new_tokens=max_new_tokens)
             references = [dataset.texts[i][1] for i in indices]
             result.update(rouge(predictions, references, scorer), examples=n)

@@ -180,7 +180,7 @@ class Trainer:
         start = time.perf_counter()
         result = evaluate(self.model, self.tokenizer, self.validation, batch_size=args.batch_size,
                           rouge_examples=args.eval_examples, num_beams=args.eval_beams,
-                          max_new_tokens=args.eval_max_new_tokens)
+                          max_new_tokens=args.eval_max_new_tokens, stream=self.stream)
         self.history["eval"].append({"step": self.step, **result})
         scores = " ".join(f"{k} {result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL") if k in result)
         return (f"eval at step {self.step}: loss {result['loss']:.4f} {scores} "

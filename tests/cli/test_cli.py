@@ -119,6 +119,7 @@ def test_summarize_says_when_it_shows_the_example_instead_of_piped_text(tiny_mod
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("description: Penlight")
     assert "no description given" in result.stderr and "- to read them from stdin" in result.stderr
+    assert "\r" not in result.stderr and "%|" not in result.stderr  # stderr is a pipe: no progress bar in it
 
 
 def test_summarize_names_the_missing_shipped_model(tmp_path, monkeypatch, capsys):

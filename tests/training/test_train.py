@@ -234,12 +234,20 @@ def test_evaluation_reports_loss_and_rouge(tok, train_data, jsonl, tmp_path):
     assert np.isfinite(result["loss"]) and result["examples"] == 6
     assert all(0.0 <= result[k] <= 1.0 for k in ("rouge1", "rouge2", "rougeL"))
     assert len(result["samples"]) == 3 and result["samples"][0]["reference"] == validation.texts[0][1]
-    # the run records evaluations in its history at eval_every and at the end
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    # the run records evaluations in its history at eval_every and at the end; on a terminal, above tqdm's bar
     run = Trainer(tiny_model(tok), tok, train_data, args=settings(max_steps=3, eval_every=2, eval_examples=4),
-                  out_dir=tmp_path, validation_data=validation, stream=io.StringIO())
+                  out_dir=tmp_path, validation_data=validation, stream=Terminal())
     run.train()
     assert [e["step"] for e in run.history["eval"]] == [2, 3]
-    assert "eval at step 2: loss" in run.stream.getvalue()
+    shown = run.stream.getvalue()
+    assert "eval at step 2: loss" in shown and "eval at step 3: loss" in shown
+    bar = shown.rstrip("\n").rsplit("\r", 1)[-1]
+    assert bar.startswith("train: 100%") and "3/3 [" in bar and " tok/s, lr " in bar
 
 
 def test_missing_rouge_score_says_how_to_install(monkeypatch):
