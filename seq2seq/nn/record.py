@@ -8,7 +8,7 @@ signature there. Here the layers report to one object instead, the ``Records`` t
         .attentions        self-attention probabilities, one [B, nh, T, S] array per layer, in order
         .cross_attentions  cross-attention probabilities, one [B, nh, T, S] per decoder layer
         .hidden_states     what entered each layer (the embeddings' output first), then the stack's last hidden
-                           state: num_layers + 1 arrays [B, T, C]
+                           state (GPT-2's after its final ln_f, as transformers): num_layers + 1 arrays [B, T, C]
 
 Each list is None when it was not asked for; ``NOTHING`` (all None) is what ``state.records`` holds outside a
 recorded call, so that recording costs a comparison with None when off. The model sets up one ``Records`` for its

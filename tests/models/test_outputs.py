@@ -127,6 +127,23 @@ def test_attention_records_what_multiplied_v(training):
     np.testing.assert_allclose(records[0], records[1], rtol=1e-5, atol=1e-7)
 
 
+def test_records_on_each_backend(pair, xp):
+    """On CuPy the records are CuPy arrays (the plain forms run there) with the values NumPy records."""
+    name, hf, ours = pair
+    ids, mask, labels = batch(VOCAB)
+    flags = dict(output_attentions=True, output_hidden_states=True)
+    ref = ours(ids, attention_mask=mask, labels=labels, **flags)
+    ours.to("cupy" if xp is not np else "numpy")
+    try:
+        out = ours(ids, attention_mask=mask, labels=labels, **flags)
+    finally:
+        ours.to("numpy")
+    for field in FIELDS:
+        assert all(seq2seq.get_array_module(a) is xp for a in getattr(out, field))
+        for a, b in zip(getattr(out, field), getattr(ref, field)):
+            assert_close(seq2seq.to_numpy(a), b, what=field)
+
+
 def test_config_fields_set_each_stacks_default(pair):
     """As transformers 5: with the argument left out, each stack reads its own config's field; the argument wins."""
     name, hf, ours = pair
