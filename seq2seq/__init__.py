@@ -26,6 +26,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
     ``activations.py`` GELU, ReLU, ... picked by ``hidden_act``
     ``attention.py``   masks and scaled dot-product attention
+    ``record.py``      what layers report when asked: attention probabilities, hidden states (output_attentions)
     ``layers.py``      Linear, LayerNorm, Embedding, Dropout
     ``cache.py``       the KV cache: appended self-attention keys/values, cross-attention ones computed once
 ``generation/``  decoding, over a model's ``start_decoding`` and ``decode_step``

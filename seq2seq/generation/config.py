@@ -25,6 +25,8 @@ GENERATION_DEFAULTS = {
     "forced_eos_token_id": None,
     "use_cache": True,
     "output_scores": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
     "return_dict_in_generate": False,
 }
 

@@ -41,6 +41,7 @@ from ..core.backend import get_array_module, to_numpy
 from ..core.errors import GenerationError
 from ..core.inputs import is_int, is_number
 from ..nn.cache import DecoderCache
+from ..nn.record import NOT_RECORDING, Records, Recording, as_tuple
 from .beam_search import beam_search, candidates_per_beam
 from .config import GENERATION_DEFAULTS, GenerationConfig
 from .logits_process import build_logits_processors, eos_ids
@@ -50,7 +51,8 @@ DEFAULT_MAX_LENGTH = GENERATION_DEFAULTS["max_length"]  # 20 new tokens when no 
 # Fields the code branches on, and what None there means (the default):
 NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams": 1, "num_return_sequences": 1,
               "min_length": 0, "use_cache": True, "length_penalty": 1.0, "early_stopping": False,
-              "output_scores": False, "return_dict_in_generate": False}
+              "output_scores": False, "output_attentions": False, "output_hidden_states": False,
+              "return_dict_in_generate": False}
 # transformers features this engine does not implement, with the value that leaves them off: a config that turns
 # one on is refused rather than silently decoded differently.
 UNSUPPORTED = {"bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
@@ -67,11 +69,23 @@ class GenerateOutput:
 
     ``sequences`` ``[N, out_len]``; ``scores`` (with ``output_scores=True``) a tuple with one ``[N, V]`` array per
     step of the *processed* scores the tokens were chosen from; ``sequences_scores`` ``[N]`` for beam search.
+
+    With ``output_attentions`` / ``output_hidden_states``, as transformers' GenerateEncoderDecoderOutput: the
+    encoder's, once, for the B sources (not repeated per returned sequence or beam): ``encoder_attentions`` (one
+    ``[B, nh, S, S]`` per layer), ``encoder_hidden_states`` (num_layers + 1 ``[B, S, C]``); the decoder's, a tuple
+    over the steps, each a tuple over the layers: ``decoder_attentions`` ``[N, nh, t, P]``, ``cross_attentions``
+    ``[N, nh, t, S]``, ``decoder_hidden_states`` (num_layers + 1 ``[N, t, C]``), where t is 1 with the KV cache
+    (the whole prefix without it) and P the positions decoded so far; N counts beams in beam search.
     """
 
     sequences: object
     scores: tuple = None
     sequences_scores: object = None
+    encoder_attentions: tuple = None
+    encoder_hidden_states: tuple = None
+    decoder_attentions: tuple = None
+    cross_attentions: tuple = None
+    decoder_hidden_states: tuple = None
 
 
 # ---- arguments -> one resolved config -------------------------------------------------------------------------
@@ -161,6 +175,9 @@ def validate(config, *, vocab_size):
             raise GenerationError(message)
 
     need(config.do_sample in (True, False), f"`do_sample` must be True or False, got {config.do_sample!r}")
+    for name in ("output_attentions", "output_hidden_states"):
+        value = getattr(config, name)
+        need(isinstance(value, (bool, np.bool_)), f"`{name}` must be True or False, got {value!r}")
     for name in ("num_beams", "num_return_sequences") + (("max_length",) if config.max_new_tokens is None else ()):
         value = getattr(config, name)
         need(is_int(value) and value >= 1, f"`{name}` must be a positive integer, got {value!r}")
@@ -290,25 +307,49 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, **kw
     config = prepare_config(model, generation_config, **kwargs)
     processors = build_logits_processors(config)
     keep_scores = config.return_dict_in_generate and config.output_scores
-    if config.num_beams > 1:
-        result = beam_search(model, input_ids, attention_mask, config, processors)
-        sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
-    else:
-        cache = encode_sources(model, input_ids, attention_mask, config)
-        tokens, scores = [], []
-        for step_tokens, step_scores in decode(model, cache, config, processors,
-                                               rng=np.random.default_rng(config.seed)):
-            tokens.append(step_tokens)
-            if keep_scores:
-                scores.append(step_scores)
-        xp = model.xp
-        start = xp.full((cache.batch_size, 1), config.decoder_start_token_id, dtype=xp.int64)
-        sequences = xp.concatenate([start] + [t[:, None] for t in tokens], axis=1)
-        scores, sequences_scores = tuple(scores), None
+    recording = _recording(config)
+    with model.record(recording):  # every run of the encoder and of the decoder reports to it
+        if config.num_beams > 1:
+            result = beam_search(model, input_ids, attention_mask, config, processors)
+            sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
+        else:
+            cache = encode_sources(model, input_ids, attention_mask, config)
+            tokens, scores = [], []
+            for step_tokens, step_scores in decode(model, cache, config, processors,
+                                                   rng=np.random.default_rng(config.seed)):
+                tokens.append(step_tokens)
+                if keep_scores:
+                    scores.append(step_scores)
+            xp = model.xp
+            start = xp.full((cache.batch_size, 1), config.decoder_start_token_id, dtype=xp.int64)
+            sequences = xp.concatenate([start] + [t[:, None] for t in tokens], axis=1)
+            scores, sequences_scores = tuple(scores), None
     if not config.return_dict_in_generate:
         return sequences
+    encoder, decoder, layers = recording.encoder, recording.decoder, len(model.decoder.layers)
     return GenerateOutput(sequences=sequences, scores=scores if keep_scores else None,
-                          sequences_scores=sequences_scores)
+                          sequences_scores=sequences_scores, encoder_attentions=as_tuple(encoder.attentions),
+                          encoder_hidden_states=as_tuple(encoder.hidden_states),
+                          decoder_attentions=_per_step(decoder.attentions, layers),
+                          cross_attentions=_per_step(decoder.cross_attentions, layers),
+                          decoder_hidden_states=_per_step(decoder.hidden_states, layers + 1))
+
+
+def _recording(config):
+    """What generate records: the encoder's run and every decoder step, when the caller asked for a dict with
+    attentions or hidden states."""
+    if not config.return_dict_in_generate or not (config.output_attentions or config.output_hidden_states):
+        return NOT_RECORDING
+    flags = dict(attentions=config.output_attentions, hidden_states=config.output_hidden_states)
+    return Recording(encoder=Records(**flags), decoder=Records(**flags))
+
+
+def _per_step(records, size):
+    """The decoder's records, ``size`` of them per step (one per layer, or per layer + 1 for hidden states), as a
+    tuple over the steps of tuples (None stays None)."""
+    if records is None:
+        return None
+    return tuple(tuple(records[i:i + size]) for i in range(0, len(records), size))
 
 
 def generate_stream(model, input_ids, attention_mask=None, generation_config=None, **kwargs):

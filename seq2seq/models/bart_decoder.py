@@ -43,7 +43,8 @@ class BartAttention:
         q = split_heads(self.q_proj(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
         k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)
         p = self.attention_dropout_p if self.state.training else 0.0
-        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)
+        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng,
+                                         probabilities_to=self.state.records.probabilities(cross=memory is not None))
         return self.out_proj(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
 
     def _project_kv(self, source):
@@ -75,7 +76,7 @@ class BartDecoder:
     """Decoder ids ``[B, T]`` + encoder output ``[B, S, C]`` -> logits ``[B, T, V]`` (same interface as BertDecoder)."""
 
     def __init__(self, view, config, state, *, tied_to=None):
-        self.config = config
+        self.config, self.state = config, state
         body = view.sub("model").sub("decoder")
         c, std = config.d_model, config.init_std
         tokens = body.sub("embed_tokens")
@@ -104,5 +105,6 @@ class BartDecoder:
         if self.embed_scale != 1.0:
             h = h * self.embed_scale
         h = self.dropout(self.norm_embedding(h + self.embed_positions(positions)))
-        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
+        self.state.records.hidden_state(h)  # the last hidden state
         return linear(h, self.embed_tokens.weight)  # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]

@@ -57,7 +57,7 @@ class BertDecoder:
     """Decoder ids ``[B, T]`` + encoder output ``[B, S, C]`` -> logits ``[B, T, V]``."""
 
     def __init__(self, view, config, state, *, tied_to=None):
-        self.config = config
+        self.config, self.state = config, state
         # Read the body from "bert.*" if the checkpoint has it, else from the top level (a BertModel checkpoint).
         body = view.sub("bert", source_name="bert" if view.store.has_prefix(view.source_prefix + "bert.") else "")
         if tied_to is not None:  # tie_encoder_decoder: reuse the encoder's tensors wherever the names match
@@ -80,5 +80,6 @@ class BertDecoder:
         """
         start = cache.length if cache is not None else 0
         h = self.embeddings(ids, past_length=start, name="decoder_input_ids")  # [B, T] -> [B, T, C]
-        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
+        self.state.records.hidden_state(h)  # the last hidden state
         return self.lm_head(h)  # [B, T, C] -> [B, T, V]

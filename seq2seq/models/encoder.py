@@ -64,7 +64,8 @@ class BertAttention:
         q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
         k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)  # [B, nh, S, hs] each
         p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
-        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng)  # -> [B, nh, T, hs]
+        y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng,  # -> [B, nh, T, hs]
+                                         probabilities_to=self.state.records.probabilities(cross=memory is not None))
         y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
         return self.norm(x + self.dropout(y))
 
@@ -108,7 +109,7 @@ class BertEncoder:
     """
 
     def __init__(self, view, config, state):
-        self.config = config
+        self.config, self.state = config, state
         if not view.store.has_prefix(view.source_prefix + "embeddings.") and \
                 view.store.has_prefix(view.source_prefix + "bert.embeddings."):
             view = view.reading_from("bert")  # a BertForMaskedLM / BertLMHeadModel checkpoint as the encoder
@@ -132,5 +133,7 @@ class BertEncoder:
             keep = combine_masks(causal_mask(xp, ids.shape[1], ids.shape[1]), keep)
         h = self.embeddings(ids)  # [B, S] -> [B, S, C]
         for layer in self.layers:
+            self.state.records.hidden_state(h)  # what enters each layer (output_hidden_states)
             h = layer(h, keep)
+        self.state.records.hidden_state(h)
         return h

@@ -53,7 +53,8 @@ class Gpt2Attention:
             q = split_heads(self.q_attn(x), nh)  # [B, T, C] -> [B, nh, T, hs]
             k, v = keys_values(self._project_kv, x, memory=memory, cache=cache)
         p = self.attention_dropout_p if self.state.training else 0.0
-        y = scaled_dot_product_attention(q, k, v, keep, scale=self.scale, dropout_p=p, rng=self.state.rng)
+        y = scaled_dot_product_attention(q, k, v, keep, scale=self.scale, dropout_p=p, rng=self.state.rng,
+                                         probabilities_to=self.state.records.probabilities(cross=memory is not None))
         return self.dropout(self.proj(merge_heads(y)))  # [B, nh, T, hs] -> [B, T, C]
 
     def _project_kv(self, memory):
@@ -96,7 +97,7 @@ class Gpt2Decoder:
     """Decoder ids ``[B, T]`` + encoder output ``[B, S, C]`` -> logits ``[B, T, V]`` (same interface as BertDecoder)."""
 
     def __init__(self, view, config, state, *, tied_to=None):
-        self.config = config
+        self.config, self.state = config, state
         body = view.sub("transformer",
                         source_name="transformer" if view.store.has_prefix(view.source_prefix + "transformer.") else "")
         c, std = config.n_embd, config.initializer_range
@@ -118,6 +119,8 @@ class Gpt2Decoder:
         positions = xp.arange(start, start + t)[None, :]  # [1, T]
         h = self.wte(ids) + self.wpe(positions)  # [B, T] -> [B, T, C]
         h = self.dropout(h)
-        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache)
+        h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
+        h = self.ln_f(h)
+        self.state.records.hidden_state(h)  # the last hidden state, after ln_f (as transformers')
         # Why no separate weight: the LM head is the token embedding table itself (weight tying).
-        return linear(self.ln_f(h), self.wte.weight)  # [B, T, C] @ [C, V] -> [B, T, V]
+        return linear(h, self.wte.weight)  # [B, T, C] @ [C, V] -> [B, T, V]

@@ -13,6 +13,7 @@ A model is always built the same way: a ``ParamStore`` over some checkpoint tens
 and decoder classes pull their parameters from it. Random initialisation, loading a full checkpoint and
 warm-starting from two separate ones differ only in which tensors the store holds.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ from ..nn.attention import padding_mask
 from ..nn.cache import DecoderCache
 from ..nn.functional import cross_entropy
 from ..nn.layers import Linear, RunState
+from ..nn.record import NOT_RECORDING, Recording, as_tuple, records_for, reporting
 from ..nn.weights import ParamStore
 from . import hub
 from .bart_decoder import BartDecoder
@@ -47,11 +49,22 @@ DECODERS = {"bert": BertDecoder, "gpt2": Gpt2Decoder, "bart": BartDecoder}  # de
 @dataclasses.dataclass
 class Seq2SeqOutput:
     """What a forward pass returns: ``logits`` ``[B, T, V]`` and ``encoder_last_hidden_state`` ``[B, S, C]`` as
-    arrays of the model's backend; ``loss`` a scalar Tensor (``loss.backward()``) when labels were given."""
+    arrays of the model's backend; ``loss`` a scalar Tensor (``loss.backward()``) when labels were given.
+
+    With ``output_attentions`` (else None), tuples of one array per layer: ``encoder_attentions`` ``[B, nh, S, S]``,
+    ``decoder_attentions`` ``[B, nh, T, T]``, ``cross_attentions`` ``[B, nh, T, S]``; with ``output_hidden_states``,
+    ``encoder_hidden_states`` ``[B, S, C]`` and ``decoder_hidden_states`` ``[B, T, C]``, each the embeddings'
+    output and then every layer's (num_layers + 1 arrays), as transformers returns them (see nn/record.py).
+    """
 
     logits: object
     loss: Tensor = None
     encoder_last_hidden_state: object = None
+    encoder_attentions: tuple = None
+    decoder_attentions: tuple = None
+    cross_attentions: tuple = None
+    encoder_hidden_states: tuple = None
+    decoder_hidden_states: tuple = None
 
 
 def shift_tokens_right(labels, *, pad_token_id, decoder_start_token_id):
@@ -90,6 +103,7 @@ class EncoderDecoderModel:
                               f"cross-attention here); supported decoders: {sorted(DECODERS)}")
         self.config, self.store, self.xp = config, store, store.xp
         self.state = RunState(training=False, seed=seed)  # dropout draws from a stream of the seed
+        self.recording = NOT_RECORDING  # what encoder and decoder runs report to (see ``record``)
         encoder_view = store.view("encoder.")
         self.encoder = ENCODERS[enc_cfg.model_type](encoder_view, enc_cfg, self.state)
         if config.tie_encoder_decoder and enc_cfg.model_type != dec_cfg.model_type:
@@ -161,22 +175,56 @@ class EncoderDecoderModel:
     def encode(self, input_ids, attention_mask=None):
         """The encoder's last hidden state as a Tensor ``[B, S, C]`` (part of the graph when training)."""
         ids, keep = self._source(input_ids, attention_mask)
-        return self.encoder(ids, keep)
+        return self._run_encoder(ids, keep)
 
     def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                 labels=None, *, label_smoothing=0.0):
+                 labels=None, *, label_smoothing=0.0, output_attentions=None, output_hidden_states=None):
+        """Logits (and the loss, with ``labels``) for the decoder inputs given the sources: a Seq2SeqOutput.
+
+        ``output_attentions`` / ``output_hidden_states``: also return the attention probabilities / hidden states
+        of both stacks. As in transformers, when left None each stack takes its own config's field of that name
+        (``model.config.encoder.output_attentions``, ``model.config.decoder....``; False when absent): the
+        top-level ``model.config.output_attentions`` is not read.
+        """
         ids, enc_keep = self._source(input_ids, attention_mask)
         dec_ids, dec_keep, labels = self._decoder_inputs(ids, decoder_input_ids, decoder_attention_mask, labels)
-
-        memory = self.encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
-        logits = self.decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # [B, T] -> [B, T, V]
+        recording = Recording(encoder=records_for(self.config.encoder, output_attentions, output_hidden_states),
+                              decoder=records_for(self.config.decoder, output_attentions, output_hidden_states))
+        with self.record(recording):
+            memory = self._run_encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
+            logits = self._run_decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # -> [B, T, V]
         loss = None
         if labels is not None:
             v = logits.shape[-1]
             # [B, T, V] -> [B*T, V] -> (); label_smoothing as the Trainer's label_smoothing_factor (0: plain NLL)
             loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), IGNORE_INDEX,
                                  label_smoothing=label_smoothing)
-        return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data)
+        encoder, decoder = recording.encoder, recording.decoder
+        return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data,
+                             encoder_attentions=as_tuple(encoder.attentions),
+                             decoder_attentions=as_tuple(decoder.attentions),
+                             cross_attentions=as_tuple(decoder.cross_attentions),
+                             encoder_hidden_states=as_tuple(encoder.hidden_states),
+                             decoder_hidden_states=as_tuple(decoder.hidden_states))
+
+    @contextlib.contextmanager
+    def record(self, recording):
+        """Within the block, every run of the encoder and of the decoder appends its attention probabilities and
+        hidden states to ``recording`` (an ``nn.record.Recording``): a forward pass, or each step of ``generate``."""
+        previous, self.recording = self.recording, recording
+        try:
+            yield recording
+        finally:
+            self.recording = previous
+
+    def _run_encoder(self, ids, keep):
+        """The encoder over checked inputs, its layers reporting to ``self.recording.encoder``."""
+        with reporting(self.state, self.recording.encoder):
+            return self.encoder(ids, keep)
+
+    def _run_decoder(self, ids, keep, memory, memory_keep, *, cache=None):
+        with reporting(self.state, self.recording.decoder):
+            return self.decoder(ids, keep, memory, memory_keep, cache=cache)
 
     def _to_decoder_width(self, memory):
         """The encoder output as the decoder's cross-attention reads it: ``[B, S, C_enc] -> [B, S, C_dec]``."""
@@ -187,7 +235,7 @@ class EncoderDecoderModel:
         """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
         ids, keep = self._source(input_ids, attention_mask)
         with no_grad():
-            memory = self._to_decoder_width(self.encoder(ids, keep)).data  # [B, S, C]
+            memory = self._to_decoder_width(self._run_encoder(ids, keep)).data  # [B, S, C]
         return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
 
     def decode_step(self, decoder_input_ids, cache):
@@ -199,7 +247,7 @@ class EncoderDecoderModel:
             raise InputError(f"decoder_input_ids has batch size {ids.shape[0]} but the cache holds "
                              f"{cache.batch_size} rows")
         with no_grad():
-            logits = self.decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
+            logits = self._run_decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
         return logits.data[:, -1]  # [B, t, V] -> [B, V]
 
     def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):

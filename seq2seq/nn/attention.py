@@ -66,10 +66,15 @@ class Attention(Function):
     ``fast/cpu/attention.FusedAttention`` (blocks of batch elements on every core, the scores made and consumed
     while in the CPU cache, the probabilities kept or recomputed for backward), which computes the same values;
     backward takes the form that forward took.
+
+    ``probabilities_to``: a list (``record.Records.probabilities``) to append the probabilities ``[B, nh, T, S]``
+    to, as they multiplied v (after the mask and the dropout), or None. The fused form does not keep them in
+    inference, so for a recorded call they are computed once more, the plain way: recording costs only when on.
     """
 
-    def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None):
+    def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None):
         self.keep, self.scale, self.dropout_p, self.rng = keep, scale, dropout_p, rng
+        self.probabilities_to = probabilities_to
         self.fused = None  # the fused form, when forward handed the work to it
 
     def forward(self, q, k, v):
@@ -88,21 +93,30 @@ class Attention(Function):
         if fast_cpu.enabled(xp):
             self.fused = FusedAttention(self.keep, scale=self.scale, kept=kept, kept_scale=kept_scale,
                                         for_backward=self.records)
+            if self.probabilities_to is not None:
+                self.probabilities_to.append(_dropped(self._probabilities(q, k), kept, kept_scale))
             return self.fused.forward(q, k, v)
+        p = self._probabilities(q, k)  # [B, nh, T, S]
+        pd = _dropped(p, kept, kept_scale)
+        # Laid out in memory as q is: q is usually a head-split view of a [B, T, C] projection, and then so is the
+        # output, which merge_heads turns back into [B, T, C] as a view instead of a copy
+        out = xp.matmul(pd, v, out=xp.empty_like(q, shape=(b, nh, t, v.shape[-1])))  # [B, nh, T, S] @ [B, nh, S, hs]
+        if self.records:
+            self.saved = q, k, v, p, kept
+        if self.probabilities_to is not None:
+            self.probabilities_to.append(pd)
+        return out
+
+    def _probabilities(self, q, k):
+        """softmax((q * scale) k^T, masked): ``[B, nh, T, S]``."""
+        xp = get_array_module(q)
         scores = (q * q.dtype.type(self.scale)) @ xp.swapaxes(k, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S]
         if self.keep is not None:
             # Why the lowest finite value, not -inf: a fully masked row (a padded query) softmaxes to a uniform
             # row instead of exp(-inf - -inf) = NaN
             scores = xp.where(self.keep, scores, scores.dtype.type(xp.finfo(scores.dtype).min))
         e = xp.exp(scores - scores.max(axis=-1, keepdims=True))  # the largest exponent is 0: no overflow
-        p = e / e.sum(axis=-1, keepdims=True)  # probabilities, [B, nh, T, S]
-        pd = p if kept is None else p * kept * p.dtype.type(kept_scale)  # inverted dropout
-        # Laid out in memory as q is: q is usually a head-split view of a [B, T, C] projection, and then so is the
-        # output, which merge_heads turns back into [B, T, C] as a view instead of a copy
-        out = xp.matmul(pd, v, out=xp.empty_like(q, shape=(b, nh, t, v.shape[-1])))  # [B, nh, T, S] @ [B, nh, S, hs]
-        if self.records:
-            self.saved = q, k, v, p, kept
-        return out
+        return e / e.sum(axis=-1, keepdims=True)
 
     def backward(self, gout):
         if self.fused is not None:
@@ -113,7 +127,7 @@ class Attention(Function):
         scale = q.dtype.type(self.scale)
         # each gradient in its input's memory layout (see forward's ``out``): the gradients of head-split views
         # reach the [B, T, C] projections as views
-        pd = p if kept is None else p * kept * kept_scale
+        pd = _dropped(p, kept, kept_scale)
         gv = xp.matmul(xp.swapaxes(pd, -1, -2), gout, out=xp.empty_like(v))  # [B, nh, S, T] @ [B, nh, T, hs]
         gp = gout @ xp.swapaxes(v, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
         if kept is not None:
@@ -126,10 +140,15 @@ class Attention(Function):
         return gq, gk, gv
 
 
-def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None):
+def _dropped(p, kept, kept_scale):
+    """Inverted dropout of the probabilities: the kept ones scaled by ``kept_scale``, the others 0."""
+    return p if kept is None else p * kept * p.dtype.type(kept_scale)
+
+
+def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None):
     """softmax(q k^T * scale, masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``; scale 1/sqrt(hs)
-    unless given."""
-    return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng)(q, k, v)
+    unless given; ``probabilities_to`` a list to append the probabilities to, or None (see ``Attention``)."""
+    return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=probabilities_to)(q, k, v)
 
 
 def keys_values(project, x, *, memory=None, cache=None, start=0):

@@ -14,6 +14,7 @@ The cache is for inference (``no_grad``): it holds raw arrays, not Tensors.
 """
 from ..core.backend import get_array_module
 from .attention import causal_mask, combine_masks
+from .record import NOTHING
 
 
 class LayerCache:
@@ -83,17 +84,19 @@ class DecoderCache:
         return self
 
 
-def run_decoder_layers(layers, h, keep, memory, memory_keep, *, cache=None):
+def run_decoder_layers(layers, h, keep, memory, memory_keep, *, cache=None, records=NOTHING):
     """Run decoder layers over ``h`` ``[B, T, C]``, the positions after the ``cache.length`` already decoded (0
     without a cache), with causal self-attention; the cache, if any, then advances by T. Shared by every decoder.
 
-    ``keep``: decoder padding mask or None; ``memory_keep``: encoder padding mask or None.
+    ``keep``: decoder padding mask or None; ``memory_keep``: encoder padding mask or None; ``records`` (the
+    state's, record.py) gets what enters each layer; the decoder adds its last hidden state.
     """
     xp = get_array_module(h)
     start, t = (cache.length if cache is not None else 0), h.shape[1]
     # One new query sees every cached position: no causal mask needed then.
     self_keep = combine_masks(causal_mask(xp, t, start + t) if t > 1 else None, keep)  # [B, 1, T, start+T]
     for i, layer in enumerate(layers):
+        records.hidden_state(h)
         h = layer(h, self_keep, memory, memory_keep, cache=cache.layers[i] if cache else None, start=start)
     if cache is not None:
         cache.length += t

@@ -10,11 +10,12 @@ import numpy as np
 from ..core.backend import get_array_module
 from ..core.errors import InputError
 from .functional import dropout, embedding, layer_norm, linear
+from .record import NOTHING
 from .weights import normal, ones, zeros
 
 
 class RunState:
-    """Training flag and dropout random generator, shared by every layer of one model.
+    """Training flag, dropout random generator and what to record, shared by every layer of one model.
 
     The generator is a stream of its own under ``seed``, a child of it (``SeedSequence.spawn``): the model's
     random parameters draw from ``seed`` itself (``ParamStore``), and dropout's masks should not repeat those draws.
@@ -23,6 +24,7 @@ class RunState:
     def __init__(self, *, training=False, seed=0):
         self.training = training
         self.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        self.records = NOTHING  # what the layers report attention probabilities and hidden states to (record.py)
 
 
 class Linear:
