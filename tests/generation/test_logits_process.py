@@ -11,6 +11,8 @@ import pytest
 
 from oracle import hf_bert2bert, one_torch_thread, torch, transformers  # noqa: F401
 from seq2seq.generation import logits_process as lp
+from seq2seq.generation import warpers as wp
+from seq2seq.generation.processors import build_logits_processors
 from seq2seq.core.backend import to_numpy
 from seq2seq.generation.config import GenerationConfig
 from seq2seq.core.errors import GenerationError
@@ -102,7 +104,7 @@ def test_forced_eos(xp, max_length, eos):
 @pytest.mark.parametrize("temperature", [0.3, 1.7])
 def test_temperature(xp, temperature):
     ids, scores = case(1)
-    assert_same(ours(lp.Temperature(temperature), ids, scores, xp),
+    assert_same(ours(wp.Temperature(temperature), ids, scores, xp),
                 reference(hf_lp.TemperatureLogitsWarper(temperature), ids, scores))
 
 
@@ -111,7 +113,7 @@ def test_temperature(xp, temperature):
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 def test_top_k(xp, top_k, keep, ties):
     ids, scores = case(top_k + keep, ties=ties)
-    got = ours(lp.TopK(top_k, min_tokens_to_keep=keep), ids, scores, xp)
+    got = ours(wp.TopK(top_k, min_tokens_to_keep=keep), ids, scores, xp)
     assert_same(got, reference(hf_lp.TopKLogitsWarper(top_k, min_tokens_to_keep=keep), ids, scores))
     assert (np.isfinite(got).sum(axis=-1) >= min(max(top_k, keep), VOCAB)).all()  # ties may keep more, never fewer
 
@@ -121,7 +123,7 @@ def test_top_k(xp, top_k, keep, ties):
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 def test_top_p(xp, top_p, keep, ties):
     ids, scores = case(int(top_p * 100) + keep, ties=ties)
-    got = ours(lp.TopP(top_p, min_tokens_to_keep=keep), ids, scores, xp)
+    got = ours(wp.TopP(top_p, min_tokens_to_keep=keep), ids, scores, xp)
     want = reference(hf_lp.TopPLogitsWarper(top_p, min_tokens_to_keep=keep), ids, scores)
     if ties:
         # Which of several equal scores at the boundary survives is up to torch's unstable sort; ours drops the
@@ -139,7 +141,7 @@ def test_warpers_accept_already_filtered_scores(xp):
     """After a constraint banned tokens, -inf scores go through top-k/top-p as transformers passes them."""
     ids, scores = case(7)
     scores[:, ::2] = -np.inf
-    for mine, theirs in [(lp.TopK(4), hf_lp.TopKLogitsWarper(4)), (lp.TopP(0.7), hf_lp.TopPLogitsWarper(0.7))]:
+    for mine, theirs in [(wp.TopK(4), hf_lp.TopKLogitsWarper(4)), (wp.TopP(0.7), hf_lp.TopPLogitsWarper(0.7))]:
         assert_same(ours(mine, ids, scores, xp), reference(theirs, ids, scores))
 
 
@@ -179,7 +181,7 @@ def test_build_matches_transformers_order_and_output(hf_model, settings):
         warnings.simplefilter("ignore")
         hf_model._prepare_special_tokens(hf_config, device="cpu")
         hf_list = hf_model._get_logits_processor(hf_config, input_ids_seq_length=1, device="cpu", model_kwargs={})
-    mine = lp.build_logits_processors(GenerationConfig(**ref_fields))  # a resolved config, as prepare_config's
+    mine = build_logits_processors(GenerationConfig(**ref_fields))  # a resolved config, as prepare_config's
     assert [type(p).__name__ for p in mine] == [NAMES[type(p).__name__] for p in hf_list]
     for p, q in zip(mine, hf_list):
         if isinstance(q, (hf_lp.TopKLogitsWarper, hf_lp.TopPLogitsWarper)):
@@ -193,17 +195,17 @@ def test_build_matches_transformers_order_and_output(hf_model, settings):
 
 def test_empty_list_returns_scores_unchanged():
     ids, scores = case(0)
-    assert lp.build_logits_processors(GenerationConfig(top_k=0)) == []
+    assert build_logits_processors(GenerationConfig(top_k=0)) == []
     assert lp.LogitsProcessorList()(ids, scores) is scores
 
 
 # A processor checks the arguments only it reads (its contract, which guards direct use; generate does not repeat
 # these rules). Lengths and token ids are generate's: validate() checks them (tests/test_generate.py ERRORS).
 @pytest.mark.parametrize("make, name", [
-    (lambda: lp.TopK(0), "top_k"), (lambda: lp.TopK(-2), "top_k"), (lambda: lp.TopK(2.5), "top_k"),
-    (lambda: lp.TopK(3, min_tokens_to_keep=0), "min_tokens_to_keep"), (lambda: lp.TopP(0.0), "top_p"),
-    (lambda: lp.TopP(1.5), "top_p"), (lambda: lp.TopP(-0.1), "top_p"), (lambda: lp.TopP("0.5"), "top_p"),
-    (lambda: lp.Temperature(0.0), "temperature"), (lambda: lp.Temperature(-1.0), "temperature"),
+    (lambda: wp.TopK(0), "top_k"), (lambda: wp.TopK(-2), "top_k"), (lambda: wp.TopK(2.5), "top_k"),
+    (lambda: wp.TopK(3, min_tokens_to_keep=0), "min_tokens_to_keep"), (lambda: wp.TopP(0.0), "top_p"),
+    (lambda: wp.TopP(1.5), "top_p"), (lambda: wp.TopP(-0.1), "top_p"), (lambda: wp.TopP("0.5"), "top_p"),
+    (lambda: wp.Temperature(0.0), "temperature"), (lambda: wp.Temperature(-1.0), "temperature"),
     (lambda: lp.RepetitionPenalty(0.0), "repetition_penalty"), (lambda: lp.RepetitionPenalty(True), "repetition"),
     (lambda: lp.NoRepeatNGram(0), "no_repeat_ngram_size"),
 ], ids=["topk0", "topk-neg", "topk-float", "keep0", "topp0", "topp-big", "topp-neg", "topp-str", "temp0",
@@ -214,8 +216,8 @@ def test_bad_arguments_raise(make, name):
 
 
 def test_numpy_numbers_are_good_arguments():
-    assert lp.Temperature(np.float32(0.5)).temperature == 0.5 and lp.TopK(np.int64(3)).top_k == 3
-    assert lp.TopP(np.float64(0.9)).top_p == 0.9 and lp.RepetitionPenalty(np.float32(2.0)).penalty == 2.0
+    assert wp.Temperature(np.float32(0.5)).temperature == 0.5 and wp.TopK(np.int64(3)).top_k == 3
+    assert wp.TopP(np.float64(0.9)).top_p == 0.9 and lp.RepetitionPenalty(np.float32(2.0)).penalty == 2.0
 
 
 @pytest.mark.parametrize("fields, name", [(dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
@@ -224,4 +226,4 @@ def test_numpy_numbers_are_good_arguments():
 def test_build_hands_every_non_neutral_setting_to_its_processor(fields, name):
     """Not only the settings that filter: a bad one reaches the constructor that checks it (once)."""
     with pytest.raises(GenerationError, match=name):
-        lp.build_logits_processors(GenerationConfig(do_sample=True, max_length=10, **fields))
+        build_logits_processors(GenerationConfig(do_sample=True, max_length=10, **fields))
