@@ -152,7 +152,8 @@ class Typical:
         xp = get_array_module(scores)
         log_p = log_softmax(scores)  # [N, V]
         p = xp.exp(log_p)
-        entropy = -xp.nansum(log_p * p, axis=-1, keepdims=True)  # [N, 1]; -inf * 0 is NaN, and skipped
+        # [N, 1]; transformers' nansum skips the NaN of -inf * 0 (a filtered token), as the 0 here does
+        entropy = -(xp.where(p > 0, log_p, 0) * p).sum(axis=-1, keepdims=True)
         distance = xp.abs(-log_p - entropy)  # [N, V]
         order = _argsort(distance)  # closest to the entropy first
         sorted_distance = xp.take_along_axis(distance, order, axis=-1)
