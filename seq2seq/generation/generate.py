@@ -61,8 +61,9 @@ NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams":
               "output_scores": False, "return_dict_in_generate": False}
 # transformers features this engine does not implement, with the value that leaves them off: a config that turns
 # one on is refused rather than silently decoded differently.
-# (Group beam search, contrastive search, DoLa, constrained beam search and classifier-free guidance: transformers 5
-# moved them out of the library to the Hub; top_h is new there. None of them is an argument generate takes.)
+# (Group beam search, contrastive search, DoLa and constrained beam search are Hub "custom_generate" methods in
+# transformers 5; classifier-free guidance needs a second, unconditional decoder pass; top_h and
+# remove_invalid_values are simply not built. None of them is an argument generate takes.)
 UNSUPPORTED = {"num_beam_groups": 1, "diversity_penalty": 0.0, "penalty_alpha": None, "top_h": None,
                "force_words_ids": None, "constraints": None, "guidance_scale": 1.0, "remove_invalid_values": False,
                "dola_layers": None}
@@ -266,8 +267,8 @@ def plan(model, input_ids, generation_config, *, tokenizer=None, encoder_outputs
     start = time.time()  # max_time counts from here
     config = prepare_config(model, generation_config, **kwargs)
     hidden = encoder_hidden_states(model, encoder_outputs)
-    reads_sources = config.encoder_repetition_penalty not in (None, 1.0) or \
-        config.encoder_no_repeat_ngram_size not in (None, 0)
+    reads_sources = (config.encoder_repetition_penalty not in (None, 1.0)
+                     or config.encoder_no_repeat_ngram_size not in (None, 0))
     sources = encoder_input_ids(model, input_ids, hidden, needed=reads_sources)
     processors = build_logits_processors(config, encoder_input_ids=sources,
                                          vocab_size=model.config.decoder.vocab_size)
