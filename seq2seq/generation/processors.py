@@ -99,6 +99,6 @@ def _warpers(config, eos):
 def _needs_sources(name, encoder_input_ids):
     if encoder_input_ids is None:
         warnings.warn(f"Passing `{name}` requires some form of `input_ids` to be passed to `generate`, ignoring "
-                      "the argument.", UserWarning, stacklevel=4)
+                      "the argument.", UserWarning, stacklevel=6)  # at model.generate's caller
         return False
     return True

@@ -148,7 +148,7 @@ def test_sampling_is_seeded(model, inputs, num_beams):
 
 def test_beam_sampling_draws_follow_the_softmax(rng):
     from seq2seq.generation.beam_search import Draw
-    total = np.log(np.array([[0.5, 0.3, 0.15, 0.05, 0.0]], dtype=np.float32))  # [1, 5], one impossible
+    total = np.array([[np.log(0.5), np.log(0.3), np.log(0.15), np.log(0.05), -np.inf]], dtype=np.float32)  # [1, 5]
     draw, firsts, sets = Draw(np.random.default_rng(0)), np.zeros(5), []
     for _ in range(4000):
         picked = draw(total, 2)[0]
@@ -282,8 +282,10 @@ def test_encoder_outputs_with_source_settings(model, inputs):
     kwargs = dict(encoder_repetition_penalty=1.5, encoder_no_repeat_ngram_size=2, max_new_tokens=9)
     want = model.generate(ids, mask, **kwargs)
     np.testing.assert_array_equal(model.generate(ids, mask, encoder_outputs=memory, **kwargs), want)
-    with pytest.warns(UserWarning, match="encoder_repetition_penalty"):  # no ids to read: ignored, as transformers
+    with pytest.warns(UserWarning) as caught:  # no ids to read: ignored, as transformers
         alone = model.generate(encoder_outputs=memory, attention_mask=mask, **kwargs)
+    assert all(any(name in str(w.message) for w in caught) for name in kwargs if name.startswith("encoder"))
+    assert all(w.filename == __file__ for w in caught)  # pointing at the caller
     np.testing.assert_array_equal(alone, quiet(model.generate, ids, mask, max_new_tokens=9,
                                                encoder_no_repeat_ngram_size=0, encoder_repetition_penalty=1.0))
 
