@@ -31,7 +31,9 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cache.py``       the KV cache: appended self-attention keys/values, cross-attention ones computed once
 ``generation/``  decoding, over a model's ``start_decoding`` and ``decode_step``
     ``config.py``      ``GenerationConfig`` (generation_config.json)
-    ``logits_process.py``, ``beam_search.py``, ``generate.py``  processors, beams, greedy/sampling loops
+    ``logits_process.py``, ``sequence_bias.py``, ``warpers.py``, ``processors.py``  the score rules and their order
+    ``stopping.py``    max_time and stop_strings; ``sampling.py``  argmax or a draw; ``sources.py``  encoder_outputs
+    ``beam_search.py``, ``generate.py``  beams (and beam sampling), greedy/sampling loops
 ``models/``      the models
     ``config.py``      model configs with transformers' field names and defaults
     ``checkpoint.py``  safetensors files in and out (sharded, BF16/F16 widening, clear errors)

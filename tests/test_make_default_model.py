@@ -20,7 +20,7 @@ pytest.importorskip("rouge_score")
 
 def run_script(work, export, **recipes):
     env = {**os.environ, "EXPORT_DIR": str(export), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "FINETUNE_ARGS": "--max-steps 2 --batch-size 4 --eval-every 0 --save-every 1",
+           "FINETUNE_ARGS": "--max-steps 2 --batch-size 4 --eval-every 0 --save-every 1 --eval-examples 4",
            "EVALUATE_ARGS": "--limit 3 --max-new-tokens 8", **recipes}
     return subprocess.run(["bash", str(SCRIPT), str(work), "tiny-test-model"], env=env, capture_output=True,
                           text=True, timeout=600)

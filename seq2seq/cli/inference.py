@@ -14,7 +14,9 @@ from .warm_start import load_model
 GENERATION_FLAGS = (("max_length", int), ("max_new_tokens", int), ("min_length", int), ("min_new_tokens", int),
                     ("num_beams", int), ("num_return_sequences", int), ("temperature", float), ("top_k", int),
                     ("top_p", float), ("repetition_penalty", float), ("no_repeat_ngram_size", int),
-                    ("length_penalty", float), ("seed", int))
+                    ("length_penalty", float), ("seed", int), ("min_p", float), ("typical_p", float),
+                    ("epsilon_cutoff", float), ("eta_cutoff", float), ("encoder_repetition_penalty", float),
+                    ("encoder_no_repeat_ngram_size", int), ("max_time", float))
 
 
 def add_generation_flags(parser):
@@ -23,6 +25,9 @@ def add_generation_flags(parser):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     parser.add_argument("--do-sample", action="store_true", help="multinomial sampling instead of greedy/beam")
     parser.add_argument("--early-stopping", choices=["true", "false", "never"])
+    parser.add_argument("--suppress-tokens", type=int, nargs="+", metavar="ID", help="token ids never generated")
+    parser.add_argument("--renormalize-logits", action="store_true",
+                        help="log-softmax the scores after the processors (what beams rank)")
 
 
 def generation_kwargs(args):
@@ -30,6 +35,10 @@ def generation_kwargs(args):
     kwargs = {name: getattr(args, name) for name, _ in GENERATION_FLAGS if getattr(args, name) is not None}
     if args.do_sample:
         kwargs["do_sample"] = True
+    if args.suppress_tokens:
+        kwargs["suppress_tokens"] = args.suppress_tokens
+    if args.renormalize_logits:
+        kwargs["renormalize_logits"] = True
     if args.early_stopping is not None:
         kwargs["early_stopping"] = {"true": True, "false": False}.get(args.early_stopping, args.early_stopping)
     return kwargs

@@ -3,11 +3,12 @@
 Each batch row keeps ``num_beams`` *running* hypotheses and up to ``num_beams`` *finished* ones. The steps, each
 a function below, in the order ``beam_search`` calls them:
 
-    expand_to_beams     the encoded sources, one copy per beam                   # cache rows [B] -> [B*nb]
+    encode_sources      the encoded sources, one copy per beam (sources.py)      # cache rows [B] -> [B*nb]
     start_hypotheses    running = the start token, finished = none yet
     repeat:
         score_next_tokens   log_probs = processors(running, log_softmax(decode_step(newest tokens)))  # [B*nb, V]
         top_candidates      the K best of log_probs + running scores, K = max(2, 1 + n_eos) * nb      # [B, K]
+                            (beam sampling: K drawn from their softmax, then sorted)
         keep_running        running = the nb best candidates that did not stop (eos, or max_length)
         add_finished        finished = the nb best of (finished so far, stopped candidates among the top nb,
                             each / gen_len ** length_penalty)
@@ -37,8 +38,10 @@ import dataclasses
 
 import numpy as np
 
-from ..core.backend import get_array_module
+from ..core.backend import get_array_module, to_numpy
+from ..core.errors import GenerationError
 from .logits_process import eos_ids
+from .sources import encode_sources
 
 NEG = np.float32(-1.0e9)  # transformers' "never pick this" score
 PROMPT_LEN = 1  # the decoder start token: an encoder-decoder's decoder prompt
@@ -118,26 +121,31 @@ def top_k(values, k):
 
 # ---- the algorithm ------------------------------------------------------------------------------------------------
 
-def beam_search(model, input_ids, attention_mask, config, processors):
-    """Beam search over ``model`` (``start_decoding``/``decode_step``) for the sources ``input_ids`` ``[B, S]``.
+def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=None, stopping=None, rng=None):
+    """Beam search over ``model`` (``start_decoding``/``decode_step``) for the sources ``input_ids`` ``[B, S]`` (or
+    their encoding ``hidden`` ``[B, S, C]``, see sources.py).
 
     ``config`` is a GenerationConfig that ``generate.prepare_config`` resolved and checked (``max_length`` counts
     the decoder start token; ``num_return_sequences <= num_beams``); ``processors`` maps (running ids ``[N,
-    cur_len]``, log-probs ``[N, V]``) to log-probs, or is None. Returns a BeamSearchOutput.
+    cur_len]``, log-probs ``[N, V]``) to log-probs, or is None; ``stopping`` (stopping.py) marks candidates that
+    end as if with eos, or is None. With ``config.do_sample`` the candidates are drawn with ``rng`` (beam sampling).
+    Returns a BeamSearchOutput.
     """
     eos = eos_ids(config.eos_token_id) or []
     fill = (config.pad_token_id or eos[0]) if eos else -1  # transformers' fill value, quirk included
-    cache = expand_to_beams(model, input_ids, attention_mask, config)
+    cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_beams, hidden=hidden)
     batch = cache.batch_size // config.num_beams
     running, finished = start_hypotheses(model.xp, batch, config, fill=fill)
     row_open = model.xp.ones((batch, 1), dtype=bool)  # can this row still improve its finished set?
     all_scores = [] if config.output_scores else None
+    draw = Draw(rng) if config.do_sample else None
     length = PROMPT_LEN  # of every hypothesis so far, start token included
     while True:
         log_probs = score_next_tokens(model, cache, running, length, processors)  # [B*nb, V]
         if all_scores is not None:
             all_scores.append(log_probs.copy())
-        candidates = top_candidates(log_probs, running, length, eos, max_length=config.max_length)
+        candidates = top_candidates(log_probs, running, length, eos, max_length=config.max_length, draw=draw,
+                                    stopping=stopping)
         running, parents = keep_running(candidates, config.num_beams)
         finished = add_finished(finished, candidates, length, row_open, config)
         length += 1
@@ -146,16 +154,6 @@ def beam_search(model, input_ids, attention_mask, config, processors):
             break
         follow_beams(cache, parents)
     return best_finished(finished, config.num_return_sequences, all_scores)
-
-
-def expand_to_beams(model, input_ids, attention_mask, config):
-    """The sources encoded once, each repeated ``num_beams`` times (row b's beams are rows ``b*nb .. b*nb+nb-1``).
-
-    ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
-    """
-    xp = model.xp
-    cache = model.start_decoding(input_ids, attention_mask, capacity=config.max_length)
-    return cache.reorder(xp.repeat(xp.arange(cache.batch_size), config.num_beams))  # [B] -> [B*nb] rows
 
 
 def start_hypotheses(xp, batch, config, *, fill):
@@ -183,21 +181,56 @@ def score_next_tokens(model, cache, running, length, processors):
     return log_probs
 
 
-def top_candidates(log_probs, running, length, eos, *, max_length):
+def top_candidates(log_probs, running, length, eos, *, max_length, draw=None, stopping=None):
     """The K = ``candidates_per_beam(eos)`` * nb best (beam, token) continuations of each row, best first, each
-    scored by its beam's score plus the token's log-prob; at ``max_length`` every candidate stops, eos or not."""
+    scored by its beam's score plus the token's log-prob (with ``draw``: K drawn ones, then sorted best first). A
+    candidate stops when it ends with eos, when ``stopping`` says so, and at ``max_length`` whatever it is."""
     xp = get_array_module(log_probs)
     batch, nb = running.scores.shape
     vocab = log_probs.shape[-1]
     total = (log_probs.reshape(batch, nb, vocab) + running.scores[:, :, None]).reshape(batch, nb * vocab)
-    flat = top_k(total, candidates_per_beam(eos) * nb)  # [B, nb*V] -> [B, K]
+    k = candidates_per_beam(eos) * nb
+    if draw is None:
+        flat = top_k(total, k)  # [B, nb*V] -> [B, K]
+    else:
+        flat = draw(total, k)  # [B, K], in no order
+        flat = xp.take_along_axis(flat, top_k(xp.take_along_axis(total, flat, 1), k), 1)  # best first
     beam, token = flat // vocab, flat % vocab
     ids = xp.take_along_axis(running.ids, beam[:, :, None], 1)  # [B, nb, L] -> [B, K, L], a new array
     ids[:, :, length] = token
     stopped = xp.isin(token, xp.asarray(eos, dtype=xp.int64)) if eos else xp.zeros(token.shape, dtype=bool)
+    if stopping:
+        stopped |= stopping(ids[:, :, :length + 1].reshape(batch * k, length + 1)).reshape(batch, k)
     if length + 1 >= max_length:
         stopped = xp.ones_like(stopped)
     return Candidates(ids=ids, scores=xp.take_along_axis(total, flat, 1), beam=beam, stopped=stopped)
+
+
+class Draw:
+    """Beam sampling's choice: K distinct candidates of each row drawn, without replacement, from the softmax of
+    their scores (transformers' ``torch.multinomial(softmax(scores), K)``), with the NumPy generator ``rng``.
+
+    Drawing K without replacement is taking the K largest of ``score + Gumbel noise`` (the Gumbel-top-k trick:
+    the largest is a draw from the softmax, the next a draw from the rest, and so on).
+    """
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def __call__(self, total, k):
+        xp = get_array_module(total)
+        scores = to_numpy(total).astype(np.float64)  # [B, nb*V]
+        # Why through float32 probabilities: a candidate torch gives probability 0 (a filtered token, a beam still
+        # at -1e9) must never be drawn here either.
+        shifted = to_numpy(total) - to_numpy(total).max(axis=-1, keepdims=True)
+        possible = np.exp(shifted) > 0  # [B, nb*V]
+        fewest = int(possible.sum(axis=-1).min())
+        if fewest < k:
+            raise GenerationError(f"beam sampling draws {k} candidates per row and step (num_beams times 2, or "
+                                  f"times 1 + the number of eos ids), but only {fewest} have a probability above 0: "
+                                  "keep more tokens (top_k, top_p, ...) or lower num_beams")
+        keys = np.where(possible, scores + self.rng.gumbel(size=scores.shape), -np.inf)
+        return xp.asarray(top_k(keys, k))
 
 
 def keep_running(candidates, nb):

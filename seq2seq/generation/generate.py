@@ -10,8 +10,9 @@
     until every row has produced eos, or sequences reach max_length
 
 It is built from small named parts (STYLE lesson 11): ``prepare_config`` turns arguments into one resolved
-``GenerationConfig`` or raises ``GenerationError``; ``build_logits_processors`` (logits_process.py) makes the
-score rules; ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
+``GenerationConfig`` or raises ``GenerationError``; ``plan`` adds the score rules (``build_logits_processors``,
+processors.py), the stopping criteria beyond eos (stopping.py) and a given encoding (``encoder_outputs``,
+sources.py); ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
 ``choose_tokens`` is argmax or an inverse-CDF draw with an explicit ``numpy.random.Generator``; ``decode`` is the
 loop, yielding each step's tokens, which both ``generate`` (collect them) and ``generate_stream`` (hand them out as
 they come) consume.
@@ -26,27 +27,34 @@ start token (length 1):
 - ``max_new_tokens`` wins over ``max_length``: ``max_length = max_new_tokens + 1``. When neither the arguments
   nor the config set a length, 20 new tokens are generated (``max_length`` 21); a set ``max_length`` counts the
   start token. ``min_new_tokens`` likewise becomes ``min_length = min_new_tokens + 1``.
-- A row that produced eos is finished: every later token of it is ``pad_token_id`` (eos itself when no pad is
-  set). Without eos, every row runs to ``max_length`` and nothing is padded.
+- A row that produced eos, or that a stopping criterion (``stop_strings``, ``max_time``) ends, is finished: every
+  later token of it is ``pad_token_id`` (eos itself when no pad is set). Without an eos id nothing is padded: a
+  finished row goes on producing tokens until every row is finished or max_length (transformers' quirk).
+- ``do_sample`` with ``num_beams > 1`` is beam sampling (beam_search.py): candidates drawn, not the best taken.
 - With sampling and ``num_return_sequences = k`` each source row is repeated k times, interleaved
   (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation`` does.
 """
 import copy
 import dataclasses
+import time
 import warnings
 
 import numpy as np
 
-from ..core.backend import get_array_module, to_numpy
 from ..core.errors import GenerationError
 from ..core.inputs import is_int, is_number
 from ..nn.cache import DecoderCache
 from ..nn.record import NOT_RECORDING, Records, Recording, as_tuple
 from .beam_search import beam_search, candidates_per_beam
 from .config import GENERATION_DEFAULTS, GenerationConfig
-from .logits_process import build_logits_processors, eos_ids
+from .logits_process import LogitsProcessorList, eos_ids
+from .processors import build_logits_processors
+from .sampling import choose_tokens, sample_tokens  # noqa: F401 (sample_tokens: still generate.sample_tokens)
+from .sources import encode_sources, encoder_hidden_states, encoder_input_ids
+from .stopping import StoppingCriteria, build_stopping_criteria
 
-GENERATE_ARGS = frozenset(GenerationConfig.defaults) | {"seed"}  # what generate(**kwargs) accepts
+GENERATE_ARGS = frozenset(GenerationConfig.defaults) | {"seed"}  # generate(**kwargs), besides tokenizer= and
+# encoder_outputs=, which are inputs rather than settings (as in transformers)
 DEFAULT_MAX_LENGTH = GENERATION_DEFAULTS["max_length"]  # 20 new tokens when no length is set
 # Fields the code branches on, and what None there means (the default):
 NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams": 1, "num_return_sequences": 1,
@@ -55,12 +63,12 @@ NONE_MEANS = {"max_length": DEFAULT_MAX_LENGTH, "do_sample": False, "num_beams":
               "return_dict_in_generate": False}
 # transformers features this engine does not implement, with the value that leaves them off: a config that turns
 # one on is refused rather than silently decoded differently.
-UNSUPPORTED = {"bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
-               "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "num_beam_groups": 1,
-               "diversity_penalty": 0.0, "penalty_alpha": None, "typical_p": 1.0, "min_p": None, "top_h": None,
-               "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "exponential_decay_length_penalty": None,
-               "force_words_ids": None, "constraints": None, "guidance_scale": 1.0, "renormalize_logits": False,
-               "remove_invalid_values": False, "dola_layers": None, "stop_strings": None, "max_time": None}
+# (Group beam search, contrastive search, DoLa and constrained beam search are Hub "custom_generate" methods in
+# transformers 5; classifier-free guidance needs a second, unconditional decoder pass; top_h and
+# remove_invalid_values are simply not built. None of them is an argument generate takes.)
+UNSUPPORTED = {"num_beam_groups": 1, "diversity_penalty": 0.0, "penalty_alpha": None, "top_h": None,
+               "force_words_ids": None, "constraints": None, "guidance_scale": 1.0, "remove_invalid_values": False,
+               "dola_layers": None}
 
 
 @dataclasses.dataclass
@@ -193,8 +201,6 @@ def validate(config, *, vocab_size):
              f"per input; got num_return_sequences={nrs}. Set do_sample=True or num_beams >= {nrs}.")
     else:
         need(nrs <= beams, f"`num_return_sequences` ({nrs}) has to be smaller or equal to `num_beams` ({beams}).")
-        need(not config.do_sample, "beam sampling (do_sample=True with num_beams > 1) is not implemented: use "
-             "num_beams=1 to sample, or do_sample=False for beam search")
     need(config.seed is None or (is_int(config.seed) and config.seed >= 0),
          f"`seed` must be a non-negative integer or None, got {config.seed!r}")
     need(config.length_penalty is None or is_number(config.length_penalty),
@@ -217,19 +223,6 @@ def validate(config, *, vocab_size):
 
 # ---- the parts of the loop --------------------------------------------------------------------------------------
 
-def encode_sources(model, input_ids, attention_mask, config):
-    """The sources encoded once, in a DecoderCache of ``N = B * num_return_sequences`` rows: each source repeated,
-    interleaved (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation`` does.
-
-    ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
-    """
-    cache = model.start_decoding(input_ids, attention_mask, capacity=config.max_length)
-    if config.num_return_sequences > 1:
-        xp = model.xp
-        cache.reorder(xp.repeat(xp.arange(cache.batch_size), config.num_return_sequences))  # [B] -> [N]
-    return cache
-
-
 def make_step(model, cache, *, use_cache=True):
     """The step function ``sequences [N, t] -> logits [N, V]`` for the token after each sequence.
 
@@ -246,37 +239,9 @@ def make_step(model, cache, *, use_cache=True):
     return step
 
 
-def sample_tokens(scores, rng):
-    """One draw per row from ``softmax(scores)`` ``[N, V]``, on the host with ``rng``: token ids ``[N]`` (NumPy).
-
-    Inverse CDF: with u uniform in [0, total mass), the drawn token is the first whose cumulative probability
-    exceeds u. A token of probability 0 (score -inf) adds nothing to the cumulative sum, so it is never first.
-    """
-    scores = to_numpy(scores).astype(np.float64)
-    top = scores.max(axis=-1, keepdims=True)
-    if not np.all(np.isfinite(top)):
-        raise GenerationError("cannot sample: every token of some row has probability 0 (all scores -inf) or a "
-                              "score is NaN/inf")
-    probs = np.exp(scores - top)  # [N, V], unnormalised: the scale cancels in u below
-    cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(scores.shape[0]) * cdf[:, -1]  # [N]
-    tokens = (cdf <= u[:, None]).sum(axis=-1)
-    # Why the clamp: u * total can round up to total itself; then take the last token that has probability.
-    last = scores.shape[-1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
-    return np.minimum(tokens, last)
-
-
-def choose_tokens(scores, *, do_sample, rng):
-    """The next token of each row: argmax (the first maximum on ties, as torch) or a draw; ``[N]`` on scores' device."""
-    xp = get_array_module(scores)
-    if not do_sample:
-        return xp.argmax(scores, axis=-1)
-    return xp.asarray(sample_tokens(scores, rng))
-
-
-def decode(model, cache, config, processors, *, rng):
+def decode(model, cache, config, processors, *, rng, stopping=None):
     """The greedy/sampling loop over the encoded sources ``cache`` (``encode_sources``): yield ``(tokens [N],
-    scores [N, V])`` each step, until all rows end or max_length."""
+    scores [N, V])`` each step, until all rows end (eos, or ``stopping``) or max_length."""
     xp = model.xp
     step = make_step(model, cache, use_cache=config.use_cache)
     n = cache.batch_size
@@ -294,29 +259,62 @@ def decode(model, cache, config, processors, *, rng):
             tokens = xp.where(unfinished, tokens, config.pad_token_id)  # finished rows only pad
             unfinished &= ~(tokens[:, None] == eos[None, :]).any(axis=1)  # [N, n_eos] -> [N]
         sequences[:, length] = tokens
+        if stopping:
+            unfinished &= ~stopping(sequences[:, :length + 1])
         yield tokens, scores
-        if eos is not None and not unfinished.any():
+        if not unfinished.any():
             return
 
 
 # ---- the entry points -----------------------------------------------------------------------------------------
 
-def generate(model, input_ids, attention_mask=None, generation_config=None, **kwargs):
-    """Generate ``[batch * num_return_sequences, out_len]`` token ids (see the module docstring), starting with
-    ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``."""
+@dataclasses.dataclass
+class Plan:
+    """What a generate call resolves and checks before the first step: the ``config``, its logits ``processors``
+    and ``stopping`` criteria, and ``hidden``, the given encoding ``[B, S, C]`` (``encoder_outputs``) or None."""
+
+    config: GenerationConfig
+    processors: LogitsProcessorList
+    stopping: StoppingCriteria
+    hidden: object = None
+
+
+def plan(model, input_ids, generation_config, *, tokenizer=None, encoder_outputs=None, **kwargs):
+    """Resolve and check every argument of a generate call (see ``Plan``)."""
+    start = time.time()  # max_time counts from here
     config = prepare_config(model, generation_config, **kwargs)
-    processors = build_logits_processors(config)
+    hidden = encoder_hidden_states(model, encoder_outputs)
+    reads_sources = (config.encoder_repetition_penalty not in (None, 1.0)
+                     or config.encoder_no_repeat_ngram_size not in (None, 0))
+    sources = encoder_input_ids(model, input_ids, hidden, needed=reads_sources)
+    processors = build_logits_processors(config, encoder_input_ids=sources,
+                                         vocab_size=model.config.decoder.vocab_size)
+    return Plan(config, processors, build_stopping_criteria(config, tokenizer=tokenizer, start=start), hidden)
+
+
+def generate(model, input_ids=None, attention_mask=None, generation_config=None, *, tokenizer=None,
+             encoder_outputs=None, **kwargs):
+    """Generate ``[batch * num_return_sequences, out_len]`` token ids (see the module docstring), starting with
+    ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``.
+
+    ``tokenizer`` is needed for ``stop_strings``; ``encoder_outputs`` replaces encoding ``input_ids`` (sources.py).
+    """
+    run = plan(model, input_ids, generation_config, tokenizer=tokenizer, encoder_outputs=encoder_outputs, **kwargs)
+    config = run.config
+    rng = np.random.default_rng(config.seed)
     keep_scores = config.return_dict_in_generate and config.output_scores
     recording = _recording(config)
     with model.record(recording):  # every run of the encoder and of the decoder reports to it
         if config.num_beams > 1:
-            result = beam_search(model, input_ids, attention_mask, config, processors)
+            result = beam_search(model, input_ids, attention_mask, config, run.processors, hidden=run.hidden,
+                                 stopping=run.stopping, rng=rng)
             sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
         else:
-            cache = encode_sources(model, input_ids, attention_mask, config)
+            cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_return_sequences,
+                                   hidden=run.hidden)
             tokens, scores = [], []
-            for step_tokens, step_scores in decode(model, cache, config, processors,
-                                                   rng=np.random.default_rng(config.seed)):
+            for step_tokens, step_scores in decode(model, cache, config, run.processors, rng=rng,
+                                                   stopping=run.stopping):
                 tokens.append(step_tokens)
                 if keep_scores:
                     scores.append(step_scores)
@@ -352,14 +350,17 @@ def _per_step(records, size):
     return tuple(tuple(records[i:i + size]) for i in range(0, len(records), size))
 
 
-def generate_stream(model, input_ids, attention_mask=None, generation_config=None, **kwargs):
+def generate_stream(model, input_ids=None, attention_mask=None, generation_config=None, *, tokenizer=None,
+                    encoder_outputs=None, **kwargs):
     """Like ``generate`` (greedy or sampling), but an iterator of each step's tokens ``[N]`` as soon as they are
     chosen (``pad_token_id`` for finished rows). Arguments are checked now, not at the first ``next``."""
-    config = prepare_config(model, generation_config, **kwargs)
+    run = plan(model, input_ids, generation_config, tokenizer=tokenizer, encoder_outputs=encoder_outputs, **kwargs)
+    config = run.config
     if config.num_beams > 1:
         raise GenerationError("generate_stream works for greedy decoding and sampling only: beam search knows its "
                               "best sequences only at the end; use generate(num_beams=...)")
-    processors = build_logits_processors(config)
-    cache = encode_sources(model, input_ids, attention_mask, config)  # now, so that bad inputs raise here
-    steps = decode(model, cache, config, processors, rng=np.random.default_rng(config.seed))
+    cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_return_sequences,
+                           hidden=run.hidden)  # now, so that bad inputs raise here
+    steps = decode(model, cache, config, run.processors, rng=np.random.default_rng(config.seed),
+                   stopping=run.stopping)
     return (tokens for tokens, _ in steps)

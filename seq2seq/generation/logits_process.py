@@ -11,20 +11,25 @@ arrays alike (``get_array_module``). ``input_ids`` include the decoder start tok
 ``cur_len`` is 1 at the first step: the "prompt" of the decoder is that one token.
 
 The rules are those of transformers' ``generation/logits_process.py`` with the same arguments and edge cases
-(ties, ``min_tokens_to_keep``, ``-inf`` as the filter value, eos given as one id or a list), and
-``build_logits_processors`` assembles them in exactly the order transformers' ``_get_logits_processor`` does:
-penalties and constraints first, then, only when sampling, the "warpers" temperature -> top-k -> top-p. The order
-matters: top-k after temperature keeps the same tokens, but top-p after temperature keeps a different set.
+(ties, ``min_tokens_to_keep``, ``-inf`` as the filter value, eos given as one id or a list). They live in four
+files, read in this order:
+
+    logits_process.py   this one: the shared helpers, the list, and the constraints on lengths, forced tokens,
+                        repetition (of the decoder's own tokens and of the source's), suppressed tokens and the
+                        exponential length penalty
+    sequence_bias.py    additive biases on token sequences, and the banned sequences (bad_words_ids) built on them
+    warpers.py          the sampling "warpers": temperature, top-k, top-p, min-p, typical, epsilon, eta, and the
+                        final log-softmax (renormalize_logits)
+    processors.py       ``build_logits_processors``: which of them a config asks for, in transformers' order
 
 Who checks what (each argument once per ``generate`` call, before the first step): a processor's constructor
-checks the arguments only that processor reads (temperature, top_k, top_p, min_tokens_to_keep, repetition_penalty,
-no_repeat_ngram_size); that is its contract, and it guards direct use too, so ``generate.validate`` does not repeat
-those rules. Lengths and token ids (MinLength, MinNewTokens, ForcedBOS, ForcedEOS) are ``generate``'s: it resolves
-them and checks them against the vocabulary, which no processor knows, and these processors trust what they get.
+checks the arguments only that processor reads (temperature, top_k, top_p, repetition_penalty, bad_words_ids, ...);
+that is its contract, and it guards direct use too, so ``generate.validate`` does not repeat those rules. Lengths
+and the special token ids (MinLength, MinNewTokens, ForcedBOS, ForcedEOS, eos) are ``generate``'s: it resolves them
+and checks them against the vocabulary, and these processors trust what they get. A processor whose ids must lie
+inside the vocabulary (sequence biases) is told its size when it is made.
 """
 import math
-
-import numpy as np
 
 from ..core.backend import get_array_module
 from ..core.errors import GenerationError
@@ -68,6 +73,26 @@ def _positive_int(name, value):
     if not is_int(value) or value < 1:
         raise GenerationError(f"`{name}` has to be a positive integer, but is {value!r}")
     return int(value)
+
+
+def _positive_float(name, value):
+    if not is_number(value) or not value > 0:
+        raise GenerationError(f"`{name}` has to be a strictly positive float, but is {value!r}")
+    return float(value)
+
+
+def token_id_list(name, ids):
+    """``ids`` as a list of ints, or GenerationError unless it is a list (or tuple) of non-negative integers."""
+    if not isinstance(ids, (list, tuple)) or not all(is_int(i) and i >= 0 for i in ids):
+        raise GenerationError(f"`{name}` has to be a list of token ids (integers >= 0), but is {ids!r}")
+    return [int(i) for i in ids]
+
+
+def _expand_rows(rows, n):
+    """Source rows ``[B, ...]`` repeated for the ``n`` decoder rows (each source's ``n // B`` beams or samples are
+    adjacent, as ``generate`` lays them out)."""
+    xp = get_array_module(rows)
+    return rows if rows.shape[0] == n else xp.repeat(rows, n // rows.shape[0], axis=0)
 
 
 # ---- length constraints ---------------------------------------------------------------------------------------
@@ -128,9 +153,7 @@ class RepetitionPenalty:
     s * penalty (CTRL's rule; dividing a negative score would *raise* it). Applied once per distinct token."""
 
     def __init__(self, penalty):
-        if not is_number(penalty) or not penalty > 0:
-            raise GenerationError(f"`repetition_penalty` has to be a strictly positive float, but is {penalty!r}")
-        self.penalty = float(penalty)
+        self.penalty = _positive_float("repetition_penalty", penalty)
 
     def __call__(self, input_ids, scores):
         xp = get_array_module(scores)
@@ -156,85 +179,121 @@ class NoRepeatNGram:
         self.n = _positive_int("no_repeat_ngram_size", ngram_size)
 
     def __call__(self, input_ids, scores):
-        n_rows, cur_len = input_ids.shape
+        cur_len = input_ids.shape[1]
         if cur_len < self.n:
             return scores  # no complete n-gram yet
         xp = get_array_module(scores)
-        v = scores.shape[-1]
         starts = xp.arange(cur_len - self.n + 1)[:, None] + xp.arange(self.n)[None, :]  # [W, n]
-        windows = input_ids[:, starts]  # [N, W, n]: every n-gram so far
-        suffix = input_ids[:, cur_len + 1 - self.n:]  # [N, n-1] (empty for n = 1: every window matches)
-        matches = (windows[..., :-1] == suffix[:, None, :]).all(axis=-1)  # [N, W]
-        banned = xp.zeros((n_rows, v + 1), dtype=bool)  # spare column v: where non-matching windows point
-        banned[xp.arange(n_rows)[:, None], xp.where(matches, xp.minimum(windows[..., -1], v), v)] = True
-        return _remove(scores, banned[:, :v])
+        return _ban_continuations(scores, input_ids[:, starts], input_ids[:, cur_len + 1 - self.n:])
 
 
-# ---- sampling warpers -----------------------------------------------------------------------------------------
-
-class Temperature:
-    """Divide scores by ``temperature``: above 1 flattens the distribution, below 1 sharpens it."""
-
-    def __init__(self, temperature):
-        if not is_number(temperature) or not temperature > 0:
-            hint = " For greedy decoding, set do_sample=False." if temperature == 0 else ""
-            raise GenerationError(f"`temperature` (={temperature!r}) has to be a strictly positive float, otherwise "
-                                  f"the next-token scores are invalid.{hint}")
-        self.temperature = float(temperature)
-
-    def __call__(self, input_ids, scores):
-        return scores / self.temperature
+def _ban_continuations(scores, windows, suffix):
+    """Scores with -inf at the last token of every n-gram in ``windows`` ``[N, W, n]`` whose first n-1 tokens equal
+    the row's ``suffix`` ``[N, n-1]`` (empty for n = 1: every window matches)."""
+    xp = get_array_module(scores)
+    n_rows, v = scores.shape
+    matches = (windows[..., :-1] == suffix[:, None, :]).all(axis=-1)  # [N, W]
+    banned = xp.zeros((n_rows, v + 1), dtype=bool)  # spare column v: where non-matching windows point
+    banned[xp.arange(n_rows)[:, None], xp.where(matches, xp.minimum(windows[..., -1], v), v)] = True
+    return _remove(scores, banned[:, :v])
 
 
-class TopK:
-    """Keep the ``top_k`` highest scores (at least ``min_tokens_to_keep``), -inf elsewhere.
+# ---- repeating the source -------------------------------------------------------------------------------------
 
-    Ties at the boundary are all kept: a token is removed only if its score is strictly below the k-th highest.
-    """
+class EncoderRepetitionPenalty:
+    """RepetitionPenalty's rule turned around, for the tokens of the *source*: with ``penalty`` > 1 they become
+    more likely (a score s becomes s * penalty if s > 0, else s / penalty), against hallucination in summaries."""
 
-    def __init__(self, top_k, *, min_tokens_to_keep=1):
-        self.min_tokens_to_keep = _positive_int("min_tokens_to_keep", min_tokens_to_keep)
-        self.top_k = max(_positive_int("top_k", top_k), self.min_tokens_to_keep)
+    def __init__(self, penalty, encoder_input_ids):
+        # Why the inverse: transformers stores 1 / penalty and then applies RepetitionPenalty's arithmetic with it.
+        self.inverse = 1 / _positive_float("encoder_repetition_penalty", penalty)
+        self.encoder_input_ids = encoder_input_ids  # [B, S], checked by model.start_decoding
 
     def __call__(self, input_ids, scores):
         xp = get_array_module(scores)
-        v = scores.shape[-1]
-        k = min(self.top_k, v)
-        kth = xp.partition(scores, v - k, axis=-1)[:, v - k:v - k + 1]  # [N, 1]: the k-th highest score
-        return _remove(scores, scores < kth)
+        n, v = scores.shape
+        source = xp.minimum(_expand_rows(self.encoder_input_ids, n), v)  # [N, S]; ids past V -> spare column
+        padded = xp.concatenate([scores, xp.zeros((n, 1), dtype=scores.dtype)], axis=1)  # [N, V + 1]
+        rows = xp.arange(n)[:, None]
+        seen = padded[rows, source]  # [N, S]
+        padded[rows, source] = xp.where(seen < 0, seen * self.inverse, seen / self.inverse)
+        return padded[:, :v]
 
 
-class TopP:
-    """Nucleus sampling: keep the most probable tokens whose probabilities add up to ``top_p``.
+class EncoderNoRepeatNGram:
+    """Ban any token that would complete an n-gram of the row's *source* (n = ``ngram_size``): the decoder may not
+    copy ``ngram_size`` source tokens in a row."""
 
-    Going up from the least likely token, a token is removed while the cumulative probability up to and including
-    it is still <= 1 - top_p; so the kept set is the smallest one whose mass exceeds top_p (the token crossing the
-    line is kept). The ``min_tokens_to_keep`` most likely tokens are always kept.
-    """
-
-    def __init__(self, top_p, *, min_tokens_to_keep=1):
-        if not is_number(top_p) or not 0 < top_p <= 1:
-            raise GenerationError(f"`top_p` has to be a float in (0, 1], but is {top_p!r}")
-        self.top_p = float(top_p)
-        self.min_tokens_to_keep = _positive_int("min_tokens_to_keep", min_tokens_to_keep)
+    def __init__(self, ngram_size, encoder_input_ids):
+        self.n = _positive_int("encoder_no_repeat_ngram_size", ngram_size)
+        self.encoder_input_ids = encoder_input_ids  # [B, S], checked by model.start_decoding
 
     def __call__(self, input_ids, scores):
+        source = self.encoder_input_ids
+        cur_len, src_len = input_ids.shape[1], source.shape[1]
+        if cur_len < self.n - 1 or src_len < self.n:
+            return scores  # no suffix of n-1 tokens yet, or no source n-gram at all
         xp = get_array_module(scores)
-        n = scores.shape[0]
-        # Why a stable ascending sort: among tied scores at the boundary, the lower id is dropped first. (In
-        # transformers that choice is left to torch's unstable sort; the number of tokens kept is the same.)
-        stable = {"kind": "stable"} if xp is np else {}  # CuPy's sort is always stable and refuses `kind`
-        order = xp.argsort(scores, axis=-1, **stable)  # [N, V], ascending
-        ascending = xp.take_along_axis(scores, order, axis=-1)
-        probs = xp.exp(ascending - ascending[:, -1:])
-        probs /= probs.sum(axis=-1, keepdims=True)  # float32 softmax, as transformers computes it
-        # Why float64 accumulation: torch's CPU cumsum accumulates float32 in double, so this matches it at the edge.
-        cumulative = xp.cumsum(probs.astype(xp.float64), axis=-1).astype(scores.dtype, copy=False)
-        remove_sorted = cumulative <= scores.dtype.type(1 - self.top_p)
-        remove_sorted[:, -self.min_tokens_to_keep:] = False
-        remove = xp.empty_like(remove_sorted)
-        remove[xp.arange(n)[:, None], order] = remove_sorted  # back to vocabulary order
-        return _remove(scores, remove)
+        starts = xp.arange(src_len - self.n + 1)[:, None] + xp.arange(self.n)[None, :]  # [W, n]
+        windows = _expand_rows(source, scores.shape[0])[:, starts]  # [N, W, n]: every source n-gram
+        return _ban_continuations(scores, windows, input_ids[:, cur_len + 1 - self.n:])
+
+
+# ---- suppressed tokens and the length penalty -------------------------------------------------------------------
+
+class SuppressTokens:
+    """Never choose ``suppress_tokens`` (-inf at every step); ids outside the vocabulary are ignored."""
+
+    def __init__(self, suppress_tokens):
+        self.ids = token_id_list("suppress_tokens", suppress_tokens)
+
+    def __call__(self, input_ids, scores):
+        return _remove(scores, _token_mask(self.ids, scores.shape[-1], get_array_module(scores)))
+
+
+class SuppressTokensAtBegin:
+    """Suppress ``begin_suppress_tokens`` at one step only: when the sequences are ``begin_index`` tokens long (for
+    an encoder-decoder the first generated token, or the second when ForcedBOS forces the first)."""
+
+    def __init__(self, begin_suppress_tokens, begin_index):
+        self.ids = token_id_list("begin_suppress_tokens", begin_suppress_tokens)
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[-1] != self.begin_index:
+            return scores
+        return _remove(scores, _token_mask(self.ids, scores.shape[-1], get_array_module(scores)))
+
+
+class ExponentialDecayLengthPenalty:
+    """After ``start_index`` generated tokens, raise eos's score by ``|s| * (decay_factor ** k - 1)`` at the k-th
+    token past it, so that sequences end softly near a length instead of being cut at max_length."""
+
+    def __init__(self, exponential_decay_length_penalty, eos_token_id, prompt_length):
+        pair = exponential_decay_length_penalty
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not is_int(pair[0]) or pair[0] < 0
+                or not is_number(pair[1])):
+            raise GenerationError("`exponential_decay_length_penalty` has to be a pair (start_index, decay_factor) "
+                                  f"of an integer >= 0 and a number, but is {pair!r}")
+        if eos_token_id is None:
+            raise GenerationError("`exponential_decay_length_penalty` raises the score of eos, but no "
+                                  "`eos_token_id` is set")
+        self.start = int(pair[0]) + prompt_length
+        self.factor = float(pair[1])
+        self.eos = eos_ids(eos_token_id)
+
+    def __call__(self, input_ids, scores):
+        cur_len = input_ids.shape[-1]
+        if cur_len <= self.start:
+            return scores
+        xp = get_array_module(scores)
+        eos = xp.asarray(self.eos)
+        at_eos = scores[:, eos]  # [N, n_eos]
+        # abs(): a negative score is raised too (multiplying it by a factor > 1 would lower it)
+        penalty = xp.abs(at_eos) * (self.factor ** (cur_len - self.start) - 1)
+        penalties = xp.zeros_like(scores)
+        penalties[:, eos] = xp.where(xp.isfinite(at_eos), penalty, 0.0).astype(scores.dtype)
+        return scores + penalties
 
 
 # ---- the list ---------------------------------------------------------------------------------------------------
@@ -246,45 +305,3 @@ class LogitsProcessorList(list):
         for processor in self:
             scores = processor(input_ids, scores)
         return scores
-
-
-def _off(value, neutral):
-    """True when a setting is unset (None) or at its neutral value (transformers skips the processor then)."""
-    return value is None or value == neutral
-
-
-def build_logits_processors(config, *, prompt_length=1):
-    """The processors a resolved ``GenerationConfig`` (``generate.prepare_config``'s) asks for, in transformers 5's
-    ``_get_logits_processor`` order:
-
-        RepetitionPenalty, NoRepeatNGram, MinLength, MinNewTokens, ForcedBOS, ForcedEOS,
-        and only with ``do_sample``: Temperature, TopK, TopP.
-
-    ``max_length`` and ``min_length`` are read as resolved (the ``prompt_length`` decoder tokens included). Any
-    setting other than unset (None) or neutral builds its processor, whose constructor checks it.
-    """
-    eos = eos_ids(config.eos_token_id)
-    processors = LogitsProcessorList()
-    if not _off(config.repetition_penalty, 1.0):
-        processors.append(RepetitionPenalty(config.repetition_penalty))
-    if not _off(config.no_repeat_ngram_size, 0):
-        processors.append(NoRepeatNGram(config.no_repeat_ngram_size))
-    if eos is not None and not _off(config.min_length, 0):
-        processors.append(MinLength(config.min_length, eos))
-    if eos is not None and not _off(config.min_new_tokens, 0):
-        processors.append(MinNewTokens(prompt_length, config.min_new_tokens, eos))
-    if config.forced_bos_token_id is not None:
-        processors.append(ForcedBOS(config.forced_bos_token_id))
-    if config.forced_eos_token_id is not None:
-        processors.append(ForcedEOS(config.max_length, config.forced_eos_token_id))
-
-    if config.do_sample:
-        # Why more than one token with beams: each beam needs a non-eos continuation to explore, whatever eos is.
-        keep = 1 if (config.num_beams or 1) <= 1 else (len(eos) + 1 if eos is not None else 2)
-        if not _off(config.temperature, 1.0):
-            processors.append(Temperature(config.temperature))
-        if not _off(config.top_k, 0):
-            processors.append(TopK(config.top_k, min_tokens_to_keep=keep))
-        if not _off(config.top_p, 1.0):  # transformers: top_p < 1.0; the same list for every valid top_p
-            processors.append(TopP(config.top_p, min_tokens_to_keep=keep))
-    return processors

@@ -231,11 +231,17 @@ class EncoderDecoderModel:
         return memory if self.enc_to_dec_proj is None else self.enc_to_dec_proj(memory)
 
     # -- step-by-step decoding (generation) -----------------------------------------------------------------
-    def start_decoding(self, input_ids, attention_mask=None, *, capacity=64):
-        """Encode the source once and return an empty DecoderCache for ``decode_step`` (inference only)."""
-        ids, keep = self._source(input_ids, attention_mask)
+    def start_decoding(self, input_ids, attention_mask=None, *, capacity=64, encoder_outputs=None):
+        """Encode the source once (or take ``encoder_outputs``, its encoding ``[B, S, C_enc]`` as an array of the
+        model's backend, checked by generate) and return an empty DecoderCache for ``decode_step`` (inference)."""
         with no_grad():
-            memory = self._to_decoder_width(self._run_encoder(ids, keep)).data  # [B, S, C]
+            if encoder_outputs is None:
+                ids, keep = self._source(input_ids, attention_mask)
+                encoded = self._run_encoder(ids, keep)
+            else:  # the mask must fit the encoding [B, S] as it would the ids
+                encoded = Tensor(encoder_outputs)
+                keep = self._keep(attention_mask, encoder_outputs[..., 0], name="attention_mask")
+            memory = self._to_decoder_width(encoded).data  # [B, S, C]
         return DecoderCache(len(self.decoder.layers), memory, keep, capacity=capacity)
 
     def decode_step(self, decoder_input_ids, cache):
@@ -250,12 +256,12 @@ class EncoderDecoderModel:
             logits = self._run_decoder(ids, None, cache.memory, cache.memory_keep, cache=cache)
         return logits.data[:, -1]  # [B, t, V] -> [B, V]
 
-    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
         """Token ids ``[B * num_return_sequences, out_len]`` from greedy decoding, sampling or beam search, with
         transformers' arguments and results (see generate.py); a GenerateOutput with return_dict_in_generate."""
         return generation.generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
-    def generate_stream(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+    def generate_stream(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
         """An iterator of each step's tokens ``[B * num_return_sequences]`` as they are chosen (greedy, sampling)."""
         return generation.generate_stream(self, input_ids, attention_mask, generation_config, **kwargs)
 

@@ -214,6 +214,11 @@ class Tokenizer:
     # ------------------------------------------------------------------ vocabulary
 
     @property
+    def backend_tokenizer(self):
+        """The ``tokenizers.Tokenizer`` underneath, under transformers' name (generate's stop_strings read it)."""
+        return self._backend
+
+    @property
     def vocab_size(self):
         """Number of ids, added tokens included (``len(hf_tokenizer)``)."""
         return self._backend.get_vocab_size(with_added_tokens=True)

@@ -69,10 +69,23 @@ def test_generate_beam_search_from_stdin(tiny_model_dir):
     assert out.splitlines() == expected_texts(model, tok, texts, num_beams=3, max_new_tokens=6)
 
 
+def test_generate_flags_of_the_other_processors(tiny_model_dir):
+    path, model, tok = tiny_model_dir
+    texts = ["the eiffel tower is in paris."]
+    batch = tok(texts)
+    plain = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=6)
+    banned = [int(t) for t in plain[0, 1:3]]  # the first words it would write
+    out = run_cli("generate", "--model", str(path), "--max-new-tokens", "6", "--num-beams", "2", "--suppress-tokens",
+                  *map(str, banned), "--encoder-repetition-penalty", "1.5", "--renormalize-logits", *texts)
+    assert out.splitlines() == expected_texts(model, tok, texts, max_new_tokens=6, num_beams=2,
+                                              suppress_tokens=banned, encoder_repetition_penalty=1.5,
+                                              renormalize_logits=True)
+
+
 def test_generate_sampling_repeats_with_a_seed(tiny_model_dir):
     path, _, _ = tiny_model_dir
     args = ("generate", "--model", str(path), "--do-sample", "--top-k", "20", "--seed", "3", "--max-new-tokens", "6",
-            "--no-stream", "some text")
+            "--min-p", "0.05", "--typical-p", "0.95", "--no-stream", "some text")
     assert run_cli(*args) == run_cli(*args)
 
 

@@ -15,7 +15,7 @@ import seq2seq
 from seq2seq.generation.beam_search import BeamSearchOutput, beam_search, log_softmax, top_k
 from seq2seq.generation.config import GENERATION_DEFAULTS, GenerationConfig
 from seq2seq.core.errors import GenerationError
-from seq2seq.generation.logits_process import build_logits_processors
+from seq2seq.generation.processors import build_logits_processors
 
 EOS = 37  # emitted by the oracle below after 4 to 12 tokens, depending on the row and beam
 VOCAB = 61

@@ -17,7 +17,8 @@ from seq2seq.core.backend import to_numpy
 from seq2seq.generation.config import GenerationConfig
 from seq2seq.core.errors import GenerationError, InputError
 from seq2seq.generation import logits_process as lp
-from seq2seq.generation.logits_process import build_logits_processors
+from seq2seq.generation import warpers
+from seq2seq.generation.processors import build_logits_processors
 
 EOS = 27
 
@@ -229,7 +230,6 @@ ERRORS = [
     (dict(forced_eos_token_id=99), "forced_eos_token_id"),
     (dict(forced_eos_token_id=[4, -1]), "forced_eos_token_id"),
     (dict(forced_bos_token_id=-1), "forced_bos_token_id"),
-    (dict(num_beams=2, do_sample=True), "beam sampling"),
     (dict(do_sample=True, top_k=2.5), "top_k"),
     (dict(repetition_penalty="high"), "repetition_penalty"),
     (dict(early_stopping="sometimes"), "early_stopping"),
@@ -237,7 +237,8 @@ ERRORS = [
     (dict(do_sample=True, seed="lucky"), "seed"),
     (dict(eos_token_id="</s>"), "eos_token_id"),
     (dict(generation_config={"max_length": 5}), "GenerationConfig"),
-    (dict(generation_config=GenerationConfig(bad_words_ids=[[3]])), "bad_words_ids"),
+    (dict(generation_config=GenerationConfig(penalty_alpha=0.6)), "penalty_alpha"),
+    (dict(bad_words_ids=[[3, 61]]), "bad_words_ids"),
 ]
 
 
@@ -265,7 +266,7 @@ def test_each_argument_is_checked_once(model, inputs, monkeypatch):
         return record
 
     monkeypatch.setattr(gen, "validate", recording("validate", gen.validate))
-    for cls in (lp.Temperature, lp.TopK, lp.TopP, lp.RepetitionPenalty, lp.NoRepeatNGram):
+    for cls in (warpers.Temperature, warpers.TopK, warpers.TopP, lp.RepetitionPenalty, lp.NoRepeatNGram):
         monkeypatch.setattr(cls, "__init__", recording(cls.__name__, cls.__init__))
     model.generate(*inputs, do_sample=True, seed=1, temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.1,
                    no_repeat_ngram_size=3, max_new_tokens=4)
@@ -326,8 +327,6 @@ def test_beam_search_is_dispatched(hf, model, inputs):
     assert len(out.scores) == len(want.scores)
     np.testing.assert_array_equal(model.generate(*inputs, num_beams=3, max_new_tokens=9),
                                   hf_generate(hf, *inputs, num_beams=3, max_new_tokens=9))
-    with pytest.raises(GenerationError, match="beam sampling"):
-        model.generate(*inputs, num_beams=3, do_sample=True)
 
 
 # ---- sampling ---------------------------------------------------------------------------------------------------
