@@ -15,6 +15,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``gradcheck.py``   finite-difference gradient checks in float64
     ``special.py``     ``erf`` (exact GELU needs it; NumPy lacks it)
     ``config.py``      configs: JSON fields as attributes, with transformers' names
+    ``inputs.py``      the boundary: ids, masks and labels checked once where they enter
 ``fast/``        fast forms of nn/'s ops in rooms of their own (read after nn/: it needs only core/)
     ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned through ctypes when a program calls ``tune()``
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
@@ -49,7 +50,8 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``plot.py``, ``console.py``  the loss plot, tqdm's progress bars, Ctrl-C and kill
     ``train.py``       the fine-tuning loop: checkpoints, exact resume, evaluation
     ``trim.py``        cutting a model and its tokenizer down to the vocabulary a corpus uses
-``cli/``         the command line: summarize, score, generate, finetune, trim-vocab
+``cli/``         the command line (``main.py``): summarize, score, generate (``inference.py``), warm-start,
+                 finetune and trim-vocab, each in its own module
 """
 from . import optim  # seq2seq.optim, as SPEC.md names it
 from .core.autograd import Function, Tensor, is_grad_enabled, no_grad
