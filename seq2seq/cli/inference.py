@@ -1,13 +1,16 @@
 """``generate`` and ``score``: running a saved (or warm-started) model on texts given on the command line, with
-transformers' generation options as flags (shared with ``summarize``)."""
+transformers' generation options as flags (shared with ``summarize``); ``generate --input/--output`` runs over a
+JSON Lines file (batch.py)."""
 import sys
 import time
 
 from ..core.autograd import no_grad
 from ..core.backend import BACKENDS, to_numpy
+from ..core.errors import InputError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
 from ..training.console import progress_bar
+from .batch import add_file_flags, generate_file
 from .examples import EIFFEL_ARTICLE, EIFFEL_SUMMARY
 from .warm_start import load_model
 
@@ -52,6 +55,10 @@ def read_sources(args):
 
 
 def cmd_generate(args):
+    if args.input is not None:
+        return generate_file(args, generation_kwargs(args))
+    if args.output is not None:
+        raise InputError("--output needs --input (texts given as arguments or on stdin are printed)")
     model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     kwargs = generation_kwargs(args)
@@ -112,11 +119,13 @@ def add_score_command(commands):
 
 
 def add_generate_command(commands):
-    gen = commands.add_parser("generate", help="generate text for each source text (or each line of stdin)")
+    gen = commands.add_parser("generate", help="generate text for each source text (or each line of stdin, or each "
+                                               "object of a JSON Lines file: --input/--output)")
     gen.add_argument("text", nargs="*", help="source texts (default: read lines from stdin)")
     gen.add_argument("--model", required=True, help="directory or Hub id of a saved encoder-decoder model")
     gen.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: --model)")
     gen.add_argument("--backend", choices=BACKENDS, default="numpy")
     gen.add_argument("--no-stream", action="store_true", help="print each output only when it is complete")
     add_generation_flags(gen)
+    add_file_flags(gen)
     gen.set_defaults(run=cmd_generate)

@@ -11,6 +11,8 @@
                it with its tokenizer and special ids: the first step of the fine-tuning recipe.
 ``generate``   (inference.py) generate text from a saved model for each source text given (or each line of stdin),
                with transformers' generation options; greedy and sampling print tokens as they are decided.
+               ``--input in.jsonl --output out.jsonl`` (batch.py): a JSON Lines file, in length-sorted batches,
+               written in input order, resumable.
 ``trim-vocab`` (finetune.py) cut a saved model and its WordPiece tokenizer down to the token ids a corpus uses.
 ``finetune``   (finetune.py) fine-tune on JSONL source/target pairs: warm-start or continue a model, evaluate
                (loss, ROUGE), checkpoint atomically and resume exactly (see training/train.py).

@@ -39,7 +39,15 @@ def read_jsonl(path, *, source_field="source", target_field="target"):
 
     Raises InputError naming the file and line of a line that is not a JSON object or lacks a string field.
     """
-    pairs = []
+    records = read_records(path, (source_field, target_field), hint="--source-field / --target-field")
+    return [(record[source_field], record[target_field]) for record in records]
+
+
+def read_records(path, fields, *, hint, present=()):
+    """The JSON objects of a JSON Lines file, one a line (blank lines skipped), each checked to hold a string under
+    every name in ``fields`` and some value under every name in ``present``; InputError names the file and line of
+    one that does not (``hint``: the flags that choose the fields)."""
+    records = []
     try:
         f = open(path, encoding="utf-8")
     except OSError as err:
@@ -54,19 +62,17 @@ def read_jsonl(path, *, source_field="source", target_field="target"):
                 raise InputError(f"{path}, line {number}: not valid JSON ({err})") from err
             if not isinstance(record, dict):
                 raise InputError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-            texts = []
-            for field in (source_field, target_field):
+            for field in (*fields, *present):
                 if field not in record:
                     raise InputError(f"{path}, line {number}: no field {field!r} (fields: {sorted(record)}); "
-                                     "choose the fields with --source-field / --target-field")
-                if not isinstance(record[field], str):
+                                     f"choose the fields with {hint}")
+                if field in fields and not isinstance(record[field], str):
                     raise InputError(f"{path}, line {number}: field {field!r} is a "
                                      f"{type(record[field]).__name__}, expected a string")
-                texts.append(record[field])
-            pairs.append(tuple(texts))
-    if not pairs:
+            records.append(record)
+    if not records:
         raise InputError(f"{path} holds no examples")
-    return pairs
+    return records
 
 
 # ---- tokenising ---------------------------------------------------------------------------------------------------
