@@ -12,7 +12,7 @@ MAX_LINES = 400
 # The package's own top-level files (__init__, __main__, optim) come last: they gather the public names.
 LAYERS = ("core", "fast", "nn", "generation", "models", "training", "cli")
 # Where CuPy's raw APIs may be touched: the array module (and, for the GPU issue, the kernel loader).
-CUPY_IMPORTERS = {"core/backend.py"}
+CUPY_IMPORTERS = {"core/backend.py", "fast/cuda/kernels.py"}
 
 
 def _name(path):

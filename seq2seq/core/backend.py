@@ -1,9 +1,10 @@
 """The array module: NumPy on the CPU, CuPy on an NVIDIA GPU.
 
-This is the only file that imports CuPy. Everything else asks for the array module of the array in hand,
-``xp = get_array_module(x)``, and writes ``xp.exp(x)`` instead of ``np.exp(x)``: the same line then runs on both
-devices (the pattern of Chainer's ``backend.get_array_module`` and DeZero's ``cuda.py``). The package imports and
-runs with NumPy alone; CuPy is looked up only when ``backend="cupy"`` is asked for or a CuPy array shows up.
+This is the only file that imports CuPy (the kernel loader, ``fast/cuda/kernels.py``, gets it from here).
+Everything else asks for the array module of the array in hand, ``xp = get_array_module(x)``, and writes
+``xp.exp(x)`` instead of ``np.exp(x)``: the same line then runs on both devices (the pattern of Chainer's
+``backend.get_array_module`` and DeZero's ``cuda.py``). The package imports and runs with NumPy alone; CuPy is
+looked up only when ``backend="cupy"`` is asked for or a CuPy array shows up.
 """
 import math
 
@@ -27,6 +28,12 @@ def _import_cupy():
             return None
         _cupy = cupy
     return _cupy
+
+
+def cupy_module():
+    """CuPy, imported on first use, or None when it is not installed: for the one other module that touches CuPy's
+    raw API, the kernel loader (``fast/cuda/kernels.py``), which gets CuPy here rather than importing it."""
+    return _import_cupy()
 
 
 def has_cupy():

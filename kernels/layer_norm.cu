@@ -1,0 +1,117 @@
+// layer_norm.cu -- layer norm fused with the residual add before it, over the last axis of [N, C] rows.
+//
+// Kernels (extern "C", one per variant and storage type):
+//   add_layer_norm_<T>      post-LN (BERT, BART): v = x + residual + bias;  y = (v - mean) / sqrt(var + eps)
+//                           * gamma + beta.  bias is the preceding Linear's bias, folded in here so that Linear
+//                           can run without one.
+//   add_layer_norm_pre_<T>  pre-LN (GPT-2): s = x + residual is written to sum_out (the residual stream the
+//                           next block adds to) and y = LayerNorm(s) * gamma + beta.
+//   mean and the biased variance (divided by C, as torch.nn.LayerNorm) are float32 whatever the storage type,
+//   the variance computed about the mean (two passes over the row, held in shared memory), not as E[v^2] - mean^2.
+//   <T> is the storage type of every buffer: f32 (float), f16 (__half), bf16 (__nv_bfloat16).
+//
+// Signatures:
+//   add_layer_norm_<T>(const T* x, const T* residual, const T* bias, const T* gamma, const T* beta, T* y,
+//                      int n_rows, int n_cols, float eps)
+//   add_layer_norm_pre_<T>(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta, T* y,
+//                          int n_rows, int n_cols, float eps)
+//   x, residual, sum_out, y  [n_rows, n_cols], row-major and contiguous; y (or sum_out) may alias x or residual.
+//   bias, gamma, beta        [n_cols].
+//
+// Launch: one block per row.
+//   grid  = (n_rows,)
+//   block = (LN_THREADS,)   (256 unless defined; a multiple of 32, at most 1024)
+//   dynamic shared memory = n_cols * 4 bytes (the row's float32 values; n_cols <= 12288 in the default 48 KiB)
+//   Each thread strides over the row's columns; sums reduce with warp shuffles (__shfl_xor_sync), then across the
+//   block's warps through 32 floats of static shared memory.
+//
+// Compile-time constants (prepend #defines to change them):
+//   LN_THREADS      the block size the launcher uses
+//   LN_HALF_TYPES   1 (default): also build the f16 / bf16 kernels (needs cuda_fp16.h and cuda_bf16.h); 0: float32
+//
+// Reference: seq2seq/fast/cuda/reference.py add_layer_norm and add_layer_norm_pre, same layouts.
+#ifndef LN_THREADS
+#define LN_THREADS 256
+#endif
+#ifndef LN_HALF_TYPES
+#define LN_HALF_TYPES 1
+#endif
+
+#if LN_HALF_TYPES
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#endif
+
+namespace {
+
+__device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
+#if LN_HALF_TYPES
+__device__ __forceinline__ float load(const __half* p, long long i) { return __half2float(p[i]); }
+__device__ __forceinline__ void store(__half* p, long long i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ float load(const __nv_bfloat16* p, long long i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, long long i, float v) { p[i] = __float2bfloat16_rn(v); }
+#endif
+
+// The sum of v over the block, returned to every thread. `partial` is 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* partial) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = (blockDim.x + 31) >> 5;
+    __syncthreads();  // `partial` may still be read by the previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? partial[lane] : 0.0f;
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// One row: v[c] = x + residual (+ bias) -> row (shared), optional sum_out; then y = LN(v) * gamma + beta.
+template <typename T, bool PRE>
+__device__ __forceinline__ void add_ln_row(const T* x, const T* residual, const T* bias, T* sum_out,
+                                           const T* __restrict__ gamma, const T* __restrict__ beta, T* y,
+                                           int n_cols, float eps) {
+    extern __shared__ float row[];
+    __shared__ float partial[32];
+    const long long base = (long long)blockIdx.x * n_cols;
+    float local = 0.0f;
+    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
+        float v = load(x, base + c) + load(residual, base + c);
+        if (PRE) {
+            store(sum_out, base + c, v);
+        } else {
+            v += load(bias, c);
+        }
+        row[c] = v;
+        local += v;
+    }
+    const float mean = block_sum(local, partial) / n_cols;
+    local = 0.0f;
+    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
+        const float d = row[c] - mean;
+        local += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(local, partial) / n_cols + eps);
+    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
+        store(y, base + c, (row[c] - mean) * rstd * load(gamma, c) + load(beta, c));
+    }
+}
+
+}  // namespace
+
+#define LN_KERNELS(SUFFIX, T)                                                                              \
+    extern "C" __global__ void __launch_bounds__(LN_THREADS)                                               \
+    add_layer_norm_##SUFFIX(const T* x, const T* residual, const T* bias, const T* gamma, const T* beta,   \
+                            T* y, int n_rows, int n_cols, float eps) {                                     \
+        if (blockIdx.x < n_rows) add_ln_row<T, false>(x, residual, bias, nullptr, gamma, beta, y, n_cols, eps); \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(LN_THREADS)                                               \
+    add_layer_norm_pre_##SUFFIX(const T* x, const T* residual, T* sum_out, const T* gamma, const T* beta,  \
+                                T* y, int n_rows, int n_cols, float eps) {                                 \
+        if (blockIdx.x < n_rows) add_ln_row<T, true>(x, residual, nullptr, sum_out, gamma, beta, y, n_cols, eps); \
+    }
+
+LN_KERNELS(f32, float)
+#if LN_HALF_TYPES
+LN_KERNELS(f16, __half)
+LN_KERNELS(bf16, __nv_bfloat16)
+#endif

@@ -1,0 +1,223 @@
+"""The CUDA kernels (kernels/*.cu) on a machine without a GPU, and against their references on one with a GPU.
+
+On the CPU: the NumPy references (seq2seq/fast/cuda/reference.py) against the package's own plain ops (nn/), the
+loader's pure-Python parts, and every .cu file compiled by NVRTC (cuda-bindings, no driver needed) for compute_80,
+compute_90 and sm_90, with the CUDA headers of the nvidia-cuda-runtime wheel for the float16/bfloat16 kernels.
+With a GPU (marker ``gpu``): each kernel launched through the loader, compared with its reference.
+"""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from seq2seq.core.backend import has_cupy, to_numpy, xp_for
+from seq2seq.fast.cuda import kernels, reference
+from seq2seq.nn import functional
+from seq2seq.nn.activations import get_activation
+
+SOURCES = sorted(kernels.KERNELS_DIR.glob("*.cu"))
+ARCHS = ("compute_80", "compute_90", "sm_90")
+HIDDEN_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}  # kernel name -> config.json hidden_act
+# Entry points each file must define (the loader builds these names), by whether half types are compiled in.
+ENTRIES = {
+    "bias_activation": [f"bias_{a}_{t}" for a in reference.ACTIVATIONS for t in ("f32", "f16", "bf16")],
+    "layer_norm": [f"add_layer_norm{v}_{t}" for v in ("", "_pre") for t in ("f32", "f16", "bf16")],
+}
+HALF_SWITCH = {"bias_activation": "BA_HALF_TYPES", "layer_norm": "LN_HALF_TYPES"}
+
+
+# ---- references against the package's plain ops (CPU) -----------------------------------------------------------
+
+@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_bias_activation_reference_matches_the_activation(act, dtype, rng):
+    x = rng.standard_normal((5, 24)).astype(np.float32) * 3
+    b = rng.standard_normal(24).astype(np.float32)
+    got = reference.bias_activation(x.astype(dtype), b.astype(dtype), act)
+    plain = get_activation(HIDDEN_ACT[act])(x.astype(dtype).astype(np.float32) + b.astype(dtype).astype(np.float32))
+    assert got.dtype == np.dtype(dtype) and got.shape == x.shape
+    tol = 1e-6 if dtype == "float32" else 1e-3
+    np.testing.assert_allclose(got.astype(np.float32), to_numpy(plain).astype(dtype).astype(np.float32),
+                               rtol=tol, atol=tol)
+
+
+def test_bias_activation_reference_refuses_an_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation"):
+        reference.bias_activation(np.zeros((1, 2), np.float32), np.zeros(2, np.float32), "swish")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_add_layer_norm_reference_matches_layer_norm(dtype, rng):
+    x, residual = (rng.standard_normal((7, 40)).astype(dtype) for _ in range(2))
+    bias, gamma, beta = (rng.standard_normal(40).astype(dtype) for _ in range(3))
+    got = reference.add_layer_norm(x, residual, bias, gamma, beta, 1e-12)
+    v = x.astype(np.float32) + residual.astype(np.float32) + bias.astype(np.float32)
+    plain = functional.layer_norm(v, gamma.astype(np.float32), beta.astype(np.float32), eps=1e-12)
+    assert got.dtype == np.dtype(dtype)
+    tol = 1e-5 if dtype == "float32" else 2e-3
+    np.testing.assert_allclose(got.astype(np.float32), to_numpy(plain).astype(dtype).astype(np.float32),
+                               rtol=tol, atol=tol)
+
+
+def test_add_layer_norm_pre_reference_returns_the_sum_and_its_layer_norm(rng):
+    x, residual = (rng.standard_normal((3, 16)).astype(np.float32) for _ in range(2))
+    gamma, beta = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
+    s, y = reference.add_layer_norm_pre(x, residual, gamma, beta, 1e-5)
+    np.testing.assert_array_equal(s, x + residual)
+    np.testing.assert_allclose(y, to_numpy(functional.layer_norm(x + residual, gamma, beta, eps=1e-5)),
+                               rtol=1e-5, atol=1e-5)
+
+
+# ---- the loader, without a GPU ----------------------------------------------------------------------------------
+
+def test_every_kernel_family_is_found_and_has_its_entry_points():
+    assert sorted(p.stem for p in SOURCES) == sorted(ENTRIES)
+    for name, entries in ENTRIES.items():
+        text = kernels.path(name).read_text(encoding="utf-8")
+        assert text.startswith("//"), f"{name}.cu must open with its header comment"
+        assert 'extern "C" __global__' in text
+
+
+def test_source_prepends_the_defines():
+    code = kernels.source("layer_norm", LN_THREADS=128, LN_HALF_TYPES=0)
+    assert code.startswith("#define LN_HALF_TYPES 0\n#define LN_THREADS 128\n//")
+
+
+def test_nothing_cuda_is_imported_with_the_package():
+    code = ("import sys, seq2seq; print(any(m.startswith(('cupy', 'cuda', 'seq2seq.fast.cuda')) "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_available_says_no_without_a_device():
+    if has_cupy():
+        pytest.skip("a CUDA device is present")
+    assert not kernels.available() and not kernels.available("layer_norm")
+
+
+# ---- NVRTC compiles every file (no GPU needed) ------------------------------------------------------------------
+
+def _nvrtc():
+    return pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings is not installed (pip install -e .[test])")
+
+
+def _include_dir():
+    """The CUDA headers' folder (cuda_fp16.h), from the nvidia-cuda-runtime wheel or a toolkit, or None."""
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory
+        return find_nvidia_header_directory("cudart")
+    except Exception:
+        return None
+
+
+def _compile(nvrtc, code, arch, options=()):
+    """(result, log, ptx or cubin bytes) of compiling ``code`` for ``arch``."""
+    err, prog = nvrtc.nvrtcCreateProgram(code.encode(), b"kernel.cu", 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
+    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"] + [o.encode() for o in options]
+    (result,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    binary = b""
+    if result == nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if arch.startswith("sm_")
+                         else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
+        _, n = get_size(prog)
+        binary = b" " * n
+        get(prog, binary)
+    nvrtc.nvrtcDestroyProgram(prog)
+    return result, log.decode(errors="replace").rstrip("\x00"), binary
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "all-types"])
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_kernel_compiles_with_nvrtc(name, half, arch):
+    nvrtc = _nvrtc()
+    options = ()
+    if half:
+        include = _include_dir()
+        if include is None:
+            pytest.skip("no CUDA headers (cuda_fp16.h): pip install nvidia-cuda-runtime; float32 kernels only")
+        options = (f"-I{include}",)
+    code = kernels.source(name, **{HALF_SWITCH[name]: int(half)})
+    result, log, binary = _compile(nvrtc, code, arch, options)
+    assert result == nvrtc.nvrtcResult.NVRTC_SUCCESS, f"{name}.cu for {arch} failed:\n{log}"
+    assert binary, "no PTX/CUBIN came out"
+    if not arch.startswith("sm_"):  # the PTX names every entry point the loader asks for
+        entries = set(re.findall(r"\.entry\s+(\w+)", binary.decode(errors="replace")))
+        expected = {e for e in ENTRIES[name] if half or e.endswith("_f32")}
+        assert entries == expected
+
+
+def test_a_broken_kernel_fails_with_its_log():
+    nvrtc = _nvrtc()
+    result, log, _ = _compile(nvrtc, 'extern "C" __global__ void k() { undefined_thing(); }', "compute_80")
+    assert result != nvrtc.nvrtcResult.NVRTC_SUCCESS and "undefined_thing" in log
+
+
+# ---- on a GPU: each kernel against its reference ----------------------------------------------------------------
+
+def _bf16_bits(a):
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _from_bf16_bits(bits):
+    return (np.asarray(bits, np.uint32) << 16).view(np.float32)
+
+
+def _storage(a, dtype):
+    """(host array as stored, float32 values it stands for) for dtype float32, float16 or bfloat16."""
+    if dtype == "bfloat16":
+        bits = _bf16_bits(a)
+        return bits, _from_bf16_bits(bits)
+    stored = a.astype(dtype)
+    return stored, stored.astype(np.float32)
+
+
+TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+@pytest.fixture
+def gpu():
+    if not kernels.available():
+        pytest.skip("CuPy with a CUDA device is not available")
+    return xp_for("cupy")
+
+
+def _back(a, dtype):
+    host = to_numpy(a)
+    return _from_bf16_bits(host) if dtype == "bfloat16" else host.astype(np.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", sorted(TOL))
+@pytest.mark.parametrize("shape", [(3, 7), (65, 3072), (2, 5, 768)])
+def test_bias_activation_kernel_matches_the_reference(gpu, act, dtype, shape, rng):
+    (x, xf), (b, bf) = _storage(rng.standard_normal(shape) * 3, dtype), _storage(rng.standard_normal(shape[-1]), dtype)
+    got = _back(kernels.bias_activation(gpu.asarray(x), gpu.asarray(b), act, dtype=dtype), dtype)
+    want = reference.bias_activation(xf, bf, act)  # float32 from the stored values, rounded by the tolerance
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", sorted(TOL))
+@pytest.mark.parametrize("shape", [(1, 32), (9, 768), (4, 1000), (3, 4096)])
+def test_layer_norm_kernels_match_the_reference(gpu, dtype, shape, rng):
+    (x, xf), (r, rf) = (_storage(rng.standard_normal(shape) + 2, dtype) for _ in range(2))
+    (b, bf), (g, gf), (be, bef) = (_storage(rng.standard_normal(shape[-1]), dtype) for _ in range(3))
+    dev = [gpu.asarray(a) for a in (x, r, b, g, be)]
+    got = _back(kernels.add_layer_norm(*dev, 1e-12, dtype=dtype), dtype)
+    np.testing.assert_allclose(got, reference.add_layer_norm(xf, rf, bf, gf, bef, 1e-12),
+                               rtol=TOL[dtype], atol=4 * TOL[dtype])
+    s, y = kernels.add_layer_norm_pre(dev[0], dev[1], dev[3], dev[4], 1e-5, dtype=dtype)
+    want_s, want_y = reference.add_layer_norm_pre(xf, rf, gf, bef, 1e-5)
+    np.testing.assert_allclose(_back(s, dtype), want_s, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(_back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])
