@@ -120,17 +120,19 @@ def _compile(nvrtc, code, arch, options=()):
     opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"] + [o.encode() for o in options]
     (result,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
+    # Why bytearrays: nvrtc writes into the buffer it is given; a bytes object of one byte (b" " * 1) is the
+    # interpreter's shared b" ", and writing into it would turn every b" " in the process into b"\x00"
+    log = bytearray(size)
     nvrtc.nvrtcGetProgramLog(prog, log)
-    binary = b""
+    binary = bytearray()
     if result == nvrtc.nvrtcResult.NVRTC_SUCCESS:
         get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if arch.startswith("sm_")
                          else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
         _, n = get_size(prog)
-        binary = b" " * n
+        binary = bytearray(n)
         get(prog, binary)
     nvrtc.nvrtcDestroyProgram(prog)
-    return result, log.decode(errors="replace").rstrip("\x00"), binary
+    return result, log.decode(errors="replace").rstrip("\x00"), bytes(binary)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
