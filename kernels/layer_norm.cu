@@ -37,21 +37,10 @@
 #define LN_HALF_TYPES 1
 #endif
 
-#if LN_HALF_TYPES
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-#endif
+#define SEQ2SEQ_HALF_TYPES LN_HALF_TYPES
+#include "common.cuh"  // load/store of each storage type as float32
 
 namespace {
-
-__device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
-__device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
-#if LN_HALF_TYPES
-__device__ __forceinline__ float load(const __half* p, long long i) { return __half2float(p[i]); }
-__device__ __forceinline__ void store(__half* p, long long i, float v) { p[i] = __float2half_rn(v); }
-__device__ __forceinline__ float load(const __nv_bfloat16* p, long long i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, long long i, float v) { p[i] = __float2bfloat16_rn(v); }
-#endif
 
 // The sum of v over the block, returned to every thread. `partial` is 32 floats of shared memory.
 __device__ __forceinline__ float block_sum(float v, float* partial) {

@@ -117,7 +117,7 @@ def _compile(nvrtc, code, arch, options=()):
     """(result, log, ptx or cubin bytes) of compiling ``code`` for ``arch``."""
     err, prog = nvrtc.nvrtcCreateProgram(code.encode(), b"kernel.cu", 0, [], [])
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, err
-    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"] + [o.encode() for o in options]
+    opts = [f"--gpu-architecture={arch}".encode(), *(o.encode() for o in kernels.OPTIONS + tuple(options))]
     (result,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
     # Why bytearrays: nvrtc writes into the buffer it is given; a bytes object of one byte (b" " * 1) is the

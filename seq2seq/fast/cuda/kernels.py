@@ -18,7 +18,7 @@ import numpy as np
 from ...core import backend
 
 KERNELS_DIR = Path(__file__).resolve().parents[3] / "kernels"
-OPTIONS = ("--std=c++17",)
+OPTIONS = ("--std=c++17", f"-I{KERNELS_DIR}")  # kernels/ itself: common.cuh
 DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 BA_THREADS = 256  # bias_activation.cu's default block size
 BA_MAX_BLOCKS = 65535
