@@ -49,7 +49,7 @@ from .beam_search import beam_search, candidates_per_beam
 from .config import GENERATION_DEFAULTS, GenerationConfig
 from .logits_process import LogitsProcessorList, eos_ids
 from .processors import build_logits_processors
-from .sampling import choose_tokens, sample_tokens  # noqa: F401 (sample_tokens: still generate.sample_tokens)
+from .sampling import choose_tokens
 from .sources import encode_sources, encoder_hidden_states, encoder_input_ids
 from .stopping import StoppingCriteria, build_stopping_criteria
 

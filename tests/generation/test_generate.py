@@ -17,6 +17,7 @@ from seq2seq.core.backend import to_numpy
 from seq2seq.generation.config import GenerationConfig
 from seq2seq.core.errors import GenerationError, InputError
 from seq2seq.generation import logits_process as lp
+from seq2seq.generation import sampling
 from seq2seq.generation import warpers
 from seq2seq.generation.processors import build_logits_processors
 
@@ -370,7 +371,7 @@ def test_draws_follow_the_warped_distribution(warp):
     processors = build_logits_processors(GenerationConfig(do_sample=True, **warp))
     scores = processors(np.array([[2]]), logits)[0]
     probs = softmax(scores)
-    draws = gen.sample_tokens(np.repeat(scores[None], 20000, axis=0), np.random.default_rng(1))
+    draws = sampling.sample_tokens(np.repeat(scores[None], 20000, axis=0), np.random.default_rng(1))
     counts = np.bincount(draws, minlength=16)
     assert counts[probs == 0].sum() == 0, "drew a filtered token"
     assert chi_square_p(counts[probs > 0], probs[probs > 0]) > 1e-3
@@ -397,10 +398,10 @@ def test_first_tokens_of_generate_follow_its_scores(model, inputs):
 def test_sampling_never_draws_a_zero_probability_token():
     scores = np.full((5000, 9), -np.inf, dtype=np.float32)
     scores[:, 0], scores[:, 8] = 0.0, -40.0  # the first and last ids, one of them almost never drawn
-    draws = gen.sample_tokens(scores, np.random.default_rng(0))
+    draws = sampling.sample_tokens(scores, np.random.default_rng(0))
     assert set(np.unique(draws)) <= {0, 8}
     with pytest.raises(GenerationError, match="probability 0"):
-        gen.sample_tokens(np.full((1, 4), -np.inf, dtype=np.float32), np.random.default_rng(0))
+        sampling.sample_tokens(np.full((1, 4), -np.inf, dtype=np.float32), np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("configured", [None, 20, 9], ids=["unset", "exactly-20", "9"])
