@@ -16,6 +16,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``special.py``     ``erf`` (exact GELU needs it; NumPy lacks it)
     ``config.py``      configs: JSON fields as attributes, with transformers' names
     ``inputs.py``      the boundary: ids, masks and labels checked once where they enter
+    ``distributed.py`` processes together: allreduce/broadcast over MPI (NCCL for CuPy), one process by default
 ``fast/``        fast forms of nn/'s ops in rooms of their own (read after nn/: it needs only core/)
     ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned through ctypes when a program calls ``tune()``
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
@@ -48,6 +49,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
 ``training/``    fine-tuning
     ``optim.py``       SGD, AdamW, gradient clipping, the linear warm-up/decay schedule
     ``data.py``        JSONL pairs -> token ids -> length-bucketed batches in a resumable order
+    ``data_parallel.py`` each rank's rows of a batch, their dropout masks, one allreduce of all gradients
     ``evaluate.py``    validation loss and ROUGE of generated outputs
     ``plot.py``, ``console.py``  the loss plot, tqdm's progress bars, Ctrl-C and kill
     ``train.py``       the fine-tuning loop: checkpoints, exact resume, evaluation
@@ -55,7 +57,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
 ``cli/``         the command line (``main.py``): summarize, score, generate (``inference.py``), warm-start,
                  finetune and trim-vocab, each in its own module
 """
-from . import optim  # seq2seq.optim, as SPEC.md names it
+from . import distributed, optim  # seq2seq.optim and seq2seq.distributed, reachable after `import seq2seq`
 from .core.autograd import Function, Tensor, is_grad_enabled, no_grad
 from .core.backend import get_array_module, has_cupy, to_numpy
 from .core.errors import (CheckpointError, CheckpointNotFoundError, ConfigError, GenerationError, InputError,
@@ -73,5 +75,5 @@ __all__ = [
     "BartConfig", "BertConfig", "CheckpointError", "CheckpointNotFoundError", "ConfigError", "EncoderDecoderConfig",
     "EncoderDecoderModel", "Function", "GPT2Config", "GenerateOutput", "GenerationConfig", "GenerationError",
     "InputError", "Seq2SeqError", "Seq2SeqOutput", "Tensor", "Tokenizer", "get_array_module", "has_cupy",
-    "is_grad_enabled", "no_grad", "optim", "to_numpy", "tune_cpu",
+    "is_grad_enabled", "no_grad", "optim", "distributed", "to_numpy", "tune_cpu",
 ]

@@ -6,22 +6,27 @@ in input order, resumable after a crash.
     for results in run_batches(model, tokenizer, sources, batches, kwargs):   # [(index, output), ...] per batch
         ...
 
-The work is split so that a process can be handed any share of the planned batches (ranks under ``mpirun``, later):
-``plan_batches`` depends only on the input and the flags, ``run_batches`` on the list of batches it is given.
+The work is split so that a process can be handed any share of the planned batches: ``plan_batches`` depends only
+on the input and the flags, ``run_batches`` on the list of batches it is given. Under ``mpirun -n N`` every rank
+plans the same batches and takes every N-th of those left to do (longest first, so the shares cost about the same),
+and rank 0 writes the output: the same file one process writes, since each output comes from the same batch.
 
-Resuming: each finished batch's results are appended to ``OUT.partial`` (one ``{"index": i, "output": ...}`` a line,
-flushed and fsynced per batch) after a header line with the arguments that decide the results (model, tokenizer,
-input file's size and SHA-256, source field, truncation, batch size, generation flags, backend). A rerun with the
-same arguments reads it (a torn last line, from a kill mid-write, is cut off), skips the batches already done and
-reruns a batch that was only partly written, whole, so every output comes from the batch an uninterrupted run
-gives it. At the end ``OUT`` is written in input order to a temporary file, fsynced, moved into place with
-``os.replace`` and the sidecar removed: the file equals an uninterrupted run's. A sidecar written with other
-arguments is refused rather than mixed.
+Resuming: each finished batch's results are appended to ``OUT.partial`` (rank r > 0: ``OUT.partial.r``; one
+``{"index": i, "output": ...}`` a line, flushed and fsynced per batch) after a header line with the arguments that
+decide the results (model, tokenizer, input file's size and SHA-256, source field, truncation, batch size,
+generation flags, backend). A rerun with the same arguments reads it (a torn last line, from a kill mid-write, is
+cut off), skips the batches already done and reruns a batch that was only partly written, whole, so every output
+comes from the batch an uninterrupted run gives it. At the end ``OUT`` is written in input order to a temporary
+file, fsynced, moved into place with ``os.replace`` and the sidecars removed: the file equals an uninterrupted
+run's. A sidecar written with other arguments is refused rather than mixed. Rank 0 reads (and repairs) every rank's
+sidecar before any rank writes and after all have finished, so a rerun may use another number of ranks.
 """
 import hashlib
 import json
 import os
+import re
 
+from ..core.distributed import get_communicator
 from ..core.errors import InputError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
@@ -106,6 +111,26 @@ def read_partial(path, header, count):
     return done
 
 
+def sidecar(output, rank):
+    """The progress file rank ``rank`` appends to."""
+    return output + ".partial" + (f".{rank}" if rank else "")
+
+
+def sidecars(output):
+    """Every progress file of ``output`` there is: this run's ranks', and those of an earlier run with more ranks."""
+    folder, name = os.path.split(os.path.abspath(output))
+    pattern = re.compile(re.escape(name) + r"\.partial(\.\d+)?$")
+    return sorted(os.path.join(folder, entry) for entry in os.listdir(folder) if pattern.match(entry))
+
+
+def read_progress(output, header, count):
+    """``{index: output}`` from every sidecar of ``output`` (each checked and repaired by ``read_partial``)."""
+    done = {}
+    for path in sidecars(output):
+        done.update(read_partial(path, header, count))
+    return done
+
+
 def append_lines(f, rows):
     f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     f.flush()
@@ -138,22 +163,28 @@ def generate_file(args, kwargs):
     sources = [record[args.source_field] for record in records]
     lengths = [len(ids) for ids in _encode(tokenizer, sources, args.max_source_len)]
     batches = plan_batches(lengths, batch_size=args.batch_size)
-    partial = args.output + ".partial"
     header = run_header(args, kwargs)
-    done = read_partial(partial, header, len(records))
-    todo = [batch for batch in batches if any(i not in done for i in batch)]
-    with open(partial, "a", encoding="utf-8") as f:
+    comm = get_communicator()
+    # rank 0 reads the sidecars while no rank writes (a torn line is cut off the file)
+    done = comm.broadcast(read_progress(args.output, header, len(records)) if comm.rank == 0 else None)
+    todo = [batch for batch in batches if any(i not in done for i in batch)][comm.rank::comm.world_size]
+    with open(sidecar(args.output, comm.rank), "a", encoding="utf-8") as f:
         if f.tell() == 0:
             append_lines(f, [{"header": header}])
-        with progress_bar(total=len(records), desc="generating", unit="text") as bar:
+        total = len(records) if comm.world_size == 1 else len(done) + sum(map(len, todo))  # rank 0's share
+        with progress_bar(total=total, desc="generating", unit="text", show=comm.rank == 0) as bar:
             bar.update(len(done))
             for results in run_batches(model, tokenizer, sources, todo, kwargs, max_source_len=args.max_source_len):
                 new = [(i, out) for i, out in results if i not in done]  # a partly written batch: the rest of it
                 append_lines(f, [{"index": i, "output": out} for i, out in new])
                 done.update(new)
                 bar.update(len(new))
-    write_output(args.output, records, done, args)
-    os.remove(partial)
+    comm.barrier()  # every rank's share is in its sidecar
+    if comm.rank == 0:
+        done = read_progress(args.output, header, len(records)) if comm.world_size > 1 else done
+        write_output(args.output, records, done, args)
+        for path in sidecars(args.output):
+            os.remove(path)
 
 
 def add_file_flags(parser):

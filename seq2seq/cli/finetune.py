@@ -5,12 +5,17 @@
 starts from ``RECIPE`` instead: the settings that worked for a MiniLM bert2bert on Debian package descriptions (the
 notes' single-run recipe, see ../shared/NOTES-transformers.md), so that ``finetune --train pairs.jsonl`` with
 nothing else trains the model this project is about. ``--help`` shows each default.
+
+Under ``mpirun -n N python -m seq2seq finetune ...`` it trains data-parallel over the N ranks (training/train.py):
+``--batch-size`` stays the global batch, every rank reads the same files (a shared file system, as MPI jobs have),
+and rank 0 alone prints and writes.
 """
 import os
 import signal
 import sys
 
 from ..core.backend import BACKENDS
+from ..core.distributed import get_communicator
 from ..core.errors import CheckpointNotFoundError, Seq2SeqError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
@@ -98,6 +103,7 @@ def cmd_finetune(args):
     if args.model and (args.encoder or args.decoder or args.tie_encoder_decoder):
         sys.exit("error: give either --model or --encoder/--decoder/--tie-encoder-decoder, not both")
     try:
+        comm = get_communicator()
         checkpoint = find_resumed_checkpoint(args)
         model, tokenizer = finetune_model(args, checkpoint)
         lengths = {"max_source_len": args.max_source_len, "max_target_len": args.max_target_len}
@@ -108,14 +114,19 @@ def cmd_finetune(args):
         settings = TrainingArguments(**{name: getattr(args, name) for name, _, _ in TRAINING_FLAGS},
                                      eval_max_new_tokens=args.max_target_len)
         os.makedirs(args.out, exist_ok=True)
-        trainer = Trainer(model, tokenizer, train_data, args=settings, out_dir=args.out, validation_data=validation)
+        trainer = Trainer(model, tokenizer, train_data, args=settings, out_dir=args.out, validation_data=validation,
+                          comm=comm)
         if checkpoint:
             trainer.load_checkpoint(checkpoint)
     except Seq2SeqError as err:
         sys.exit(f"error: {err}")
+    ranks = ""
+    if comm.world_size > 1:  # "2 ranks of 3 pairs" (of a 6-pair batch); "3 ranks of 2+ pairs" (of 7)
+        share, left = divmod(settings.batch_size, comm.world_size)
+        ranks = f"; {comm.world_size} ranks of {share}{'+' if left else ''} pairs"
     print(f"model: {model.num_parameters() / 1e6:.1f}M parameters; {len(train_data)} training pairs, "
           f"{trainer.batches.batches_per_epoch} batches an epoch; steps {trainer.step} -> {trainer.total_steps}"
-          + (f" (resuming {checkpoint})" if checkpoint else ""), file=sys.stderr)
+          + ranks + (f" (resuming {checkpoint})" if checkpoint else ""), file=trainer.stream)
     try:
         trainer.train()
     except KeyboardInterrupt:
@@ -129,12 +140,12 @@ def report_end(trainer, out):
     """Say where the results are, or where the run stopped (exiting as a signal would, if one stopped it)."""
     if trainer.step >= trainer.total_steps:
         print(f"done: {os.path.join(out, 'final')} (model + tokenizer), history.json, loss.png in {out}",
-              file=sys.stderr)
+              file=trainer.stream)
         return
     by = f" by {signal.Signals(trainer.stopped_by).name}" if trainer.stopped_by else ""
     saved = list_checkpoints(out)
     print(f"stopped{by} at step {trainer.step} of {trainer.total_steps}"
-          + (f" (checkpoint {saved[-1]})" if saved else "") + "; continue with --resume", file=sys.stderr)
+          + (f" (checkpoint {saved[-1]})" if saved else "") + "; continue with --resume", file=trainer.stream)
     if trainer.stopped_by:  # the shell's convention for an end by signal, so that scripts stop here too
         sys.exit(128 + trainer.stopped_by)
 

@@ -18,8 +18,8 @@
                (loss, ROUGE), checkpoint atomically and resume exactly (see training/train.py).
 """
 import argparse
-import sys
 
+from ..core.distributed import exit_together, made_communicator
 from ..core.errors import Seq2SeqError
 from ..fast.cpu.native import tune
 from . import finetune, inference, summarize, warm_start
@@ -44,4 +44,9 @@ def main(argv=None):
     try:
         args.run(args)
     except Seq2SeqError as err:  # bad input (a missing model, an unknown Hub id): its message, not a traceback
-        sys.exit(f"error: {err}")
+        code = f"error: {err}"
+    except SystemExit as stop:
+        code = stop.code
+    else:
+        return
+    exit_together(made_communicator(), code)  # under mpirun a rank that stops ends the job (no rank left waiting)

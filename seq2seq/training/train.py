@@ -17,6 +17,11 @@ leaves the previous checkpoint intact and never a half-written one; Ctrl-C or SI
 step under way, with a checkpoint (``StopRequests``, console.py), so that nothing is lost at all. On resume the
 hyper-parameters come from the current arguments (so a run can be extended); the checkpoint supplies the position.
 
+Under ``mpirun -n N`` (a communicator from ``core/distributed.py``) the same loop trains data-parallel: every rank
+draws the same batches, computes the gradient of its rows of each (``data_parallel.py``), one allreduce sums them,
+and each rank takes the same optimizer step; the result equals one process's. Rank 0 alone shows progress,
+evaluates and writes; a stop request on any rank stops every rank after the same step.
+
 At the end ``OUT/final/`` holds the model in the layout transformers loads (tied copies written out),
 ``OUT/history.json`` the losses and scores, and ``OUT/loss.png`` their plot. ``TrainingArguments`` defaults as
 transformers' ``Seq2SeqTrainingArguments`` does (lr 5e-5, batch 8, 3 epochs, no warm-up, no weight decay); the
@@ -35,12 +40,14 @@ import time
 import numpy as np
 
 from ..core.backend import to_numpy
+from ..core.distributed import SingleProcess
 from ..core.errors import CheckpointNotFoundError, InputError
 from ..fast.cpu.native import tune
 from ..models.checkpoint import load_state_dict
 from ..nn.functional import check_label_smoothing
 from .console import Progress, StopRequests, plot_history
 from .data import IGNORE_INDEX, BatchIterator
+from .data_parallel import allreduce_gradients, broadcast_parameters, dropout_rows, row_shards
 from .evaluate import evaluate, load_rouge
 from .optim import AdamW, LinearSchedule, clip_grad_norm_, param_groups
 
@@ -83,14 +90,16 @@ class TrainingArguments:
 class Trainer:
     """Trains ``model`` on ``train_data`` (a ``Seq2SeqDataset``), writing into ``out_dir``; see the module doc."""
 
-    def __init__(self, model, tokenizer, train_data, *, args, out_dir, validation_data=None, stream=None):
+    def __init__(self, model, tokenizer, train_data, *, args, out_dir, validation_data=None, stream=None, comm=None):
         if args.grad_accum < 1 or args.batch_size < 1:
             raise InputError(f"batch_size and grad_accum must be >= 1, got {args.batch_size} and {args.grad_accum}")
         check_label_smoothing(args.label_smoothing_factor, name="label_smoothing_factor")  # now, not at step 1
         self.model, self.tokenizer, self.args, self.out_dir = model, tokenizer, args, os.fspath(out_dir)
-        self.validation = validation_data
-        self.stream = sys.stderr if stream is None else stream
-        if validation_data is not None and args.eval_examples > 0:
+        self.comm = SingleProcess() if comm is None else comm
+        self.lead = self.comm.rank == 0  # the rank that shows progress, evaluates and writes
+        self.validation = validation_data if self.lead else None
+        self.stream = (sys.stderr if stream is None else stream) if self.lead else Silent()
+        if self.validation is not None and args.eval_examples > 0:
             load_rouge()  # fail now, not after an hour of training, when rouge-score is missing
         tune()  # training is a program of its own: OpenBLAS's idle threads sleep, malloc keeps freed memory
         self.batches = BatchIterator(train_data, batch_size=args.batch_size, seed=args.seed)
@@ -100,11 +109,15 @@ class Trainer:
         # dropout's draws: from the run's seed, whatever seed the model was built with (so a run is set by its
         # arguments alone), and saved in checkpoints
         model.state.rng = np.random.default_rng(args.seed)
+        broadcast_parameters(model.parameters(), self.comm)  # every rank starts from rank 0's weights
         self.step = 0
+        self.stop_requests = None  # the StopRequests of the train() under way
+        self.agreed_stop = False  # with several ranks: whether any rank was asked to stop (known after each step)
         self.stopped_by = None  # the signal that ended the last train() early, if one did
         # train_seconds: the time spent in training steps, summed over every chunk of a resumed run (evaluations and
         # checkpoint writes left out); what a model card reports as the training time
-        self.history = {"loss": [], "lr": [], "grad_norm": [], "eval": [], "train_seconds": 0.0}
+        self.history = {"loss": [], "lr": [], "grad_norm": [], "eval": [], "train_seconds": 0.0,
+                        "world_size": self.comm.world_size}
 
     def _total_steps(self):
         if self.args.max_steps is not None:
@@ -131,7 +144,8 @@ class Trainer:
         """Steps up to ``last``, evaluating and saving on schedule; a stop request ends it after a step, with a
         checkpoint written."""
         args, saved = self.args, True
-        while self.step < last and stop.signal is None:
+        self.stop_requests = stop
+        while self.step < last and not self._stopping():
             started = time.perf_counter()
             loss, tokens, grad_norm = self.training_step()
             seconds = time.perf_counter() - started
@@ -152,22 +166,45 @@ class Trainer:
         if not saved:
             self.save_checkpoint()
 
+    def _stopping(self):
+        """Whether to stop before the next step: this process's stop request, or with several ranks the request
+        every rank learnt of in the last step's allreduce (a rank that stopped on its own would leave the others
+        waiting in the next allreduce)."""
+        if self.comm.world_size == 1:
+            return self.stop_requests is not None and self.stop_requests.signal is not None
+        return self.agreed_stop
+
     def training_step(self):
         """One optimizer step over ``grad_accum`` batches; returns (mean loss, tokens seen, gradient norm).
 
         Each batch's loss is weighted by its share of the step's labelled tokens, so the gradient is that of the
-        mean loss over all of them, exactly as one big batch would give.
+        mean loss over all of them, exactly as one big batch would give. With several ranks each computes that
+        for its rows of every batch, and the allreduce sums the ranks' parts (``data_parallel.py``).
         """
         batches = [next(self.batches) for _ in range(self.args.grad_accum)]
         counts = [int((b.labels != IGNORE_INDEX).sum()) for b in batches]
         total, step_loss = max(sum(counts), 1), 0.0
+        world, rank = self.comm.world_size, self.comm.rank
         for batch, count in zip(batches, counts):
-            out = self.model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                             label_smoothing=self.args.label_smoothing_factor)
-            loss = out.loss if len(batches) == 1 else out.loss * (count / total)
+            start, stop = row_shards(len(batch.input_ids), world)[rank]
+            if start == stop:  # fewer rows than ranks: nothing here; rank 0's generator state is taken below
+                continue
+            mine = int((batch.labels[start:stop] != IGNORE_INDEX).sum())
+            with dropout_rows(self.model, start, stop, len(batch.input_ids)):
+                out = self.model(batch.input_ids[start:stop], attention_mask=batch.attention_mask[start:stop],
+                                 labels=batch.labels[start:stop], label_smoothing=self.args.label_smoothing_factor)
+            loss = out.loss if len(batches) == 1 and world == 1 else out.loss * (mine / total)
             loss.backward()  # the graph is freed as backward walks it
-            step_loss += float(loss.item())
+            if mine:  # rows whose labels are all ignored: a loss of 0/0, a gradient of zeros
+                step_loss += float(loss.item())
             del out, loss
+        if world > 1:
+            asked = self.stop_requests is not None and self.stop_requests.signal is not None
+            step_loss, stops = allreduce_gradients(self.model.parameters(), self.comm, extra=[step_loss, asked])
+            self.agreed_stop = stops > 0
+            if any(len(b.input_ids) < world for b in batches):  # a rank sat out: rank 0's generator is right
+                bits = self.model.state.rng.bit_generator
+                bits.state = self.comm.broadcast(bits.state)
         # clip 0 (off): an infinite bound measures the norm without ever scaling the gradients
         grad_norm = clip_grad_norm_(self.model.parameters(), self.args.clip or float("inf"))
         self.optimizer.step()
@@ -188,7 +225,10 @@ class Trainer:
 
     # -- saving and resuming ---------------------------------------------------------------------------------
     def save_checkpoint(self):
-        """Write ``OUT/checkpoint-{step:06d}/`` atomically and keep only the newest ``keep_checkpoints``."""
+        """Write ``OUT/checkpoint-{step:06d}/`` atomically and keep only the newest ``keep_checkpoints`` (rank 0
+        writes; the other ranks hold the same state)."""
+        if not self.lead:
+            return None
         path = os.path.join(self.out_dir, f"checkpoint-{self.step:06d}")
         with atomic_directory(path) as tmp:
             self.model.save_pretrained(tmp)
@@ -227,7 +267,9 @@ class Trainer:
                   "uninterrupted one", file=self.stream)
 
     def finish(self, progress):
-        """The end of the run: a last evaluation, ``final/`` for transformers, history.json and loss.png."""
+        """The end of the run: a last evaluation, ``final/`` for transformers, history.json and loss.png (rank 0)."""
+        if not self.lead:
+            return
         evaluated = [e["step"] for e in self.history["eval"]]
         if self.validation is not None and self.step not in evaluated:
             progress.note(self.run_evaluation())
@@ -236,6 +278,19 @@ class Trainer:
             self.tokenizer.save_pretrained(tmp)
         write_json(os.path.join(self.out_dir, "history.json"), {"args": self.args.to_dict(), **self.history})
         plot_history(self.history, os.path.join(self.out_dir, "loss.png"))
+
+
+class Silent:
+    """Where the ranks other than 0 write their progress: nowhere (one bar for the job, not one a rank)."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
 
 
 # ---- files ----------------------------------------------------------------------------------------------------------
