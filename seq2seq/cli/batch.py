@@ -26,7 +26,7 @@ import json
 import os
 import re
 
-from ..core.distributed import get_communicator
+from ..core.distributed import get_communicator, use_own_gpu
 from ..core.errors import InputError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
@@ -158,13 +158,14 @@ def generate_file(args, kwargs):
         raise InputError("--input needs --output (the JSON Lines file to write)")
     records = read_records(args.input, (args.source_field,), present=(args.id_field,) if args.id_field else (),
                            hint="--source-field" + (" / --id-field" if args.id_field else ""))
+    comm = get_communicator()
+    use_own_gpu(comm, args.backend)
     model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     sources = [record[args.source_field] for record in records]
     lengths = [len(ids) for ids in _encode(tokenizer, sources, args.max_source_len)]
     batches = plan_batches(lengths, batch_size=args.batch_size)
     header = run_header(args, kwargs)
-    comm = get_communicator()
     # rank 0 reads the sidecars while no rank writes (a torn line is cut off the file)
     done = comm.broadcast(read_progress(args.output, header, len(records)) if comm.rank == 0 else None)
     todo = [batch for batch in batches if any(i not in done for i in batch)][comm.rank::comm.world_size]

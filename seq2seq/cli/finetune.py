@@ -15,7 +15,7 @@ import signal
 import sys
 
 from ..core.backend import BACKENDS
-from ..core.distributed import get_communicator
+from ..core.distributed import get_communicator, use_own_gpu
 from ..core.errors import CheckpointNotFoundError, Seq2SeqError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
@@ -104,6 +104,7 @@ def cmd_finetune(args):
         sys.exit("error: give either --model or --encoder/--decoder/--tie-encoder-decoder, not both")
     try:
         comm = get_communicator()
+        use_own_gpu(comm, args.backend)
         checkpoint = find_resumed_checkpoint(args)
         model, tokenizer = finetune_model(args, checkpoint)
         lengths = {"max_source_len": args.max_source_len, "max_target_len": args.max_target_len}

@@ -182,6 +182,19 @@ def get_communicator():
     return _communicator
 
 
+def use_own_gpu(comm, backend):
+    """With ``backend="cupy"``, make this rank's GPU the current one: the local rank's, modulo the GPUs there are
+    (one GPU a rank, as NCCL wants; several ranks on one GPU only when there are more ranks than GPUs)."""
+    if backend != "cupy":
+        return None
+    cupy = cupy_module()
+    if cupy is None:
+        raise InputError("backend 'cupy' needs CuPy: pip install -e '.[gpu]'")
+    device = cupy.cuda.Device(comm.local_rank % cupy.cuda.runtime.getDeviceCount())
+    device.use()
+    return device.id
+
+
 def made_communicator():
     """The communicator ``get_communicator`` made, or ``SingleProcess()`` when none was made (nothing to end)."""
     return _communicator if _communicator is not None else SingleProcess()

@@ -74,3 +74,16 @@ def test_nccl_allreduce_and_broadcast_at_world_size_1():
         pytest.skip("needs CuPy and a CUDA device")
     done = subprocess.run([sys.executable, "-c", NCCL_AT_WORLD_SIZE_1], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "nccl ok" in done.stdout, done.stderr
+
+
+def test_use_own_gpu_does_nothing_for_numpy(fresh):
+    assert distributed.use_own_gpu(distributed.SingleProcess(), "numpy") is None
+
+
+@pytest.mark.gpu
+def test_use_own_gpu_picks_the_local_ranks_device_modulo_the_count():
+    from seq2seq.core.backend import cupy_module, has_cupy  # noqa: PLC0415
+    if not has_cupy():
+        pytest.skip("needs CuPy and a CUDA device")
+    comm = distributed.SingleProcess()
+    assert distributed.use_own_gpu(comm, "cupy") == 0 == cupy_module().cuda.Device().id
