@@ -54,6 +54,7 @@ from ..models.config import EncoderDecoderConfig
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
 from ..nn.weights import ParamStore
+from .data import read_records
 
 # Config and generation-config fields that hold a token id (or a list of them).
 ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id",
@@ -217,29 +218,17 @@ def count_vocab_parameters(model):
 
 
 def read_corpus(path, fields=("source", "target")):
-    """The texts of a corpus file: from JSONL, the string ``fields`` of every line; from any other file, one text
-    per non-empty line. Raises InputError naming the line of a malformed record or a missing field."""
-    if not os.path.isfile(path):
-        raise InputError(f"corpus file {path} does not exist")
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            if not path.endswith(".jsonl"):
-                texts.append(line.rstrip("\n"))
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-            for field in fields:
-                if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                    raise InputError(f"{path}, line {number}: no text field {field!r} (fields: "
-                                     f"{sorted(record) if isinstance(record, dict) else 'not an object'})")
-                texts.append(record[field])
+    """The texts of a corpus file: from JSONL (``data.read_records``, which names the line of a malformed record or
+    a missing field), the string ``fields`` of every line; from any other file, one text per non-empty line."""
+    if str(path).endswith(".jsonl"):
+        return [record[field] for record in read_records(path, fields, hint="--fields") for field in fields]
+    try:
+        with open(path, encoding="utf-8") as f:
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from err
     if not texts:
-        raise InputError(f"corpus file {path} holds no texts")
+        raise InputError(f"{path} holds no texts")
     return texts
 
 

@@ -360,12 +360,16 @@ def test_cli_errors_name_the_problem(saved_full, tmp_path):
     path, _ = saved_full
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n", encoding="utf-8")
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\n", encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"source": "a text", "summary": "another"}) + "\n", encoding="utf-8")
     cases = [
-        (("--model", path, "--corpus", str(empty)), "holds no texts"),
-        (("--model", path, "--corpus", str(bad)), "line 1: no text field 'target'"),
-        (("--model", path, "--corpus", str(tmp_path / "nope.jsonl")), "does not exist"),
+        (("--model", path, "--corpus", str(empty)), "holds no examples"),
+        (("--model", path, "--corpus", str(bad)), "line 1: no field 'target'"),
+        (("--model", path, "--corpus", str(tmp_path / "nope.jsonl")), "cannot read"),
+        (("--model", path, "--corpus", str(tmp_path / "nope.txt")), "cannot read"),
+        (("--model", path, "--corpus", str(blank)), "holds no texts"),
         (("--model", str(tmp_path / "no-model"), "--corpus", str(bad), "--fields", "source"), "no-model"),
     ]
     for args, message in cases:
@@ -402,7 +406,7 @@ def test_api_errors(tokenizer, tmp_path):
     bert2gpt2 = seq2seq.EncoderDecoderModel(seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(bert, gpt2))
     with pytest.raises(ConfigError, match="vocabularies differ .bert 100 ids, gpt2 120 ids.*byte-level BPE"):
         trim_vocabulary(bert2gpt2, tokenizer, CORPUS)
-    with pytest.raises(InputError, match="no text field 'target'"):
+    with pytest.raises(InputError, match="no field 'target'"):
         (tmp_path / "c.jsonl").write_text('{"source": "x"}\n', encoding="utf-8")
         read_corpus(str(tmp_path / "c.jsonl"))
     with pytest.raises(InputError, match="line 2: not valid JSON"):
