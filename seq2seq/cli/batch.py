@@ -74,6 +74,7 @@ def run_header(args, kwargs):
             "input": os.path.abspath(args.input), "input_size": os.path.getsize(args.input),
             "input_sha256": file_digest(args.input), "source_field": args.source_field,
             "max_source_len": args.max_source_len, "batch_size": args.batch_size, "backend": args.backend,
+            "dtype": args.dtype,
             "generation": kwargs}
 
 
@@ -160,7 +161,7 @@ def generate_file(args, kwargs):
                            hint="--source-field" + (" / --id-field" if args.id_field else ""))
     comm = get_communicator()
     use_own_gpu(comm, args.backend)
-    model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
+    model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend, dtype=args.dtype)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     sources = [record[args.source_field] for record in records]
     lengths = [len(ids) for ids in _encode(tokenizer, sources, args.max_source_len)]

@@ -5,7 +5,7 @@ import sys
 import time
 
 from ..core.autograd import no_grad
-from ..core.backend import BACKENDS, to_numpy
+from ..core.backend import BACKENDS, DTYPES, to_numpy
 from ..core.errors import InputError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
@@ -59,7 +59,7 @@ def cmd_generate(args):
         return generate_file(args, generation_kwargs(args))
     if args.output is not None:
         raise InputError("--output needs --input (texts given as arguments or on stdin are printed)")
-    model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend)
+    model = EncoderDecoderModel.from_pretrained(args.model, backend=args.backend, dtype=args.dtype)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or args.model)
     kwargs = generation_kwargs(args)
     beams = kwargs.get("num_beams", model.generation_config.num_beams) or 1
@@ -125,6 +125,9 @@ def add_generate_command(commands):
     gen.add_argument("--model", required=True, help="directory or Hub id of a saved encoder-decoder model")
     gen.add_argument("--tokenizer", help="tokenizer directory or Hub id (default: --model)")
     gen.add_argument("--backend", choices=BACKENDS, default="numpy")
+    gen.add_argument("--dtype", choices=DTYPES, default="float32",
+                     help="the weights' and activations' type (default float32; float16 is for GPUs: NumPy has no "
+                          "fast float16 products)")
     gen.add_argument("--no-stream", action="store_true", help="print each output only when it is complete")
     add_generation_flags(gen)
     add_file_flags(gen)

@@ -54,6 +54,19 @@ def test_outputs_in_input_order_equal_generate_per_line(tiny_model_dir, tmp_path
     assert not os.path.exists(str(out) + ".partial")
 
 
+def test_dtype_flag_loads_the_model_in_that_type_and_decides_the_progress_header(tiny_model_dir, tmp_path):
+    path, _, tok = tiny_model_dir
+    src = write_jsonl(tmp_path / "in.jsonl", [{"source": t} for t in TEXTS[:4]])
+    out = tmp_path / "out.jsonl"
+    generate("--model", path, "--input", src, "--output", out, "--max-new-tokens", 5, "--dtype", "float64")
+    wide = seq2seq.EncoderDecoderModel.from_pretrained(path, dtype="float64")
+    assert [row["generated_text"] for row in read_jsonl(out)] == one_by_one(wide, tok, TEXTS[:4], max_new_tokens=5)
+    flags = ["generate", "--model", path, "--input", src, "--output", out]
+    headers = [seq2seq.cli.batch.run_header(build_parser().parse_args([*map(str, flags), *more]), {})
+               for more in ([], ["--dtype", "float16"])]
+    assert headers[0]["dtype"] == "float32" and headers[1]["dtype"] == "float16"
+
+
 def test_plan_batches_sorts_by_length_and_covers_every_line():
     batches = seq2seq.cli.batch.plan_batches([3, 9, 1, 9, 5], batch_size=2)
     assert batches == [[1, 3], [4, 0], [2]]
