@@ -199,3 +199,10 @@ def test_flash_plan_copies_what_it_cannot_read_in_place(rng):
     assert launch.grid == (1, 3, 2) and launch.block == (plans.FA_QUERIES,)
     with pytest.raises(InputError, match="no keys"):
         plans.flash_attention(q, k[:, :0], k[:, :0])
+
+
+def test_decode_plan_refuses_more_keys_than_shared_memory_holds():
+    q = np.zeros((1, 1, 64), np.float32)
+    enc = np.zeros((1, 1, 12_000, 64), np.float32)  # 12,000 scores + 5 * 64 floats > 48 KiB
+    with pytest.raises(InputError, match="shared memory"):
+        plans.decode_cross_attention(q, enc, enc)

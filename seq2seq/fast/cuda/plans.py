@@ -8,7 +8,8 @@ is testable without a GPU, and the CPU tests run the very same launches through 
 (tests/fast/cuda_on_cpu.py), so a wrong argument order or grid fails there first.
 
 Scalars go in with the C type of the kernel's parameter (``np.int32`` for ``int``, ``np.int64`` for ``long long``,
-``np.float32`` for ``float``); a null pointer is ``NULL``, eight zero bytes. Storage types: ``dtype`` names the
+``np.float32`` for ``float``); a null pointer is ``NULL``, eight zero bytes (not None, which CuPy passes as
+0xffffffff: cupy/cupy#9046). Storage types: ``dtype`` names the
 arrays' storage when it is not their own dtype (``"bfloat16"`` for arrays of bfloat16 bits held as uint16).
 """
 import dataclasses
@@ -27,6 +28,7 @@ DA_THREADS, DA_MAX_HEAD = 128, 256  # decode_attention.cu
 EM_THREADS = 256  # embeddings.cu
 FA_QUERIES = 64  # flash_attention.cu's queries per block (= its block size)
 NT_THREADS, NT_MAX_K = 256, 64  # next_token.cu
+MAX_SHARED = 48 * 1024  # dynamic shared memory a launch gets without opting in to more (cudaFuncSetAttribute)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,13 @@ def _check(condition, message):
         raise InputError(message)
 
 
+def _shared(n_bytes, what):
+    """``n_bytes`` of dynamic shared memory, checked against what a launch gets by default."""
+    _check(n_bytes <= MAX_SHARED, f"{what} needs {n_bytes} bytes of shared memory, more than the {MAX_SHARED} a "
+           "launch gets by default")
+    return n_bytes
+
+
 # ---- bias_activation.cu, layer_norm.cu ----------------------------------------------------------------------------
 
 def bias_activation(x, b, act, *, dtype=None, out=None):
@@ -93,7 +102,7 @@ def add_layer_norm(x, residual, bias, gamma, beta, eps, *, dtype=None):
     y = get_array_module(x).empty_like(x)
     return Launch("layer_norm", f"add_layer_norm_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
                   (x, residual, bias, gamma, beta, y, np.int32(n_rows), np.int32(n_cols), np.float32(eps)), y,
-                  shared_mem=4 * n_cols)
+                  shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
 
 
 def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None):
@@ -104,7 +113,7 @@ def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None):
     s, y = xp.empty_like(x), xp.empty_like(x)
     return Launch("layer_norm", f"add_layer_norm_pre_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
                   (x, residual, s, gamma, beta, y, np.int32(n_rows), np.int32(n_cols), np.float32(eps)), (s, y),
-                  shared_mem=4 * n_cols)
+                  shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
 
 
 # ---- decode_attention.cu ----------------------------------------------------------------------------------------
@@ -183,7 +192,7 @@ def decode_cross_attention(q, k_enc, v_enc, *, source_of_row=None, keep=None, sc
 
 def _decode_shared(head_size, n_keys):
     """decode_attention.cu's dynamic shared memory: the query, the scores, each warp's partial output (float32)."""
-    return 4 * (head_size + n_keys + (DA_THREADS // 32) * head_size)
+    return _shared(4 * (head_size + n_keys + (DA_THREADS // 32) * head_size), f"one-query attention over {n_keys} keys")
 
 
 # ---- flash_attention.cu ---------------------------------------------------------------------------------------
@@ -245,7 +254,7 @@ def embed(ids, word, position_table, *, positions=None, position_offset=0, type_
                   (ids, _or_null(positions), _or_null(token_types), word, position_table, _or_null(type_table),
                    _or_null(gamma), _or_null(beta), _or_null(total), y, np.int32(n_rows), np.int32(n_cols),
                    np.int32(t), np.int32(position_offset), np.float32(word_scale), np.float32(eps)),
-                  (total, y) if with_sum else y, shared_mem=4 * n_cols)
+                  (total, y) if with_sum else y, shared_mem=_shared(4 * n_cols, f"embeddings of width {n_cols}"))
 
 
 # ---- next_token.cu ----------------------------------------------------------------------------------------------
