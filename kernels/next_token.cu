@@ -22,6 +22,14 @@
 //       [n_beams * vocab] row that beam_search.top_candidates ranks, since each beam's k best contain every one
 //       of its candidates that can be among them. values [n_batch, k] float32, flat [n_batch, k] int64 (beam =
 //       flat / vocab, token = flat % vocab, as top_candidates splits them).
+//   sample_<T>(const T* scores, const double* uniforms, long long* ids, int n_rows, int vocab)
+//       One draw per row from softmax(scores[r]) by inverse CDF, as generation/sampling.sample_tokens computes it:
+//       in float64, p_j = exp(x_j - max), the first token whose cumulative p exceeds uniforms[r] * sum(p), at most
+//       the last token with p > 0. uniforms [n_rows] float64 in [0, 1) come from the host's
+//       numpy.random.Generator (rng.random(n_rows), the very numbers sample_tokens draws), so the device picks
+//       the CPU path's token, unless u lands within rounding (~1e-16 relative) of a boundary between two tokens:
+//       the sums here add in another order. The warpers (temperature, top-k, top-p, ...) run before, on the
+//       scores. A row whose scores hold a NaN or +inf, or are all -inf, gets id -1 (sample_tokens raises).
 //
 // Launch:
 //   argmax_<T>, beam_topk_<T>: one block per row, grid = (n_rows,), block = (NT_THREADS,), no dynamic shared
@@ -30,6 +38,9 @@
 //     combines: argmax with a warp-shuffle reduction of (value, index) pairs; beam_topk with k rounds of that
 //     reduction over the heads of the threads' lists, the winner's owner moving to its next entry.
 //     k <= NT_MAX_K.
+//   sample_<T>: one block per row, grid = (n_rows,), block = (NT_THREADS,). Here each thread takes a contiguous
+//     chunk of the row, so that the cumulative sum is its chunk's prefix (an exclusive scan over the threads'
+//     chunk sums, by thread 0: NT_THREADS additions) plus a walk through its own chunk.
 //   beam_merge: one block per batch row, grid = (n_batch,), block = (NT_THREADS,). Each candidate counts the
 //     candidates ahead of it (its rank, distinct because flat indices are) and writes itself to slot rank if
 //     rank < k: n_beams * k candidates, (n_beams * k)^2 comparisons, a few thousand at most.
@@ -39,7 +50,7 @@
 //   NT_MAX_K       the largest k of beam_topk (each thread's list: NT_MAX_K floats and ints; 64 unless defined)
 //   NT_HALF_TYPES  1 (default): also build the f16 / bf16 kernels (needs cuda_fp16.h and cuda_bf16.h); 0: f32
 //
-// Reference: seq2seq/fast/cuda/reference.py argmax, beam_topk and beam_merge, same layouts.
+// Reference: seq2seq/fast/cuda/reference.py argmax, beam_topk, beam_merge and sample, same layouts.
 #ifndef NT_THREADS
 #define NT_THREADS 256
 #endif
@@ -144,6 +155,60 @@ __device__ void beam_topk_row(const T* scores, const float* beam_scores, int nor
     }
 }
 
+template <typename T>
+__device__ void sample_row(const T* scores, const double* uniforms, long long* ids, int vocab) {
+    __shared__ float reduce[32];
+    __shared__ double chunk_start[NT_THREADS + 1];  // the cumulative sum before each thread's chunk, then the total
+    __shared__ int first_above, last_possible;
+    const int r = blockIdx.x, t = threadIdx.x;
+    const long long at = (long long)r * vocab;
+    const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
+    const int begin = min(t * chunk, vocab), end = min(begin + chunk, vocab);
+
+    float local_max = neg_inf(), nans = 0.0f;
+    for (int c = begin; c < end; ++c) {
+        const float x = load(scores, at + c);
+        local_max = fmaxf(local_max, x);  // fmaxf skips NaN: counted apart
+        nans += x != x;
+    }
+    const double top = block_max(local_max, reduce);
+    if (block_sum(nans, reduce) > 0.0f || !(top > -1e308 && top < 1e308)) {  // NaN, +inf, or all -inf: no draw
+        if (t == 0) ids[r] = -1;
+        return;  // the same for the whole block
+    }
+    double sum = 0.0;
+    for (int c = begin; c < end; ++c) sum += exp((double)load(scores, at + c) - top);
+    chunk_start[t] = sum;
+    if (t == 0) first_above = vocab, last_possible = 0;
+    __syncthreads();
+    if (t == 0) {  // exclusive scan of the chunk sums, in order
+        double running = 0.0;
+        for (int i = 0; i < blockDim.x; ++i) {
+            const double s = chunk_start[i];
+            chunk_start[i] = running;
+            running += s;
+        }
+        chunk_start[blockDim.x] = running;
+    }
+    __syncthreads();
+    const double target = uniforms[r] * chunk_start[blockDim.x];
+    double cumulative = chunk_start[t];
+    for (int c = begin; c < end; ++c) {
+        const double p = exp((double)load(scores, at + c) - top);
+        cumulative += p;
+        if (p > 0.0) atomicMax(&last_possible, c);
+        if (cumulative > target) {  // this chunk's first crossing; the block keeps the earliest
+            atomicMin(&first_above, c);
+            break;
+        }
+    }
+    // Why the min is right although chunks stop early: with no crossing at all (u * sum rounded up to the sum),
+    // every chunk walked to its end and last_possible is the last token with p > 0; with one, the earliest crossing
+    // has p > 0 (the cumulative sum grew there), so it is in last_possible's max too and the min keeps it.
+    __syncthreads();
+    if (t == 0) ids[r] = min(first_above, last_possible);
+}
+
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(NT_THREADS)
@@ -172,6 +237,10 @@ beam_merge(const float* top_values, const long long* top_ids, float* values, lon
                        float* top_values, long long* top_ids, int n_rows, int vocab, int k) {              \
         if (blockIdx.x < n_rows)                                                                           \
             beam_topk_row(scores, beam_scores, normalise, log_probs, top_values, top_ids, vocab, k);       \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(NT_THREADS)                                               \
+    sample_##SUFFIX(const T* scores, const double* uniforms, long long* ids, int n_rows, int vocab) {       \
+        if (blockIdx.x < n_rows) sample_row(scores, uniforms, ids, vocab);                                 \
     }
 
 NT_KERNELS(f32, float)

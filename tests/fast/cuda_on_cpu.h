@@ -15,6 +15,7 @@
 // subtleties beyond what the barriers give, speed.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <math.h>
 #include <cstring>
@@ -63,6 +64,18 @@ inline V __shfl_xor_sync(unsigned, V v, int offset) {
     emu::block->warps[warp]->arrive_and_wait();  // nobody overwrites a slot before its partner has read it
     return other;
 }
+
+// atomicMin / atomicMax: a compare-and-swap loop (std::atomic_ref has no fetch_min before C++26)
+template <typename Keep>
+inline int atomic_keep(int* p, int v, Keep keep_old) {
+    std::atomic_ref<int> a(*p);
+    int old = a.load();
+    while (!keep_old(old, v) && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+inline int atomicMin(int* p, int v) { return atomic_keep(p, v, [](int old, int x) { return old <= x; }); }
+inline int atomicMax(int* p, int v) { return atomic_keep(p, v, [](int old, int x) { return old >= x; }); }
 
 inline float __int_as_float(unsigned bits) {
     float f;

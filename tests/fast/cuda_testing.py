@@ -13,7 +13,7 @@ ENTRIES = {
     "decode_attention": [f"decode_{v}_attention_{t}" for v in ("self", "cross") for t in TYPES],
     "embeddings": [f"embed_{t}" for t in TYPES],
     "flash_attention": [f"flash_attention_{t}" for t in TYPES],
-    "next_token": ["beam_merge"] + [f"{k}_{t}" for k in ("argmax", "beam_topk") for t in TYPES],
+    "next_token": ["beam_merge"] + [f"{k}_{t}" for k in ("argmax", "beam_topk", "sample") for t in TYPES],
 }
 HALF_SWITCH = {"bias_activation": "BA_HALF_TYPES", "layer_norm": "LN_HALF_TYPES", "decode_attention": "DA_HALF_TYPES",
                "embeddings": "EM_HALF_TYPES", "flash_attention": "FA_HALF_TYPES", "next_token": "NT_HALF_TYPES"}

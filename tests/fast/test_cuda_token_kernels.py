@@ -106,6 +106,21 @@ def test_beam_topk_and_merge_references_are_beam_searchs_candidates(step, rng):
     np.testing.assert_array_equal(flat % vocab, cands.ids[:, :, 1])
 
 
+def test_sample_reference_is_sample_tokens_with_its_uniforms(rng):
+    scores = rng.standard_normal((50, 30)).astype(np.float32) * 3
+    scores[:, ::4] = -np.inf  # filtered tokens: never drawn
+    want = sampling.sample_tokens(scores, np.random.default_rng(7))
+    got = reference.sample(scores, np.random.default_rng(7).random(50))
+    np.testing.assert_array_equal(got, want)
+    assert not np.isin(got % 4, 0).any()
+
+
+def test_sample_reference_marks_rows_it_cannot_draw_from():
+    scores = np.zeros((4, 5), np.float32)
+    scores[0, 2], scores[1, 1], scores[2] = np.nan, np.inf, -np.inf
+    np.testing.assert_array_equal(reference.sample(scores, np.full(4, 0.5)), [-1, -1, -1, 2])
+
+
 # ---- the kernels against the references: emulated float32 on the CPU, each storage type on a GPU -----------------
 
 EMBEDDINGS = {  # how each model calls the kernel (besides the tables)
@@ -181,6 +196,21 @@ def test_beam_merge_kernel(launcher, rng):
     want_values, want_flat = reference.beam_merge(top_values, top_ids, n_beams=beams, vocab=vocab)
     np.testing.assert_array_equal(back(values, "float32"), want_values)
     np.testing.assert_array_equal(back(flat, "float32").astype(np.int64), want_flat)
+
+
+@pytest.mark.parametrize("vocab", [1000, 7])
+def test_sample_kernel(launcher, vocab, rng):
+    xp, dtype = launcher.xp, launcher.dtype
+    scores = rng.standard_normal((8, vocab)) * 2
+    scores[:, 1::3] = -np.inf  # filtered out
+    scores[5] = -np.inf  # nothing to draw from
+    stored, values = storage(scores, dtype)
+    uniforms = rng.random(8)
+    uniforms[:2] = [0.0, 1.0 - 2.0 ** -53]  # the first token that can be drawn, and the last
+    got = launcher.run(plans.sample(xp.asarray(stored), xp.asarray(uniforms), dtype=dtype))
+    want = reference.sample(values, uniforms)
+    assert want[0] == 0 and want[1] == max(j for j in range(vocab) if j % 3 != 1) and want[5] == -1
+    np.testing.assert_array_equal(back(got, "float32").astype(np.int64), want)
 
 
 # ---- the plans' checks (CPU) ------------------------------------------------------------------------------------

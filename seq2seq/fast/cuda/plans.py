@@ -299,3 +299,16 @@ def beam_merge(top_values, top_ids, *, n_beams, vocab):
     return Launch("next_token", "beam_merge", (n_batch,), (NT_THREADS,),
                   (top_values, top_ids, values, flat, np.int32(n_batch), np.int32(n_beams), np.int32(k),
                    np.int32(vocab)), (values, flat))
+
+
+def sample(scores, uniforms, *, dtype=None):
+    """One inverse-CDF draw per row from softmax(scores ``[rows, V]``), with uniforms ``[rows]`` float64 in [0, 1)
+    drawn on the host (``rng.random(rows)``, as generation/sampling.sample_tokens draws them). Output: ids
+    ``[rows]`` int64, -1 where a row cannot be drawn from (a NaN or +inf score, or all -inf)."""
+    scores, uniforms = _contiguous(scores, uniforms)
+    n_rows, vocab = _rows(scores)
+    _check(uniforms.shape == (n_rows,) and uniforms.dtype == np.float64,
+           f"sample: uniforms must be float64 [{n_rows}], got {uniforms.dtype} {tuple(uniforms.shape)}")
+    ids = get_array_module(scores).empty((n_rows,), dtype=np.int64)
+    return Launch("next_token", f"sample_{suffix(dtype or scores.dtype)}", (n_rows,), (NT_THREADS,),
+                  (scores, uniforms, ids, np.int32(n_rows), np.int32(vocab)), ids)

@@ -195,3 +195,19 @@ def beam_merge(top_values, top_ids, *, n_beams, vocab):
     values, flat = xp.take_along_axis(values, by_flat, -1), xp.take_along_axis(flat, by_flat, -1)
     best = _best_first(values, k)  # stable: equal values stay in flat order
     return xp.take_along_axis(values, best, -1), xp.take_along_axis(flat, best, -1).astype(np.int64)
+
+
+def sample(scores, uniforms):
+    """generation/sampling.sample_tokens with its uniforms given: in float64, p = exp(x - max), the first token
+    whose cumulative p exceeds ``u * sum(p)``, at most the last token with p > 0; -1 for a row with a NaN or +inf
+    score or all -inf (sample_tokens raises there). scores ``[rows, V]``, uniforms ``[rows]``: ids int64 ``[rows]``."""
+    xp = get_array_module(scores)
+    scores = scores.astype(np.float64)
+    top = scores.max(axis=-1, keepdims=True)
+    bad = ~xp.isfinite(top)  # [rows, 1]
+    p = xp.exp(xp.where(bad, 0.0, scores) - xp.where(bad, 0.0, top))  # [rows, V]; bad rows: any finite values
+    bad = bad[:, 0]
+    cdf = xp.cumsum(p, axis=-1)
+    tokens = (cdf <= (uniforms * cdf[:, -1])[:, None]).sum(axis=-1)
+    last = scores.shape[-1] - 1 - xp.argmax(p[:, ::-1] > 0, axis=-1)
+    return xp.where(bad, -1, xp.minimum(tokens, last)).astype(np.int64)
