@@ -1,5 +1,6 @@
-// next_token.cu -- choosing the next tokens from a step's scores [rows, vocab]: greedy decoding's argmax, and beam
-// search's log-softmax and top-k candidates (generation/sampling.py and generation/beam_search.py on the CPU).
+// next_token.cu -- choosing the next tokens from a step's scores [rows, vocab]: greedy decoding's argmax, beam
+// search's log-softmax and top-k candidates, and sampling's draw (generation/sampling.py and
+// generation/beam_search.py on the CPU).
 //
 // The order used throughout: a larger value first, the lower index on exact ties (torch.argmax's first maximum,
 // and the stable sort beam_search.top_k ranks candidates with); NaN counts as larger than any number (torch.argmax
@@ -47,7 +48,7 @@
 //
 // Compile-time constants (prepend #defines to change them):
 //   NT_THREADS     the block size the launcher uses (a multiple of 32, at most 1024; 256 unless defined)
-//   NT_MAX_K       the largest k of beam_topk (each thread's list: NT_MAX_K floats and ints; 64 unless defined)
+//   NT_MAX_K       the largest k of beam_topk (each thread's list: NT_MAX_K floats and int64s; 64 unless defined)
 //   NT_HALF_TYPES  1 (default): also build the f16 / bf16 kernels (needs cuda_fp16.h and cuda_bf16.h); 0: f32
 //
 // Reference: seq2seq/fast/cuda/reference.py argmax, beam_topk, beam_merge and sample, same layouts.
