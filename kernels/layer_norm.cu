@@ -38,21 +38,9 @@
 #endif
 
 #define SEQ2SEQ_HALF_TYPES LN_HALF_TYPES
-#include "common.cuh"  // load/store of each storage type as float32
+#include "common.cuh"  // load/store of each storage type as float32, block_sum
 
 namespace {
-
-// The sum of v over the block, returned to every thread. `partial` is 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* partial) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = (blockDim.x + 31) >> 5;
-    __syncthreads();  // `partial` may still be read by the previous call
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? partial[lane] : 0.0f;
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
 
 // One row: v[c] = x + residual (+ bias) -> row (shared), optional sum_out; then y = LN(v) * gamma + beta.
 template <typename T, bool PRE>

@@ -24,7 +24,8 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cpu/optim.py``   the fused forms of nn/'s linear, layer norm, cross-entropy, erf, GELU and attention, and of
                        AdamW's update
     ``cuda/kernels.py`` the CUDA kernels of ``kernels/*.cu``, compiled through CuPy and launched (imported only in
-                       a CuPy branch); ``cuda/reference.py`` what each computes, in NumPy
+                       a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
+                       ``cuda/reference.py`` what each computes, in NumPy
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding

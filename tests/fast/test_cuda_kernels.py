@@ -1,9 +1,12 @@
-"""The CUDA kernels (kernels/*.cu) on a machine without a GPU, and against their references on one with a GPU.
+"""The CUDA kernels (kernels/*.cu): the loader, NVRTC compiles of every file, and the bias + activation and layer
+norm families.
 
 On the CPU: the NumPy references (seq2seq/fast/cuda/reference.py) against the package's own plain ops (nn/), the
-loader's pure-Python parts, and every .cu file compiled by NVRTC (cuda-bindings, no driver needed) for compute_80,
-compute_90 and sm_90, with the CUDA headers of the nvidia-cuda-runtime wheel for the float16/bfloat16 kernels.
+loader's pure-Python parts, every .cu file compiled by NVRTC (cuda-bindings, no driver needed) for compute_80,
+compute_90 and sm_90, with the CUDA headers of the nvidia-cuda-runtime wheel for the float16/bfloat16 kernels, and
+the float32 kernels run through the CPU emulation (cuda_on_cpu.py) against their references.
 With a GPU (marker ``gpu``): each kernel launched through the loader, compared with its reference.
+The other families' tests: test_cuda_attention_kernels.py, test_cuda_token_kernels.py.
 """
 import re
 import subprocess
@@ -12,25 +15,20 @@ import sys
 import numpy as np
 import pytest
 
-from seq2seq.core.backend import has_cupy, to_numpy, xp_for
-from seq2seq.fast.cuda import kernels, reference
+from cuda_testing import ACTIVATIONS, ENTRIES, HALF_SWITCH, TOL, back, float32_entries, storage
+from seq2seq.core.backend import has_cupy, to_numpy
+from seq2seq.fast.cuda import kernels, plans, reference
 from seq2seq.nn import functional
 from seq2seq.nn.activations import get_activation
 
 SOURCES = sorted(kernels.KERNELS_DIR.glob("*.cu"))
 ARCHS = ("compute_80", "compute_90", "sm_90")
 HIDDEN_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}  # kernel name -> config.json hidden_act
-# Entry points each file must define (the loader builds these names), by whether half types are compiled in.
-ENTRIES = {
-    "bias_activation": [f"bias_{a}_{t}" for a in reference.ACTIVATIONS for t in ("f32", "f16", "bf16")],
-    "layer_norm": [f"add_layer_norm{v}_{t}" for v in ("", "_pre") for t in ("f32", "f16", "bf16")],
-}
-HALF_SWITCH = {"bias_activation": "BA_HALF_TYPES", "layer_norm": "LN_HALF_TYPES"}
 
 
 # ---- references against the package's plain ops (CPU) -----------------------------------------------------------
 
-@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_bias_activation_reference_matches_the_activation(act, dtype, rng):
     x = rng.standard_normal((5, 24)).astype(np.float32) * 3
@@ -152,8 +150,8 @@ def test_kernel_compiles_with_nvrtc(name, half, arch):
     assert binary, "no PTX/CUBIN came out"
     if not arch.startswith("sm_"):  # the PTX names every entry point the loader asks for
         entries = set(re.findall(r"\.entry\s+(\w+)", binary.decode(errors="replace")))
-        expected = {e for e in ENTRIES[name] if half or e.endswith("_f32")}
-        assert entries == expected
+        assert entries == set(ENTRIES[name] if half else float32_entries(name))
+    assert "warning" not in log.lower(), f"{name}.cu for {arch}: NVRTC warns:\n{log}"
 
 
 def test_a_broken_kernel_fails_with_its_log():
@@ -162,49 +160,35 @@ def test_a_broken_kernel_fails_with_its_log():
     assert result != nvrtc.nvrtcResult.NVRTC_SUCCESS and "undefined_thing" in log
 
 
-# ---- on a GPU: each kernel against its reference ----------------------------------------------------------------
+# ---- the float32 kernels on the CPU (cuda_on_cpu.py), and every storage type on a GPU ---------------------------
 
-def _bf16_bits(a):
-    """float32 -> bfloat16 bits (uint16), rounded to nearest even."""
-    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def _from_bf16_bits(bits):
-    return (np.asarray(bits, np.uint32) << 16).view(np.float32)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(3, 7), (2, 5, 40)])
+def test_bias_activation_kernel_runs_on_the_cpu_emulation(emulator, act, shape, rng):
+    x, b = rng.standard_normal(shape).astype(np.float32) * 3, rng.standard_normal(shape[-1]).astype(np.float32)
+    got = emulator.run(plans.bias_activation(x, b, act))
+    np.testing.assert_allclose(got, reference.bias_activation(x, b, act), rtol=TOL["float32"], atol=TOL["float32"])
 
 
-def _storage(a, dtype):
-    """(host array as stored, float32 values it stands for) for dtype float32, float16 or bfloat16."""
-    if dtype == "bfloat16":
-        bits = _bf16_bits(a)
-        return bits, _from_bf16_bits(bits)
-    stored = a.astype(dtype)
-    return stored, stored.astype(np.float32)
-
-
-TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
-
-
-@pytest.fixture
-def gpu():
-    if not kernels.available():
-        pytest.skip("CuPy with a CUDA device is not available")
-    return xp_for("cupy")
-
-
-def _back(a, dtype):
-    host = to_numpy(a)
-    return _from_bf16_bits(host) if dtype == "bfloat16" else host.astype(np.float32)
+def test_layer_norm_kernels_run_on_the_cpu_emulation(emulator, rng):
+    x, residual = (rng.standard_normal((4, 300)).astype(np.float32) + 2 for _ in range(2))
+    bias, gamma, beta = (rng.standard_normal(300).astype(np.float32) for _ in range(3))
+    got = emulator.run(plans.add_layer_norm(x, residual, bias, gamma, beta, 1e-12))
+    np.testing.assert_allclose(got, reference.add_layer_norm(x, residual, bias, gamma, beta, 1e-12), rtol=1e-5,
+                               atol=1e-5)
+    s, y = emulator.run(plans.add_layer_norm_pre(x, residual, gamma, beta, 1e-5))
+    want_s, want_y = reference.add_layer_norm_pre(x, residual, gamma, beta, 1e-5)
+    np.testing.assert_array_equal(s, want_s)
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", sorted(TOL))
 @pytest.mark.parametrize("shape", [(3, 7), (65, 3072), (2, 5, 768)])
 def test_bias_activation_kernel_matches_the_reference(gpu, act, dtype, shape, rng):
-    (x, xf), (b, bf) = _storage(rng.standard_normal(shape) * 3, dtype), _storage(rng.standard_normal(shape[-1]), dtype)
-    got = _back(kernels.bias_activation(gpu.asarray(x), gpu.asarray(b), act, dtype=dtype), dtype)
+    (x, xf), (b, bf) = storage(rng.standard_normal(shape) * 3, dtype), storage(rng.standard_normal(shape[-1]), dtype)
+    got = back(kernels.run(plans.bias_activation(gpu.asarray(x), gpu.asarray(b), act, dtype=dtype)), dtype)
     want = reference.bias_activation(xf, bf, act)  # float32 from the stored values, rounded by the tolerance
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -213,13 +197,13 @@ def test_bias_activation_kernel_matches_the_reference(gpu, act, dtype, shape, rn
 @pytest.mark.parametrize("dtype", sorted(TOL))
 @pytest.mark.parametrize("shape", [(1, 32), (9, 768), (4, 1000), (3, 4096)])
 def test_layer_norm_kernels_match_the_reference(gpu, dtype, shape, rng):
-    (x, xf), (r, rf) = (_storage(rng.standard_normal(shape) + 2, dtype) for _ in range(2))
-    (b, bf), (g, gf), (be, bef) = (_storage(rng.standard_normal(shape[-1]), dtype) for _ in range(3))
+    (x, xf), (r, rf) = (storage(rng.standard_normal(shape) + 2, dtype) for _ in range(2))
+    (b, bf), (g, gf), (be, bef) = (storage(rng.standard_normal(shape[-1]), dtype) for _ in range(3))
     dev = [gpu.asarray(a) for a in (x, r, b, g, be)]
-    got = _back(kernels.add_layer_norm(*dev, 1e-12, dtype=dtype), dtype)
+    got = back(kernels.run(plans.add_layer_norm(*dev, 1e-12, dtype=dtype)), dtype)
     np.testing.assert_allclose(got, reference.add_layer_norm(xf, rf, bf, gf, bef, 1e-12),
                                rtol=TOL[dtype], atol=4 * TOL[dtype])
-    s, y = kernels.add_layer_norm_pre(dev[0], dev[1], dev[3], dev[4], 1e-5, dtype=dtype)
+    s, y = kernels.run(plans.add_layer_norm_pre(dev[0], dev[1], dev[3], dev[4], 1e-5, dtype=dtype))
     want_s, want_y = reference.add_layer_norm_pre(xf, rf, gf, bef, 1e-5)
-    np.testing.assert_allclose(_back(s, dtype), want_s, rtol=TOL[dtype], atol=TOL[dtype])
-    np.testing.assert_allclose(_back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])
+    np.testing.assert_allclose(back(s, dtype), want_s, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])

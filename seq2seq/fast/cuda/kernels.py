@@ -3,9 +3,10 @@
 ``kernels/<name>.cu`` holds one family of kernels with ``extern "C" __global__`` entry points. ``function(name,
 entry, **defines)`` reads the file, prepends one ``#define KEY VALUE`` line per keyword (the file's compile-time
 constants, as CuPy's gemm example injects them), compiles it with ``cupy.RawModule`` once per (file, defines)
-and returns the entry point (CuPy also caches the binary on disk). The launchers below (``bias_activation``,
-``add_layer_norm``, ``add_layer_norm_pre``) make their inputs contiguous (RawKernel ignores strides), pick the
-grid and block each file's header prescribes, and compute what ``reference.py`` computes.
+and returns the entry point (CuPy also caches the binary on disk). ``run(launch)`` launches what a function of
+``plans.py`` worked out (entry point, grid, block, shared memory, arguments) and returns its outputs::
+
+    y = kernels.run(plans.bias_activation(x, b, "gelu"))   # on CuPy arrays: what reference.bias_activation computes
 
 CuPy comes from ``core.backend`` (this is the only other module allowed to touch it); importing this module costs
 nothing, and nothing imports it at package import.
@@ -13,16 +14,10 @@ nothing, and nothing imports it at package import.
 import functools
 from pathlib import Path
 
-import numpy as np
-
 from ...core import backend
 
 KERNELS_DIR = Path(__file__).resolve().parents[3] / "kernels"
 OPTIONS = ("--std=c++17", f"-I{KERNELS_DIR}")  # kernels/ itself: common.cuh
-DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
-BA_THREADS = 256  # bias_activation.cu's default block size
-BA_MAX_BLOCKS = 65535
-LN_THREADS = 256  # layer_norm.cu's default block size
 
 
 def path(name):
@@ -69,57 +64,10 @@ def function(name, entry, **defines):
     return module(name, **defines).get_function(entry)
 
 
-def _suffix(dtype):
-    name = np.dtype(dtype).name if str(dtype) != "bfloat16" else "bfloat16"
-    if name not in DTYPE_SUFFIX:
-        raise ValueError(f"no kernel for dtype {dtype}; expected one of {sorted(DTYPE_SUFFIX)}")
-    return DTYPE_SUFFIX[name]
-
-
-def bias_activation(x, b, act, *, dtype=None, out=None):
-    """``act(x + b)`` on the GPU for CuPy arrays x ``[..., F]`` and b ``[F]``; act ``gelu``, ``gelu_tanh`` or ``relu``.
-
-    dtype names the storage type when it is not x's own (``"bfloat16"`` for arrays of its bits as uint16).
-    """
-    cupy = backend.cupy_module()
-    x, b = cupy.ascontiguousarray(x), cupy.ascontiguousarray(b)
-    n_features = x.shape[-1]
-    n_rows = x.size // n_features if n_features else 0
-    y = cupy.empty_like(x) if out is None else out
-    if x.size:
-        blocks = min((x.size + BA_THREADS - 1) // BA_THREADS, BA_MAX_BLOCKS)
-        kernel = function("bias_activation", f"bias_{act}_{_suffix(dtype or x.dtype)}")
-        kernel((blocks,), (BA_THREADS,), (x, b, y, np.int64(n_rows), np.int32(n_features)))
-    return y
-
-
-def _rows(cupy, *arrays):
-    return [cupy.ascontiguousarray(a) for a in arrays]
-
-
-def add_layer_norm(x, residual, bias, gamma, beta, eps, *, dtype=None):
-    """Post-LN on the GPU: ``LayerNorm(x + residual + bias) * gamma + beta`` over the last axis."""
-    cupy = backend.cupy_module()
-    x, residual, bias, gamma, beta = _rows(cupy, x, residual, bias, gamma, beta)
-    n_cols = x.shape[-1]
-    n_rows = x.size // n_cols if n_cols else 0
-    y = cupy.empty_like(x)
-    if x.size:
-        kernel = function("layer_norm", f"add_layer_norm_{_suffix(dtype or x.dtype)}")
-        kernel((n_rows,), (LN_THREADS,), (x, residual, bias, gamma, beta, y, np.int32(n_rows), np.int32(n_cols),
-                                          np.float32(eps)), shared_mem=4 * n_cols)
-    return y
-
-
-def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None):
-    """Pre-LN on the GPU: ``(s, LayerNorm(s) * gamma + beta)`` with ``s = x + residual``."""
-    cupy = backend.cupy_module()
-    x, residual, gamma, beta = _rows(cupy, x, residual, gamma, beta)
-    n_cols = x.shape[-1]
-    n_rows = x.size // n_cols if n_cols else 0
-    s, y = cupy.empty_like(x), cupy.empty_like(x)
-    if x.size:
-        kernel = function("layer_norm", f"add_layer_norm_pre_{_suffix(dtype or x.dtype)}")
-        kernel((n_rows,), (LN_THREADS,), (x, residual, s, gamma, beta, y, np.int32(n_rows), np.int32(n_cols),
-                                          np.float32(eps)), shared_mem=4 * n_cols)
-    return s, y
+def run(launch):
+    """Launch a ``plans.Launch`` on the current CUDA stream (a stream being captured into a CUDA graph included)
+    and return its outputs. A grid with no blocks launches nothing."""
+    if 0 not in launch.grid:
+        kernel = function(launch.name, launch.entry, **dict(launch.defines))
+        kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
+    return launch.outputs

@@ -1,9 +1,11 @@
 """What the kernels in ``kernels/*.cu`` compute, in NumPy (or CuPy) arrays with the same buffer layouts.
 
-Each function mirrors one kernel family: arguments in the kernel's order, rows ``[N, F]`` or ``[N, C]`` over the
-last axis, parameters ``[F]`` / ``[C]``. As in the kernels, storage may be float16 but the arithmetic is float32:
-inputs are widened, computed on, and the result is rounded once to the input's dtype. (NumPy has no bfloat16; the
-GPU parity test rounds float32 to bfloat16 bits itself.) These are definitions, written for reading, not speed.
+Each section mirrors one kernel family (one file), each function one kernel, taking the arrays its launch takes
+(``plans.py``) in the same layouts: rows ``[N, F]`` or ``[N, C]`` over the last axis, parameters ``[F]`` /
+``[C]``, attention in the layouts its kernel's header gives. As in the kernels, storage may be float16 but the
+arithmetic is float32: inputs are widened, computed on, and the result is rounded once to the input's dtype.
+(NumPy has no bfloat16; the GPU parity test rounds float32 to bfloat16 bits itself.) These are definitions,
+written for reading, not speed.
 """
 import math
 
@@ -60,3 +62,152 @@ def add_layer_norm_pre(x, residual, gamma, beta, eps):
     """
     s = x.astype(np.float32) + residual.astype(np.float32)
     return s.astype(x.dtype), _layer_norm(s, gamma, beta, eps).astype(x.dtype)
+
+
+# ---- decode_attention.cu: one query per row ---------------------------------------------------------------------
+
+LOWEST = np.float32(np.finfo(np.float32).min)  # a masked score, as nn/attention.py fills it
+
+
+def _softmax_times(scores, keep, v):
+    """softmax(scores masked by keep) @ v in float32: scores ``[..., n]``, keep broadcastable to them or None,
+    v ``[..., n, hs]`` -> ``[..., hs]``."""
+    xp = get_array_module(scores)
+    if keep is not None:
+        scores = xp.where(keep, scores, LOWEST)
+    e = xp.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (e[..., None, :] @ v.astype(np.float32))[..., 0, :] / e.sum(axis=-1)[..., None]
+
+
+def _scaled(q, scale):
+    return q.astype(np.float32) * np.float32(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+
+
+def decode_self_attention(q, k_new, v_new, k_cache, v_cache, lengths, *, scale=None):
+    """Attention of one query per row over its cache: q, k_new, v_new ``[rows, heads, hs]`` (k_new/v_new None when
+    the cache holds the step already), caches ``[rows, heads, max_len, hs]``, lengths ``[rows]`` (positions filled,
+    the new one included; clamped to [1, max_len]). Writes k_new and v_new into the caches at ``lengths - 1`` (in
+    place, as the kernel does) and returns ``[rows, heads, hs]`` in q's dtype."""
+    xp = get_array_module(q)
+    out = xp.empty(q.shape, dtype=q.dtype)
+    max_len = k_cache.shape[2]
+    for r in range(q.shape[0]):
+        n = min(max(int(lengths[r]), 1), max_len)
+        if k_new is not None:
+            k_cache[r, :, n - 1], v_cache[r, :, n - 1] = k_new[r], v_new[r]
+        keys = k_cache[r, :, :n].astype(np.float32)  # [heads, n, hs]
+        scores = (keys @ _scaled(q[r], scale)[:, :, None])[:, :, 0]  # [heads, n, hs] @ [heads, hs, 1] -> [heads, n]
+        out[r] = _softmax_times(scores, None, v_cache[r, :, :n]).astype(q.dtype)
+    return out
+
+
+def decode_cross_attention(q, k_enc, v_enc, *, source_of_row=None, keep=None, scale=None):
+    """Attention of one query per row over its source's encoder keys/values: q ``[rows, heads, hs]``, k_enc and
+    v_enc ``[sources, heads, S, hs]``, source_of_row ``[rows]`` (None: row i reads source i), keep ``[sources, S]``
+    bool or None. Returns ``[rows, heads, hs]`` in q's dtype."""
+    xp = get_array_module(q)
+    source = xp.arange(q.shape[0]) if source_of_row is None else xp.asarray(source_of_row)
+    keys = k_enc[source].astype(np.float32)  # [rows, heads, S, hs]: a copy per row, fine for a definition
+    scores = (keys @ _scaled(q, scale)[..., None])[..., 0]  # [rows, heads, S, hs] @ [rows, heads, hs, 1]
+    row_keep = None if keep is None else keep[source][:, None, :]  # [rows, 1, S]
+    return _softmax_times(scores, row_keep, v_enc[source]).astype(q.dtype)
+
+
+# ---- flash_attention.cu: many queries, fused ------------------------------------------------------------------
+
+def flash_attention(q, k, v, *, key_keep=None, causal=False, scale=None):
+    """softmax(scale q k^T, masked) v for q ``[B, T, heads, hs]``, k and v ``[B, S, heads, hs]`` (the projections'
+    layout), key_keep ``[B, S]`` bool or None; causal: query t sees keys j <= t + S - T. ``[B, T, heads, hs]``."""
+    xp = get_array_module(q)
+    t, s = q.shape[1], k.shape[1]
+    qh = xp.swapaxes(_scaled(q, scale), 1, 2)  # [B, T, nh, hs] -> [B, nh, T, hs]
+    kh, vh = (xp.swapaxes(a.astype(np.float32), 1, 2) for a in (k, v))  # [B, S, nh, hs] -> [B, nh, S, hs]
+    scores = qh @ xp.swapaxes(kh, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
+    keep = xp.ones((1, 1, t, s), dtype=bool)
+    if key_keep is not None:
+        keep = keep & key_keep[:, None, None, :]
+    if causal:
+        keep = keep & (xp.arange(s)[None, :] <= xp.arange(t)[:, None] + (s - t))
+    e = xp.exp(xp.where(keep, scores, LOWEST) - xp.where(keep, scores, LOWEST).max(axis=-1, keepdims=True))
+    out = (e @ vh) / e.sum(axis=-1, keepdims=True)  # [B, nh, T, S] @ [B, nh, S, hs] -> [B, nh, T, hs]
+    return xp.swapaxes(out, 1, 2).astype(q.dtype)  # -> [B, T, nh, hs]
+
+
+# ---- embeddings.cu ------------------------------------------------------------------------------------------------
+
+def embed(ids, word, position_table, *, positions=None, position_offset=0, type_table=None, token_types=None,
+          gamma=None, beta=None, word_scale=1.0, eps=1e-12):
+    """``v = word[ids] * word_scale (+ type_table[token_types or 0]) + position_table[position + position_offset]``
+    in float32, ids ``[B, T]``, positions ``[B, T]`` or None (0..T-1 in each row). Returns (v, y) in word's dtype,
+    y = LayerNorm(v) * gamma + beta, or v itself without gamma."""
+    xp = get_array_module(word)
+    b, t = ids.shape
+    if positions is None:
+        positions = xp.broadcast_to(xp.arange(t), (b, t))
+    v = word[ids].astype(np.float32) * np.float32(word_scale)  # [B, T] -> [B, T, C]
+    if type_table is not None:
+        v = v + type_table[0 if token_types is None else token_types].astype(np.float32)
+    v = v + position_table[xp.asarray(positions).reshape(b, t) + position_offset].astype(np.float32)
+    y = v if gamma is None else _layer_norm(v, gamma, beta, eps)
+    return v.astype(word.dtype), y.astype(word.dtype)
+
+
+# ---- next_token.cu: argmax, beam search's candidates ----------------------------------------------------------
+
+def argmax(scores):
+    """The first index of each row's largest score (NaN counting as largest), scores ``[rows, V]``: int64 ``[rows]``."""
+    return get_array_module(scores).argmax(scores.astype(np.float32), axis=-1).astype(np.int64)
+
+
+def log_softmax(scores):
+    """float32 ``(x - max) - log(sum(exp(x - max)))`` over the last axis (beam_search.log_softmax's formula)."""
+    xp = get_array_module(scores)
+    shifted = scores.astype(np.float32) - scores.astype(np.float32).max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _best_first(values, k):
+    """Column indices of the k best of each row: larger first, the lower column on ties (a stable sort)."""
+    xp = get_array_module(values)
+    order = xp.argsort(-values, axis=-1, kind="stable") if xp is np else xp.argsort(-values, axis=-1)
+    return order[:, :k]
+
+
+def beam_topk(scores, k, *, beam_scores=None, normalise=True):
+    """Per row of scores ``[rows, V]``: lp = log_softmax(scores) (or the scores themselves), then the k best of
+    ``lp + beam_scores[row]`` (no NaN). Returns (lp float32, top_values ``[rows, k]`` float32, top_ids int64)."""
+    xp = get_array_module(scores)
+    lp = log_softmax(scores) if normalise else scores.astype(np.float32)
+    total = lp if beam_scores is None else lp + beam_scores.astype(np.float32)[:, None]
+    ids = _best_first(total, k)
+    return lp, xp.take_along_axis(total, ids, -1), ids.astype(np.int64)
+
+
+def beam_merge(top_values, top_ids, *, n_beams, vocab):
+    """The k best of each batch row's n_beams rows of candidates ``[B * n_beams, k]``, by value and then by flat
+    index ``beam * vocab + token``. Returns (values ``[B, k]`` float32, flat ``[B, k]`` int64)."""
+    xp = get_array_module(top_values)
+    rows, k = top_values.shape
+    values = top_values.reshape(rows // n_beams, n_beams * k)  # [B * nb, k] -> [B, nb * k]
+    flat = (top_ids.reshape(rows // n_beams, n_beams, k) + (xp.arange(n_beams) * vocab)[None, :, None])
+    flat = flat.reshape(rows // n_beams, n_beams * k)
+    by_flat = xp.argsort(flat, axis=-1)  # flat indices are distinct: any sort is the stable one
+    values, flat = xp.take_along_axis(values, by_flat, -1), xp.take_along_axis(flat, by_flat, -1)
+    best = _best_first(values, k)  # stable: equal values stay in flat order
+    return xp.take_along_axis(values, best, -1), xp.take_along_axis(flat, best, -1).astype(np.int64)
+
+
+def sample(scores, uniforms):
+    """generation/sampling.sample_tokens with its uniforms given: in float64, p = exp(x - max), the first token
+    whose cumulative p exceeds ``u * sum(p)``, at most the last token with p > 0; -1 for a row with a NaN or +inf
+    score or all -inf (sample_tokens raises there). scores ``[rows, V]``, uniforms ``[rows]``: ids int64 ``[rows]``."""
+    xp = get_array_module(scores)
+    scores = scores.astype(np.float64)
+    top = scores.max(axis=-1, keepdims=True)
+    bad = ~xp.isfinite(top)  # [rows, 1]
+    p = xp.exp(xp.where(bad, 0.0, scores) - xp.where(bad, 0.0, top))  # [rows, V]; bad rows: any finite values
+    bad = bad[:, 0]
+    cdf = xp.cumsum(p, axis=-1)
+    tokens = (cdf <= (uniforms * cdf[:, -1])[:, None]).sum(axis=-1)
+    last = scores.shape[-1] - 1 - xp.argmax(p[:, ::-1] > 0, axis=-1)
+    return xp.where(bad, -1, xp.minimum(tokens, last)).astype(np.int64)
