@@ -24,8 +24,9 @@ accents and spacing back. It changes nothing else: the words stay the ones the m
    Hyphens are the one mark Debian writes both ways (``server-side``, ``Foo - Java library``): ``spaced_hyphens``
    holds the words that, next to a hyphen between two words, mostly have spaces around it.
 
-Order of precedence for a word: a copied run, then the source's spelling, then (first word) ``first_words``, then
-``words``, then the model's own lower case.
+Order of precedence for a word: a copied run; then the description's spelling; then ``words``; then the model's
+own lower case. The output's first word, unless a copied run spells it, takes ``first_words`` before any
+spelling without a capital.
 
     truecase = Truecaser.from_pretrained("weights/minilm-l6-debian-synopsis")   # None: the folder has no table
     truecase("pylint plugin for gitlab ci ( python 3 )", source="This plugin ... GitLab CI ... (Python 3) ...")
@@ -64,6 +65,7 @@ def split_words(text):
 
 
 def is_word(token):
+    """True for a word (letters and digits), False for a mark."""
     return token[0].isalnum()
 
 
