@@ -44,6 +44,8 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``checkpoint.py``  safetensors files in and out (sharded, BF16/F16 widening, clear errors)
     ``hub.py``         Hub ids (``"org/name"``) -> local folders, through huggingface_hub and its cache
     ``tokenizer.py``   ``Tokenizer`` over the ``tokenizers`` library
+    ``truecase.py``    ``Truecaser``: an uncased model's output given the capitals and spacing of its source and of
+                       the training targets (a model folder's truecase.json)
     ``encoder.py``     the BERT encoder
     ``bert_decoder.py``, ``gpt2_decoder.py``, ``bart_decoder.py``  the decoders with cross-attention
     ``model.py``       ``EncoderDecoderModel``: forward, loss, from_pretrained, save_pretrained, decode steps

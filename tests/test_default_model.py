@@ -13,6 +13,7 @@ import pytest
 
 import seq2seq
 from seq2seq.cli.finetune import RECIPE
+from seq2seq.models.truecase import Truecaser, split_words
 from seq2seq.training.train import TrainingArguments
 from seq2seq.training.trim import trim_vocabulary
 from weights_scripts import load_module, safetensors_header
@@ -109,15 +110,19 @@ def test_metrics_structure(run):
     assert list(run.metrics) == list(SPLITS)
     for split, m in run.metrics.items():
         assert m["n"] == LIMIT and m["settings"]["total"] == 50 and m["settings"]["num_beams"] == 4
-        for who in ("model", "baseline"):
-            assert set(m[who]) == {"rouge1", "rouge2", "rougeL"}
-            assert all(0.0 <= v <= 1.0 for v in m[who].values())
+        cased = m["case_sensitive"]
+        for scores in (m["model"], m["model_raw"], m["baseline"], *cased.values()):
+            assert set(scores) == {"rouge1", "rouge2", "rougeL"}
+            assert all(0.0 <= v <= 1.0 for v in scores.values())
+        assert set(cased) == {"model", "model_raw", "baseline"} and m["settings"]["truecased"] is True
+        for who in ("model", "model_raw", "baseline"):  # capitals only ever take matches away
+            assert all(cased[who][k] <= m[who][k] + 1e-12 for k in cased[who])
         assert m["gap_rougeL"] == pytest.approx(m["model"]["rougeL"] - m["baseline"]["rougeL"])
         low, high = m["gap_rougeL_ci95"]
         assert low <= m["gap_rougeL"] <= high
         assert len(m["examples"]) == LIMIT  # ten rows when the split has ten; here all five
         for row in m["examples"]:
-            assert set(row) == {"package", "source", "reference", "model", "baseline"}
+            assert set(row) == {"package", "source", "reference", "model", "model_raw", "baseline"}
             assert len(row["source"]) <= 200
 
 
@@ -136,13 +141,15 @@ def test_baseline_scores_equal_a_direct_computation(run):
         assert [e["baseline"] for e in run.metrics[split]["examples"]] == [baseline(r["source"]) for r in chosen]
 
 
-def test_model_outputs_are_beam_search_on_each_row_and_deterministic(run, tmp_path):
+def test_model_outputs_are_beam_search_on_each_row_truecased_and_deterministic(run, tmp_path):
     rows = [json.loads(line) for line in (DATA / "test.jsonl").read_text().splitlines()][::50 // LIMIT]
+    truecase = fixture_table()
     for row, example in zip(rows, run.metrics["test"]["examples"]):
         batch = run.tokenizer([row["source"]], max_length=SOURCE_LEN)  # one at a time: no padding, no reordering
         ids = run.model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=4,
                                  max_new_tokens=8, no_repeat_ngram_size=NO_REPEAT)
-        assert example["model"] == run.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+        assert example["model_raw"] == run.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+        assert example["model"] == truecase(example["model_raw"], row["source"])  # the whole source, not 200 chars
     again = tmp_path / "again.json"
     dm.main([*run.evaluate_args, "--out", str(again)])
 
@@ -159,6 +166,61 @@ def test_evaluate_prints_a_table(run, tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "| test_unseen_family | 2 |" in result.stdout and "baseline R-L" in result.stdout
+    assert "case-sensitive, truecased" in result.stdout
+
+
+def test_generated_texts_are_kept_and_read_back(run, tmp_path, monkeypatch):
+    args = [*run.evaluate_args, "--splits", "test", "--limit", "2", "--generated", str(tmp_path / "generated")]
+    dm.main([*args, "--out", str(tmp_path / "first.json")])
+    kept = json.loads((tmp_path / "generated" / "test.json").read_text())
+    assert kept["outputs"] == [e["model_raw"] for e in json.loads((tmp_path / "first.json").read_text())["test"][
+        "examples"]]
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated again")
+    monkeypatch.setattr(dm, "generate_split", no_generation)
+    dm.main([*args, "--out", str(tmp_path / "second.json")])  # the same rows and settings: read back
+    assert (tmp_path / "second.json").read_text() == (tmp_path / "first.json").read_text()
+    with pytest.raises(AssertionError, match="generated again"):  # other settings: generated anew
+        dm.main([*args, "--max-new-tokens", "6", "--out", str(tmp_path / "third.json")])
+
+
+CASE_PAIRS = [  # (reference, prediction, ROUGE-L case-sensitive), rouge-score's tokens and stems
+    ("Python library for GitLab", "Python library for GitLab", 1.0),
+    ("Python library for GitLab", "python library for gitlab", 0.5),
+    ("Python Libraries", "Python Library", 1.0),  # stems match, and so do the capitals
+    ("Python Libraries", "Python library", 0.5),
+    ("GitLab CI", "Gitlab CI", 0.5),  # a capital inside the word counts
+]
+
+
+@pytest.mark.parametrize("reference, prediction, expected", CASE_PAIRS)
+def test_case_sensitive_rouge_compares_capitals_too(reference, prediction, expected):
+    cased, uncased = dm.load_cased_rouge(), seq2seq.training.evaluate.load_rouge()
+    assert cased.score(reference, prediction)["rougeL"].fmeasure == pytest.approx(expected)
+    assert uncased.score(reference, prediction)["rougeL"].fmeasure == 1.0
+
+
+def test_truecasing_keeps_case_insensitive_rouge_and_raises_case_sensitive_rouge(run):
+    """On fixture pairs: the baseline's text as an uncased WordPiece model writes it (the tokenizer's round trip),
+    then truecased: rouge-score's case-insensitive scores stay the same row by row, and the case-sensitive ones
+    rise back to those of the text before it was uncased."""
+    pairs = seq2seq.training.data.read_jsonl(DATA / "test_unseen_family.jsonl")[:12]
+    baseline = load_module("debian_data").baseline
+    truecase = fixture_table()
+    texts = [baseline(s) for s, _ in pairs]
+    decoded = run.tokenizer.batch_decode(run.tokenizer(texts)["input_ids"], skip_special_tokens=True)
+    assert any(split_words(d) != split_words(t) for d, t in zip(decoded, texts))  # cased and spaced differently
+    restored = [truecase(d, s) for d, (s, _) in zip(decoded, pairs)]
+    references = [t for _, t in pairs]
+    uncased, cased = seq2seq.training.evaluate.load_rouge(), dm.load_cased_rouge()
+    before, after = (seq2seq.training.evaluate.rouge_rows(x, references, uncased) for x in (decoded, restored))
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    cased_before, cased_after, cased_texts = (seq2seq.training.evaluate.rouge(x, references, cased)["rougeL"]
+                                              for x in (decoded, restored, texts))
+    assert cased_after > cased_before + 0.02, (cased_before, cased_after)
+    assert cased_after >= cased_texts - 0.01, (cased_after, cased_texts)  # what the uncasing took, given back
 
 
 # ---- export ---------------------------------------------------------------------------------------------------------
@@ -168,7 +230,9 @@ def test_card_sections_and_metrics_table(run):
     for heading in ("# debian-tiny", "## How to run it", "## Data", "## Recipe", "## Results",
                     "## Examples from the unseen-family split", "## Files", "## Limitations"):
         assert f"\n{heading}\n" in card
-    assert "python -m seq2seq generate --model weights/debian-tiny --num-beams 4 " in card
+    assert "python -m seq2seq summarize --model weights/debian-tiny " in card
+    assert "case-sensitive, truecased" in card and "from seq2seq.models.truecase import Truecaser" in card
+    assert dm.casing_table(run.metrics) in card
     assert "python -m seq2seq finetune" in card and "trim-vocab" in card  # the README's recipe: its steps
     assert "bash weights/make_default_model.sh" in card  # and the one command that runs them
     assert "| lr | 0.00015 |" in card and "Steps: 3." in card and "Training time: 1h30m in training steps" in card
@@ -182,7 +246,7 @@ def test_card_sections_and_metrics_table(run):
         assert "| " + " | ".join(cells) + " |" in card
     examples = card.split("## Examples from the unseen-family split")[1].split("## Files")[0]
     for e in run.metrics["test_unseen_family"]["examples"]:
-        assert f"| {e['package']} |" in examples
+        assert f"| {e['package']} |" in examples and f"| {e['model']} | {e['model_raw']} |" in examples
     assert "float16" in card and "tie_encoder_decoder" in card
     assert "test: 5 of 50 rows, spread evenly" in card
 
@@ -226,8 +290,8 @@ def test_card_takes_stage_records_that_kept_no_loss_curve(run):
 
 
 def test_card_command_prints_what_the_card_says(run):
-    line = next(text for text in run.card.splitlines() if "python -m seq2seq generate" in text)
-    promised = run.card.split(line, 1)[1].split("prints `", 1)[1].split("`. In Python", 1)[0]
+    line = next(text for text in run.card.splitlines() if "python -m seq2seq summarize" in text)
+    promised = run.card.split(line, 1)[1].split("prints `", 1)[1].split("`", 1)[0]
     argv = shlex.split(line.strip())[1:]
     argv[argv.index("weights/debian-tiny")] = str(run.out["auto"])
     result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -263,7 +327,7 @@ def test_tied_copies_chosen_by_size(run):
     assert f"{sizes[False] / 1e6:.1f} MB" in run.card and f"{sizes[True] / 1e6:.1f} MB" in run.card
     # A limit between the two sizes: auto falls back to one copy.
     between = (sizes[False] + sizes[True]) / 2 / 1e6
-    result = dm.export(run.model_dir, run.metrics_path, run.root / "between", "x", max_mb=between)
+    result = dm.export(run.model_dir, run.metrics_path, run.root / "between", "x", max_mb=between, data=DATA)
     assert result["tied_copies"] is False and "not written" in (run.root / "between" / "README.md").read_text()
 
 
@@ -319,6 +383,23 @@ def test_export_tokenizer_cuts_sources_as_the_evaluation_did(run):
         assert tok([long_text])["input_ids"].tolist() == run.tokenizer([long_text], max_length=SOURCE_LEN)[
             "input_ids"].tolist()
     assert f"model_max_length = {SOURCE_LEN} tokens" in run.card
+
+
+def fixture_table():
+    return Truecaser.learn(t for _, t in seq2seq.training.data.read_jsonl(DATA / "train.jsonl"))
+
+
+def test_export_writes_the_truecasing_table_it_scored_with(run, tmp_path):
+    for out in run.out.values():
+        assert Truecaser.from_pretrained(out).to_dict() == fixture_table().to_dict()
+    dm.main(["truecase", "--data", str(DATA), "--out", str(tmp_path / "folder")])  # the table alone
+    assert Truecaser.from_pretrained(tmp_path / "folder").to_dict() == fixture_table().to_dict()
+
+
+def test_export_of_truecased_scores_needs_the_training_synopses(run, tmp_path):
+    with pytest.raises(dm.ExportError, match="train.jsonl"):
+        dm.export(run.model_dir, run.metrics_path, tmp_path / "out", "x", data=tmp_path)  # no train.jsonl there
+    assert not (tmp_path / "out").exists()
 
 
 @oracle

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import seq2seq
+from seq2seq.models.truecase import Truecaser
 from seq2seq.training.data import read_jsonl
-from seq2seq.training.evaluate import rouge
+from seq2seq.training.evaluate import rouge, rouge_rows
 from weights_scripts import load_module, safetensors_header
 
 try:
@@ -57,6 +58,7 @@ def test_files_are_float16_within_the_size_limit():
     generation = json.loads((MODEL / "generation_config.json").read_text())
     assert generation["num_beams"] == 4
     assert json.loads((MODEL / "tokenizer_config.json").read_text())["model_max_length"] == 128  # as stage 5 trained
+    assert (MODEL / "truecase.json").stat().st_size < 150_000  # the spellings that differ from lower case only
     assert "## Results" in (MODEL / "README.md").read_text()
 
 
@@ -71,6 +73,22 @@ def test_beats_the_baseline_on_unseen_families(unseen_outputs):
     assert ours["rougeL"] >= theirs["rougeL"] + 0.05, (ours, theirs)
 
 
+def test_truecasing_keeps_case_insensitive_rouge_and_raises_case_sensitive_rouge(unseen_outputs):
+    """The shipped table on the model's own outputs for 50 unseen-family rows."""
+    dm = load_module("default_model")
+    pairs, outputs = unseen_outputs
+    truecase = Truecaser.from_pretrained(MODEL)
+    restored = [truecase(text, source) for text, (source, _) in zip(outputs, pairs)]
+    references = [t for _, t in pairs]
+    assert sum(r != o for r, o in zip(restored, outputs)) >= 25  # most outputs have a capital or a mark to restore
+    before, after = rouge_rows(outputs, references), rouge_rows(restored, references)
+    for name in before:  # row by row: rouge-score lower-cases and keeps letters and digits only
+        np.testing.assert_array_equal(after[name], before[name])
+    cased = dm.load_cased_rouge()
+    cased_before, cased_after = rouge(outputs, references, cased), rouge(restored, references, cased)
+    assert cased_after["rougeL"] > cased_before["rougeL"] + 0.05, (cased_before, cased_after)
+
+
 def test_summarize_is_the_readme_main_job():
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "seq2seq", "summarize"], capture_output=True, text=True,
@@ -79,13 +97,27 @@ def test_summarize_is_the_readme_main_job():
     lines = result.stdout.splitlines()
     assert lines[0].startswith("description: ") and lines[1].startswith("synopsis:    ") and lines[1][13:].strip()
     assert time.perf_counter() - start < 60  # about a second of work: loading, one beam search
-    assert "pip install -e . && python -m seq2seq summarize" in (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "pip install -e . && python -m seq2seq summarize" in readme
+    assert "".join(f"    {line}\n" for line in lines) in readme  # the output the README shows
+
+
+def test_summarize_prints_cased_synopses_with_the_shipped_model():
+    pairs = read_jsonl(UNSEEN)[:4]  # the first rows of the fixture, as they come
+    args = [sys.executable, "-m", "seq2seq", "summarize", *(s for s, _ in pairs)]
+    cased = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=120)
+    plain = subprocess.run([*args, "--no-truecase"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert cased.returncode == plain.returncode == 0, cased.stderr + plain.stderr
+    decoded, printed = plain.stdout.splitlines(), cased.stdout.splitlines()
+    assert all(text == text.lower() for text in decoded)  # the uncased vocabulary's output
+    assert printed == [Truecaser.from_pretrained(MODEL)(text, source) for text, (source, _) in zip(decoded, pairs)]
+    assert any(text != text.lower() for text in printed)
 
 
 def test_the_cards_command_prints_what_the_card_says():
     card = (MODEL / "README.md").read_text()
-    line = next(text for text in card.splitlines() if "python -m seq2seq generate" in text)
-    promised = card.split(line, 1)[1].split("prints `", 1)[1].split("`. In Python", 1)[0]
+    line = next(text for text in card.splitlines() if "python -m seq2seq summarize" in text)
+    promised = card.split(line, 1)[1].split("prints `", 1)[1].split("`", 1)[0]
     result = subprocess.run([sys.executable, *shlex.split(line.strip())[1:]], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr

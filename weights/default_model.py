@@ -3,21 +3,28 @@
     python weights/default_model.py evaluate --model run/final --data /work/data/debian --out metrics.json
     python weights/default_model.py export --model run2/final --metrics metrics.json --history run/history.json \
         --history run2/history.json --out weights/NAME --name NAME
+    python weights/default_model.py truecase --data /work/data/debian --out weights/NAME
 
 `evaluate` generates with beam search (the model's generation_config special ids, `--beams`, `--max-new-tokens`,
 `--no-repeat-ngram-size`) for each split, decodes without special tokens and scores ROUGE-1/2/L F-measures
 (seq2seq/evaluate.py's scorer: rouge-score with stemming) of the model and of `baseline(source)`
-(weights/debian_data.py) against the synopses.
-`--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head. It writes
-{split: {"n", "model", "baseline", "gap_rougeL", "gap_rougeL_ci95", "settings", "examples"}} (ten example rows per
-split) and prints a table. `gap_rougeL_ci95` is the 95% paired-bootstrap interval of the ROUGE-L gap (2,000
-resamples of the split's rows, seeded: seq2seq.training.evaluate.paired_bootstrap):
-how much the gap could move on another set of rows drawn like these. Everything is deterministic: fixed row
-choice, batches in length order, beam search.
+(weights/debian_data.py) against the synopses. The model's outputs are scored truecased, as `summarize` prints
+them (seq2seq/models/truecase.py, with the table learned from the data directory's train.jsonl), and as decoded
+(lower case, WordPiece's spacing); each case-insensitively (rouge-score's tokenizer) and case-sensitively
+(``CasedTokenizer``: the same words and stems, capitals compared too): what truecasing gains, and that it loses
+nothing. `--limit N` scores N rows spread evenly over the split (rows i*len//N), not its alphabetical head.
+It writes {split: {"n", "model", "baseline", "gap_rougeL", "gap_rougeL_ci95", "settings", "examples",
+"model_raw", "case_sensitive"}} ("model": the truecased outputs' scores, "model_raw": the decoded outputs',
+"case_sensitive": {"model", "model_raw", "baseline"}; ten example rows per split) and prints two tables.
+`gap_rougeL_ci95` is the 95% paired-bootstrap interval of the ROUGE-L gap (2,000 resamples of the split's rows,
+seeded: seq2seq.training.evaluate.paired_bootstrap): how much the gap could move on another set of rows drawn like
+these. Everything is deterministic: fixed row choice, batches in length order, beam search. `--generated DIR`
+keeps the generated texts, so that scoring them again takes seconds instead of a CPU's tens of minutes.
 
 `export` writes config.json, generation_config.json (with the evaluated settings as generate()'s defaults,
-as summarisation checkpoints on the Hub do), the tokenizer and model.safetensors with every floating tensor
-cast to float16, then a model card (README.md). Encoder and decoder share their weights (tie_encoder_decoder=True):
+as summarisation checkpoints on the Hub do), the tokenizer, model.safetensors with every floating tensor
+cast to float16 and the truecasing table (truecase.json, learned from `--data`'s train.jsonl; `truecase` writes
+it alone), then a model card (README.md). Encoder and decoder share their weights (tie_encoder_decoder=True):
 this package loads one copy, but transformers 5 ignores the flag and needs the decoder's copies written out too.
 `--tied-copies auto` (default) measures both files and writes the copies only when they fit the size limit
 (`--max-mb`, decimal MB); the card records both sizes and the choice. The directory is written atomically: it
@@ -28,6 +35,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -42,6 +50,7 @@ sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout
 import safetensors.numpy  # noqa: E402
 from seq2seq import EncoderDecoderModel, Tokenizer, no_grad, to_numpy  # noqa: E402
 from seq2seq.models.checkpoint import save_state_dict  # noqa: E402
+from seq2seq.models.truecase import Truecaser  # noqa: E402
 from seq2seq.training.data import Seq2SeqDataset, read_jsonl  # noqa: E402
 from seq2seq.core.errors import InputError  # noqa: E402
 from seq2seq.training.evaluate import (ROUGE_TYPES, generate_texts, load_rouge, mean_rouge,  # noqa: E402
@@ -87,46 +96,113 @@ def spread(total, k):
 
 # ---------------------------------------------------------------------------------------------- evaluate
 
-def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_tokens=32, no_repeat_ngram_size=0,
-                   batch_size=32, max_source_len=128, scorer=None):
-    """One split's entry of metrics.json (see the module docstring)."""
-    baseline = debian_data().baseline
-    pairs = read_jsonl(path)
-    packages = [p for p, _ in read_jsonl(path, source_field="package")]
-    total, rows = len(pairs), spread(len(pairs), limit)
-    pairs, packages = [pairs[i] for i in rows], [packages[i] for i in rows]
+def generate_split(model, tokenizer, pairs, *, generation, batch_size, max_source_len):
+    """The model's decoded output for each source of ``pairs``, in their order, and the seconds it took."""
     data = Seq2SeqDataset.from_pairs(pairs, tokenizer, max_source_len=max_source_len)
     order = np.argsort(data.source_lengths, kind="stable")  # similar lengths per batch: less padding
-    generation = {"num_beams": beams, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size}
     start = time.perf_counter()
     with no_grad():
         texts = generate_texts(model, tokenizer, data, order, batch_size=batch_size, **generation)
     outputs = [None] * len(pairs)
     for i, text in zip(order, texts):
         outputs[i] = text
-    seconds = time.perf_counter() - start
+    return outputs, time.perf_counter() - start
+
+
+def generated_outputs(model, tokenizer, pairs, packages, *, saved=None, model_id="", **kwargs):
+    """``generate_split``'s outputs, kept in the JSON file ``saved`` when one is named: a later evaluation of the
+    same rows with the same model folder (``model_id``) and settings reads them back instead of generating again
+    (a full evaluation takes tens of minutes on a CPU; scoring the texts another way then takes seconds)."""
+    key = {"model": model_id, "packages": packages,
+           "sources": [s for s, _ in pairs], **kwargs["generation"], "max_source_len": kwargs["max_source_len"]}
+    if saved and Path(saved).is_file():
+        record = json.loads(Path(saved).read_text(encoding="utf-8"))
+        if record["key"] == key:
+            return record["outputs"], record["seconds"]
+    outputs, seconds = generate_split(model, tokenizer, pairs, **kwargs)
+    if saved:
+        write_json(saved, {"key": key, "outputs": outputs, "seconds": seconds})
+    return outputs, seconds
+
+
+def learn_truecase(data_dir):
+    """The truecasing table of the synopses in ``data_dir``/train.jsonl (None when there is no such file)."""
+    path = Path(data_dir) / "train.jsonl"
+    return Truecaser.learn(t for _, t in read_jsonl(path)) if path.is_file() else None
+
+
+class CasedTokenizer:
+    """rouge-score's tokenizer with the case kept, for ``RougeScorer(tokenizer=...)``: the same tokens (runs of
+    ASCII letters and digits) and Porter stems (of words over 3 letters), each marked with where its capitals are,
+    so ``Libraries`` matches ``Library`` but neither matches ``library``. Scores are never above the
+    case-insensitive ones, and equal them when the two texts agree on every capital."""
+
+    def __init__(self):
+        from nltk.stem import porter  # noqa: PLC0415 - rouge-score's stemmer (rouge-score depends on nltk)
+        self.stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text):
+        tokens = []
+        for word in re.sub(r"[^A-Za-z0-9]+", " ", text).split():
+            stem = self.stemmer.stem(word.lower()) if len(word) > 3 else word.lower()
+            capitals = ",".join(str(i) for i, c in enumerate(word) if c.isupper())
+            tokens.append(f"{stem}^{capitals}" if capitals else stem)
+        return tokens
+
+
+def load_cased_rouge():
+    """A scorer like ``load_rouge()``'s that compares capitals too (``CasedTokenizer``)."""
+    load_rouge()  # the ImportError with the fix when rouge-score is missing
+    from rouge_score import rouge_scorer  # noqa: PLC0415
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=CasedTokenizer())
+
+
+def evaluate_split(model, tokenizer, path, *, limit=None, beams=4, max_new_tokens=32, no_repeat_ngram_size=0,
+                   batch_size=32, max_source_len=128, scorer=None, cased_scorer=None, truecase=None, saved=None,
+                   model_id=""):
+    """One split's entry of metrics.json (see the module docstring); ``truecase``: a Truecaser, or None to score
+    the outputs as decoded; ``saved``: see ``generated_outputs``."""
+    baseline = debian_data().baseline
+    pairs = read_jsonl(path)
+    packages = [p for p, _ in read_jsonl(path, source_field="package")]
+    total, rows = len(pairs), spread(len(pairs), limit)
+    pairs, packages = [pairs[i] for i in rows], [packages[i] for i in rows]
+    generation = {"num_beams": beams, "max_new_tokens": max_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size}
+    raw, seconds = generated_outputs(model, tokenizer, pairs, packages, saved=saved, model_id=model_id,
+                                     generation=generation, batch_size=batch_size, max_source_len=max_source_len)
+    outputs = [truecase(text, source) for text, (source, _) in zip(raw, pairs)] if truecase else raw
     references = [t for _, t in pairs]
     baselines = [baseline(s) for s, _ in pairs]
-    scorer = scorer or load_rouge()
+    scorer, cased_scorer = scorer or load_rouge(), cased_scorer or load_cased_rouge()
     model_rows, base_rows = rouge_rows(outputs, references, scorer), rouge_rows(baselines, references, scorer)
     model_scores, base_scores = mean_rouge(model_rows), mean_rouge(base_rows)
     examples = [{"package": packages[i], "source": pairs[i][0][:200], "reference": references[i],
-                 "model": outputs[i], "baseline": baselines[i]} for i in spread(len(pairs), EXAMPLES)]
+                 "model": outputs[i], "model_raw": raw[i], "baseline": baselines[i]}
+                for i in spread(len(pairs), EXAMPLES)]
     settings = {**generation, "max_source_len": max_source_len, "limit": limit, "total": total,
-                "seconds": round(seconds, 1)}
+                "seconds": round(seconds, 1), "truecased": truecase is not None}
+    cased = {"model": outputs, "model_raw": raw, "baseline": baselines}
     return {"n": len(pairs), "model": model_scores, "baseline": base_scores,
             "gap_rougeL": model_scores["rougeL"] - base_scores["rougeL"],
             "gap_rougeL_ci95": paired_bootstrap(model_rows["rougeL"], base_rows["rougeL"]), "settings": settings,
-            "examples": examples}
+            "examples": examples, "model_raw": mean_rouge(rouge_rows(raw, references, scorer)),
+            "case_sensitive": {who: mean_rouge(rouge_rows(texts, references, cased_scorer))
+                               for who, texts in cased.items()}}
 
 
-def evaluate(model_dir, data_dir, out, *, splits=SPLITS, **kwargs):
-    """Score every split, write ``out`` (metrics.json) and return its content."""
+def evaluate(model_dir, data_dir, out, *, splits=SPLITS, generated=None, **kwargs):
+    """Score every split, write ``out`` (metrics.json) and return its content; ``generated``: a directory that
+    keeps each split's generated texts ({split}.json, see ``generated_outputs``)."""
     model = EncoderDecoderModel.from_pretrained(model_dir).eval()
     tokenizer = Tokenizer.from_pretrained(model_dir)
-    scorer = load_rouge()
+    scorer, cased_scorer, truecase = load_rouge(), load_cased_rouge(), learn_truecase(data_dir)
+    if generated:
+        os.makedirs(generated, exist_ok=True)
     metrics = {split: evaluate_split(model, tokenizer, os.path.join(data_dir, f"{split}.jsonl"), scorer=scorer,
-                                     **kwargs) for split in splits}
+                                     cased_scorer=cased_scorer, truecase=truecase,
+                                     saved=generated and os.path.join(generated, f"{split}.json"),
+                                     model_id=str(Path(model_dir).resolve()), **kwargs)
+               for split in splits}
     write_json(out, metrics)
     return metrics
 
@@ -146,6 +222,23 @@ def metrics_table(metrics):
                  *(f"{100 * m['baseline'][k]:.1f}" for k in ROUGE_TYPES),
                  f"{100 * m['gap_rougeL']:+.2f}",  # two decimals: +9.97 must not read as the aim of +10
                  interval_cell(m.get("gap_rougeL_ci95"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def casing_table(metrics):
+    """The markdown table of ROUGE x 100 (two decimals) of the outputs as decoded and truecased, case-insensitive
+    and case-sensitive, with the baseline's case-sensitive scores beside; None for metrics without them."""
+    if not all("model_raw" in m and "case_sensitive" in m for m in metrics.values()):
+        return None
+    scores = lambda s: " / ".join(f"{100 * s[k]:.2f}" for k in ROUGE_TYPES)  # noqa: E731
+    head = ["split", "n", "case-insensitive, as decoded", "case-insensitive, truecased", "case-sensitive, as decoded",
+            "case-sensitive, truecased", "baseline, case-sensitive"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for split, m in metrics.items():
+        cased = m["case_sensitive"]
+        cells = [split, str(m["n"]), scores(m["model_raw"]), scores(m["model"]), scores(cased["model_raw"]),
+                 scores(cased["model"]), scores(cased["baseline"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -251,10 +344,50 @@ def stage_steps(history):
     return history["steps"] if "steps" in history else len(history.get("loss", []))
 
 
+def how_to_run(name, *, demo, settings, copies, truecased):
+    """The card's "How to run it": the summarize command and what it prints, then Python with seq2seq and with
+    transformers."""
+    cut = f"cut to model_max_length = {settings.get('max_source_len')} tokens"
+    generate = (f"ids = model.generate(batch[\"input_ids\"], attention_mask=batch[\"attention_mask\"], "
+                f"num_beams={settings.get('num_beams', 4)}, max_new_tokens={settings.get('max_new_tokens', 32)})\n")
+    if truecased:
+        changed = demo["output"] != demo["decoded"]
+        printed = (f"prints `{demo['output']}`"
+                   + (f"; the model itself writes `{demo['decoded']}`." if changed else
+                      ", which truecasing left as the model decoded it.")
+                   + " Its vocabulary is uncased: `summarize` restores capitals, accents and spacing from the "
+                   "description and from the training synopses (truecase.json, see Results; `--no-truecase` "
+                   "prints the text as decoded).")
+        imports = "from seq2seq import EncoderDecoderModel, Tokenizer\nfrom seq2seq.models.truecase import Truecaser\n"
+        show = ("text = tok.batch_decode(ids, skip_special_tokens=True)[0]             # lower case, WordPiece's "
+                f"spacing\nprint(Truecaser.from_pretrained(\"weights/{name}\")(text, description))   # as summarize "
+                "prints it\n")
+    else:
+        printed = f"prints `{demo['output']}`."
+        imports = "from seq2seq import EncoderDecoderModel, Tokenizer\n"
+        show = "print(tok.batch_decode(ids, skip_special_tokens=True))\n"
+    python = (imports + f"model = EncoderDecoderModel.from_pretrained(\"weights/{name}\")   # float16 widened to "
+              f"float32\ntok = Tokenizer.from_pretrained(\"weights/{name}\")\nbatch = tok([description])   # {cut}\n"
+              + generate + show)
+    hf = ("import torch, transformers\n"
+          f"model = transformers.EncoderDecoderModel.from_pretrained(\"weights/{name}\", dtype=torch.float32)\n"
+          + ("" if copies else
+             "# transformers warns that decoder.* weights are missing (\"newly initialized\"): they are the\n"
+             "# shared weights, stored once under encoder.*; this line copies them over\n"
+             "model.decoder.bert.load_state_dict(model.encoder.state_dict(), strict=False)\n")
+          + f"tok = transformers.AutoTokenizer.from_pretrained(\"weights/{name}\")\n")
+    indent = lambda text: "".join(f"    {line}\n" for line in text.splitlines())  # noqa: E731
+    return ["## How to run it\n",
+            f"    python -m seq2seq summarize --model weights/{name} {shlex.quote(demo['source'])}\n",
+            printed + " In Python:\n", indent(python),
+            "With transformers (5.x), which ignores `tie_encoder_decoder`:\n", indent(hf)]
+
+
 def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, demo, training_time, max_mb):
     enc = model.config.encoder
     m = metrics.get("test_unseen_family") or next(iter(metrics.values()))
     settings = m.get("settings", {})
+    truecased = settings.get("truecased", False)
     dd = debian_data()
     out = ["---\nlanguage: en\nlibrary_name: seq2seq\npipeline_tag: summarization\n"
            "base_model: sentence-transformers/all-MiniLM-L6-v2\ntags: [bert2bert, encoder-decoder, debian]\n---\n",
@@ -264,25 +397,7 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
            f"weights and a vocabulary trimmed to the Debian corpus ({enc.vocab_size:,} tokens), "
            f"{model.num_parameters() / 1e6:.1f}M parameters, fine-tuned with the NumPy trainer of this project "
            "(`seq2seq`).\n",
-           "## How to run it\n",
-           f"    python -m seq2seq generate --model weights/{name} --num-beams 4 "
-           f"{shlex.quote(demo['source'])}\n",
-           f"prints `{demo['output']}`. In Python:\n",
-           "    from seq2seq import EncoderDecoderModel, Tokenizer\n"
-           f"    model = EncoderDecoderModel.from_pretrained(\"weights/{name}\")   # float16 widened to float32\n"
-           f"    tok = Tokenizer.from_pretrained(\"weights/{name}\")\n"
-           f"    batch = tok([description])   # cut to model_max_length = {settings.get('max_source_len')} tokens\n"
-           f"    ids = model.generate(batch[\"input_ids\"], attention_mask=batch[\"attention_mask\"], "
-           f"num_beams={settings.get('num_beams', 4)}, max_new_tokens={settings.get('max_new_tokens', 32)})\n"
-           "    print(tok.batch_decode(ids, skip_special_tokens=True))\n",
-           "With transformers (5.x), which ignores `tie_encoder_decoder`:\n",
-           "    import torch, transformers\n"
-           f"    model = transformers.EncoderDecoderModel.from_pretrained(\"weights/{name}\", dtype=torch.float32)\n"
-           + ("" if copies else
-              "    # transformers warns that decoder.* weights are missing (\"newly initialized\"): they are the\n"
-              "    # shared weights, stored once under encoder.*; this line copies them over\n"
-              "    model.decoder.bert.load_state_dict(model.encoder.state_dict(), strict=False)\n")
-           + f"    tok = transformers.AutoTokenizer.from_pretrained(\"weights/{name}\")\n",
+           *how_to_run(name, demo=demo, settings=settings, copies=copies, truecased=truecased),
            "## Data\n",
            "Debian 12 \"bookworm\" (main, bookworm-updates, bookworm-security) package descriptions from the "
            "archive's `Translation-en` files, built by `weights/debian_data.py`: source = the long description as "
@@ -323,11 +438,26 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
             "packages drawn like these."
             + ("".join(f" {s}: {v['n']:,} of {v['settings']['total']:,} rows, spread evenly over the split."
                        for s, v in metrics.items() if v["n"] < v.get("settings", {}).get("total", v["n"])))
-            + "\n", metrics_table(metrics) + "\n",
-            "## Examples from the unseen-family split\n",
-            "| package | description (first 200 chars) | synopsis | model | baseline |\n|---|---|---|---|---|\n"
+            + (" The model's outputs are scored truecased, as `summarize` prints them (below)." if truecased else "")
+            + "\n", metrics_table(metrics) + "\n"]
+    if truecased and casing_table(metrics):
+        out += ["The model writes lower case with a space around every punctuation mark (`( python 3 )`): its "
+                "WordPiece vocabulary is uncased. `summarize` and the scores above restore capitals, accents and "
+                "spacing (`seq2seq/models/truecase.py`): runs of words the description contains take its spelling "
+                "and spacing (`(Python 3)`, `GitLab CI`), other words the spelling most common in the training "
+                "synopses (truecase.json). ROUGE-1 / ROUGE-2 / ROUGE-L x 100, of the outputs as decoded and "
+                "truecased, case-insensitive (rouge-score's tokens: lower case, letters and digits) and "
+                "case-sensitive (the same tokens and stems, with their capitals compared too), and the baseline's "
+                "case-sensitive scores beside (it copies the description's own capitals):\n",
+                casing_table(metrics) + "\n"]
+    raw = " | model, as decoded" if truecased else ""
+    out += ["## Examples from the unseen-family split\n",
+            "Ten rows spread evenly over the split (rows i x n / 10), not chosen.\n",
+            f"| package | description (first 200 chars) | synopsis | model{raw} | baseline |\n"
+            + "|---" * (6 if truecased else 5) + "|\n"
             + "\n".join(f"| {cell(e['package'])} | {cell(e['source'])} | {cell(e['reference'])} | "
-                        f"{cell(e['model'])} | {cell(e['baseline'])} |" for e in m["examples"]) + "\n",
+                        f"{cell(e['model'])} | " + (f"{cell(e['model_raw'])} | " if truecased else "")
+                        + f"{cell(e['baseline'])} |" for e in m["examples"]) + "\n",
             "## Files\n",
             f"`model.safetensors` holds every floating tensor in float16 ({sizes[copies] / MB:.1f} MB). "
             "`config.json` keeps `tie_encoder_decoder: true`: the encoder and decoder share one set of weights, "
@@ -346,6 +476,20 @@ def model_card(name, *, model, metrics, histories, stats, sizes, copies, check, 
     return "\n".join(out)
 
 
+def card_demo(shipped, tokenizer, truecase, metrics):
+    """The card's command-line example: the first unseen-family example whose description is whole (under 200
+    characters), and what `summarize --model` prints for it with the exported folder (``shipped``, its tokenizer
+    and its truecasing table, or None)."""
+    shown = (metrics.get("test_unseen_family") or next(iter(metrics.values())))["examples"]
+    whole = [e["source"] for e in shown if len(e["source"]) < 200]  # a description not cut at 200 chars
+    source = (whole or [e["source"] for e in shown] or ["A command-line tool to convert images."])[0]
+    source = " ".join(source.split())  # as the card's command line passes it
+    with no_grad():
+        ids = shipped.generate(tokenizer([source])["input_ids"])  # the folder's generation_config.json
+    decoded = tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+    return {"source": source, "decoded": decoded, "output": truecase(decoded, source) if truecase else decoded}
+
+
 def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_mb=MAX_MB, tied_copies="auto",
            training_time=None, check_examples=5):
     """Write the shipped model folder (see the module docstring); returns a summary dict."""
@@ -362,6 +506,11 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         raise ExportError(f"model.safetensors would be {sizes[copies] / MB:.1f} MB, over the {max_mb:g} MB limit "
                           f"(stored once: {sizes[False] / MB:.1f} MB, with tied copies: {sizes[True] / MB:.1f} MB)")
     sources = [e["source"] for split in metrics.values() for e in split["examples"]][:check_examples]
+    truecase = learn_truecase(data) if data else None
+    if truecase is None and any(m.get("settings", {}).get("truecased") for m in metrics.values()):
+        raise ExportError(f"{metrics_path} scored truecased outputs, but there is no "
+                          f"{Path(data or '.', 'train.jsonl')} to learn the truecasing table from (--data: the "
+                          "directory evaluate was given)")
     with atomic_directory(out) as tmp:
         config = model.config.to_dict()
         config["dtype"] = "float16"
@@ -376,18 +525,14 @@ def export(model_dir, metrics_path, out, name, *, history=None, data=None, max_m
         if source_len:  # tok(texts) truncates sources as the evaluation did (as on the Hub)
             tokenizer.model_max_length = source_len
         tokenizer.save_pretrained(tmp)
+        if truecase:  # summarize prints the outputs as they were scored
+            truecase.save_pretrained(tmp)
         os.chmod(os.path.join(tmp, "model.safetensors"), 0o644)  # safetensors writes 0600
         written = os.path.getsize(os.path.join(tmp, "model.safetensors"))
         if written > limit:
             raise ExportError(f"{written / MB:.1f} MB written, over the {max_mb:g} MB limit")
         shipped, check = reload_check(model, tokenizer, tmp, sources, max_source_len=source_len or 128)
-        shown = (metrics.get("test_unseen_family") or next(iter(metrics.values())))["examples"]
-        whole = [e["source"] for e in shown if len(e["source"]) < 200]  # a description not cut at 200 chars
-        demo = (whole or [e["source"] for e in shown] or ["A command-line tool to convert images."])[0]
-        tok = Tokenizer.from_pretrained(tmp)
-        with no_grad():  # what the card's `python -m seq2seq generate ... --num-beams 4` command prints
-            ids = shipped.generate(tok([demo])["input_ids"], num_beams=4)
-        demo = {"source": " ".join(demo.split()), "output": tok.batch_decode(ids, skip_special_tokens=True)[0]}
+        demo = card_demo(shipped, Tokenizer.from_pretrained(tmp), truecase, metrics)
         card = model_card(name, model=model, metrics=metrics, histories=histories, stats=read_stats(data), sizes=sizes,
                           copies=copies, check=check, demo=demo, training_time=training_time, max_mb=max_mb)
         Path(tmp, "README.md").write_text(card, encoding="utf-8")
@@ -412,26 +557,40 @@ def main(argv=None):
     ev.add_argument("--max-source-len", type=int, default=128)
     ev.add_argument("--batch-size", type=int, default=32, help="sources per generate call")
     ev.add_argument("--out", required=True, help="metrics.json to write")
+    ev.add_argument("--generated", help="directory keeping the generated texts: reused when rows and settings match")
     ex = commands.add_parser("export", help="float16 safetensors + tokenizer + model card")
     ex.add_argument("--model", required=True)
     ex.add_argument("--metrics", required=True, help="metrics.json written by evaluate")
     ex.add_argument("--history", action="append", default=[],
                     help="OUT/history.json of the training run; once per stage, in order, for a run in stages")
-    ex.add_argument("--data", default="/work/data/debian", help="data directory whose stats.json gives the sizes")
+    ex.add_argument("--data", default="/work/data/debian",
+                    help="data directory: its stats.json gives the sizes, its train.jsonl the truecasing table")
     ex.add_argument("--out", required=True)
     ex.add_argument("--name", required=True)
     ex.add_argument("--max-mb", type=float, default=MAX_MB, help="size limit of model.safetensors (MB = 1e6 bytes)")
     ex.add_argument("--tied-copies", choices=("auto", "yes", "no"), default="auto")
     ex.add_argument("--training-time", help="training time for the card when history.json does not record it")
+    tc = commands.add_parser("truecase", help="write truecase.json, the truecasing table, into a model folder")
+    tc.add_argument("--data", required=True, help="data directory whose train.jsonl synopses the table is learned from")
+    tc.add_argument("--out", required=True, help="the model folder")
     args = parser.parse_args(argv)
     try:
         if args.command == "evaluate":
             metrics = evaluate(args.model, args.data, args.out, splits=args.splits.split(","), limit=args.limit,
                                beams=args.beams, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                no_repeat_ngram_size=args.no_repeat_ngram_size,
-                               max_source_len=args.max_source_len)
+                               max_source_len=args.max_source_len, generated=args.generated)
             print(metrics_table(metrics))
+            print("\nROUGE-1 / ROUGE-2 / ROUGE-L x 100 of the outputs as decoded and truecased:")
+            print(casing_table(metrics))
             print(f"wrote {args.out}", file=sys.stderr)
+        elif args.command == "truecase":
+            truecase = learn_truecase(args.data)
+            if truecase is None:
+                sys.exit(f"error: {Path(args.data, 'train.jsonl')} does not exist")
+            truecase.save_pretrained(args.out)
+            sizes = ", ".join(f"{len(v):,} {k}" for k, v in truecase.to_dict().items())
+            print(f"wrote {Path(args.out, 'truecase.json')}: {sizes}", file=sys.stderr)
         else:
             result = export(args.model, args.metrics, args.out, args.name, history=args.history, data=args.data,
                             max_mb=args.max_mb, tied_copies=args.tied_copies, training_time=args.training_time)

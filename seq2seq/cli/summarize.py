@@ -1,5 +1,10 @@
 """``summarize``: the README's main job. A Debian package description -> its one-line synopsis, with the model
-this project ships (weights/minilm-l6-debian-synopsis, fine-tuned with this engine), offline."""
+this project ships (weights/minilm-l6-debian-synopsis, fine-tuned with this engine), offline.
+
+The model writes lower case with WordPiece's spacing (``lv2 plugins for c + + ( development files )``); when the
+model folder has a truecasing table (truecase.json, see models/truecase.py), each synopsis is printed with the
+capitals and spacing of its description and of Debian's synopses (``LV2 plugins for C++ (development files)``).
+``--no-truecase`` prints the decoded text as it is."""
 import sys
 import time
 
@@ -8,6 +13,7 @@ from ..core.backend import BACKENDS
 from ..core.errors import Seq2SeqError
 from ..models.model import EncoderDecoderModel
 from ..models.tokenizer import Tokenizer
+from ..models.truecase import Truecaser
 from ..training.console import progress_bar
 from .examples import PENLIGHT_DESCRIPTION, SHIPPED_MODEL, shipped_model_dir
 from .inference import add_generation_flags, generation_kwargs
@@ -24,6 +30,7 @@ def cmd_summarize(args):
     try:
         model = EncoderDecoderModel.from_pretrained(path, backend=args.backend)
         tokenizer = Tokenizer.from_pretrained(path)
+        truecase = None if args.no_truecase else Truecaser.from_pretrained(path)  # None: the folder has no table
     except Seq2SeqError as err:
         sys.exit(f"error: {err}")
     synopses, limit = [], args.max_source_len or tokenizer.model_max_length or 128  # the length it was scored at
@@ -33,7 +40,10 @@ def cmd_summarize(args):
             with no_grad():  # beams and lengths: the model's generation_config.json unless given here
                 ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
                                      **generation_kwargs(args))
-            synopses += tokenizer.batch_decode(ids, skip_special_tokens=True)
+            decoded = tokenizer.batch_decode(ids, skip_special_tokens=True)
+            if truecase:  # the capitals and spacing of each description and of the training synopses
+                decoded = [truecase(text, source) for text, source in zip(decoded, texts[first:first + 32])]
+            synopses += decoded
             bar.update(len(batch["input_ids"]))
     if given:
         print("\n".join(synopses))
@@ -55,5 +65,7 @@ def add_command(commands):
     summ.add_argument("--max-source-len", type=int,
                       help="source tokens kept (default: the tokenizer's model_max_length, else 128)")
     summ.add_argument("--backend", choices=BACKENDS, default="numpy")
+    summ.add_argument("--no-truecase", action="store_true",
+                      help="print the model's lower-case output as decoded, without the folder's truecase.json")
     add_generation_flags(summ)
     summ.set_defaults(run=cmd_summarize)

@@ -11,6 +11,7 @@ import seq2seq
 import seq2seq.cli.examples
 import seq2seq.cli.main
 import seq2seq.cli.summarize
+import seq2seq.models.truecase
 from seq2seq.cli.finetune import RECIPE, TRAINING_FLAGS
 from seq2seq.training.train import TrainingArguments
 
@@ -77,6 +78,25 @@ def test_summarize_texts_and_stdin(tiny_model_dir):
     args = ("summarize", "--model", str(path), "--num-beams", "2", "--max-new-tokens", "5")
     assert run_cli(*args, *texts).splitlines() == expected
     assert run_cli(*args, "-", stdin="\n".join(texts) + "\n\n").splitlines() == expected
+
+
+def test_summarize_truecases_with_the_folders_table(tiny_model_dir, tmp_path):
+    path, model, tok = tiny_model_dir
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).write_bytes((path / name).read_bytes())
+    text = "a library for reading configuration files"
+    decoded = expected_texts(model, tok, [text], max_new_tokens=5)[0]
+    words = [w for w in decoded.split() if w.isalpha()]
+    assert words  # the random model writes some words, which the table below capitalises
+    table = seq2seq.models.truecase.Truecaser(words={w: w.upper() for w in words})
+    table.save_pretrained(tmp_path)
+    args = ("summarize", "--model", str(tmp_path), "--max-new-tokens", "5", text)
+    assert run_cli(*args).splitlines() == [table(decoded, text)]
+    assert table(decoded, text) != decoded
+    assert run_cli(*args, "--no-truecase").splitlines() == [decoded]
+    assert run_cli("summarize", "--model", str(path), "--max-new-tokens", "5", text).splitlines() == [decoded]  # a
+    # folder without truecase.json: as decoded
 
 
 def test_summarize_cuts_sources_at_the_tokenizers_model_max_length(tiny_model_dir, tmp_path):
