@@ -31,7 +31,7 @@ def weights(rng, shapes, dtype=np.float32):
             for shape in shapes]
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8, fast_linear.FEW_ROWS])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, fast_linear.FEW_ROWS])
 @pytest.mark.parametrize("shapes", [[(16, 1000)], [(64, 40), (64, 900), (64, 7)], [(300, 300)]],
                          ids=["one", "three", "small"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])

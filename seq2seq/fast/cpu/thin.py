@@ -17,6 +17,10 @@ on this project's 2-core machines:
   wide chunks rather than many narrow ones: each chunk is one call, and a narrow chunk of a wide weight reads a
   short piece of each of its rows, a new memory page every row (the LM head in chunks of 384 columns took 1.4x
   the time of one product on one core, in 4 chunks the same time; benchmarks/RESULTS.md).
+- **Rows in groups of four.** OpenBLAS's GEMM works on rows four at a time and handles the rest with slower
+  kernels: on one core a [768, 3072] weight took 0.94 ms for 2 rows, 1.35 for 3, 0.85 for 4, 1.2-1.5 for 5 to 7
+  and 1.02 for 8 (benchmarks/RESULTS.md). So 2 to 3 rows are multiplied as 4, 5 to 7 as 8, and so on, the extra
+  rows zeros; one row stays one (a matrix-vector product, 0.43 ms).
 - **Several weights that multiply the same rows in one go** (``thin_products``: a self-attention block's query,
   key and value): their chunks are shared out together, so that the cores stay busy over all of them and the
   threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
@@ -35,6 +39,7 @@ from .parallel import blas_on_calling_threads, for_each_block, num_threads
 PIECES = 4  # column chunks per weight (a constant: never the number of threads; see above)
 ALIGN = 64  # chunk widths are whole multiples of this many columns (of every SIMD width)
 MIN_CHUNK = 384  # no chunk narrower than this (but the last)
+ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
 SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
 
 
@@ -53,8 +58,13 @@ def chunks(width):
 def thin_products(x2, pairs):
     """``[x2 @ w + b for w, b in pairs]`` for rows ``x2`` ``[N, in]`` and weights ``w`` ``[in, out]`` (row-major,
     see ``is_thin_layout``), each bias ``b`` ``[out]`` or None: C-ordered ``[N, out]`` arrays, in order."""
-    x2 = np.ascontiguousarray(x2)  # once, not in every chunk's product
-    outs = [np.empty((x2.shape[0], w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
+    rows = x2.shape[0]
+    padded = rows if rows == 1 else -(-rows // ROW_GROUP) * ROW_GROUP
+    if padded == rows:
+        x2 = np.ascontiguousarray(x2)  # once, not in every chunk's product
+    else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
+        x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
+    outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
     tasks = [(w, b, y, columns) for (w, b), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
 
     claimed = itertools.count()  # the next task to take: each thread takes tasks until none is left
@@ -69,4 +79,4 @@ def thin_products(x2, pairs):
     threads = 1 if sum(w.size for w, _ in pairs) < SMALL else min(num_threads(), len(tasks))
     with blas_on_calling_threads():
         for_each_block(take_tasks, threads, 1, block_values=1)  # one block per thread
-    return outs
+    return [y[:rows] for y in outs]  # [N, out] each (C-ordered: the first rows of C-ordered arrays)
