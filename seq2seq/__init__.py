@@ -19,7 +19,9 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``distributed.py`` processes together: allreduce/broadcast over MPI (NCCL for CuPy), one process by default
 ``fast/``        fast forms of nn/'s ops in rooms of their own (read after nn/: it needs only core/)
     ``cpu/native.py``  OpenBLAS's threads and glibc's malloc, tuned through ctypes when a program calls ``tune()``
-    ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
+    ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core (``cpu/workers.py``: the
+                       threads it wakes)
+    ``cpu/thin.py``    products of a few rows (a decode step's) in column chunks of the weight, on every core
     ``cpu/linear.py``, ``cpu/layer_norm.py``, ``cpu/cross_entropy.py``, ``cpu/gelu.py``, ``cpu/attention.py``,
     ``cpu/optim.py``   the fused forms of nn/'s linear, layer norm, cross-entropy, erf, GELU and attention, and of
                        AdamW's update

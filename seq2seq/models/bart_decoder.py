@@ -20,7 +20,7 @@ from ..core.backend import get_array_module
 from ..nn.activations import get_activation
 from ..nn.attention import keys_values, merge_heads, scaled_dot_product_attention, split_heads
 from ..nn.cache import run_decoder_layers
-from ..nn.functional import linear
+from ..nn.functional import linear, linears
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, check_positions, lm_head_layout
 
 POSITION_OFFSET = 2
@@ -40,15 +40,20 @@ class BartAttention:
         self.attention_dropout_p, self.state = config.attention_dropout, state
 
     def __call__(self, x, keep, *, memory=None, cache=None, start=0):
-        q = split_heads(self.q_proj(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
-        k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)
+        if memory is None:  # query, key and value from x: one op (functional.Linears)
+            q, k, v = (split_heads(y, self.num_heads) for y in linears(x, [self.q_proj, self.k_proj, self.v_proj]))
+            k, v = keys_values(lambda _: (k, v), x, cache=cache, start=start)
+        else:
+            q = split_heads(self.q_proj(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
+            k, v = keys_values(self._project_kv, x, memory=memory, cache=cache)
         p = self.attention_dropout_p if self.state.training else 0.0
         y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng,
                                          probabilities_to=self.state.records.probabilities(cross=memory is not None))
         return self.out_proj(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
 
     def _project_kv(self, source):
-        return split_heads(self.k_proj(source), self.num_heads), split_heads(self.v_proj(source), self.num_heads)
+        k, v = linears(source, [self.k_proj, self.v_proj])  # [B, S, C] each
+        return split_heads(k, self.num_heads), split_heads(v, self.num_heads)  # -> [B, nh, S, hs] each
 
 
 class BartDecoderLayer:

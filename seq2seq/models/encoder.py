@@ -12,6 +12,7 @@ are those of transformers' ``BertModel``.
 """
 from ..core.backend import get_array_module
 from ..nn.activations import get_activation
+from ..nn.functional import linears
 from ..nn.attention import (causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention,
                             split_heads)
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, check_positions
@@ -61,8 +62,12 @@ class BertAttention:
     def __call__(self, x, keep, *, memory=None, cache=None, start=0):
         """``cache`` (a LayerCache, inference only): self-attention appends this step's keys/values at position
         ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards."""
-        q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
-        k, v = keys_values(self._project_kv, x, memory=memory, cache=cache, start=start)  # [B, nh, S, hs] each
+        if memory is None:  # query, key and value from x: one op (functional.Linears)
+            q, k, v = (split_heads(y, self.num_heads) for y in linears(x, [self.query, self.key, self.value]))
+            k, v = keys_values(lambda _: (k, v), x, cache=cache, start=start)  # [B, nh, S, hs] each
+        else:
+            q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
+            k, v = keys_values(self._project_kv, x, memory=memory, cache=cache)  # [B, nh, S, hs] each
         p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
         y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng,  # -> [B, nh, T, hs]
                                          probabilities_to=self.state.records.probabilities(cross=memory is not None))
@@ -70,9 +75,8 @@ class BertAttention:
         return self.norm(x + self.dropout(y))
 
     def _project_kv(self, source):
-        k = split_heads(self.key(source), self.num_heads)  # [B, S, C] -> [B, nh, S, hs]
-        v = split_heads(self.value(source), self.num_heads)
-        return k, v
+        k, v = linears(source, [self.key, self.value])  # [B, S, C] each
+        return split_heads(k, self.num_heads), split_heads(v, self.num_heads)  # -> [B, nh, S, hs] each
 
 
 class BertFeedForward:

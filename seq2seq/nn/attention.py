@@ -15,7 +15,7 @@ import numpy as np
 from ..core.autograd import Function
 from ..core.backend import get_array_module
 from ..core.errors import InputError
-from ..core.ops import matmul, reshape, transpose
+from ..core.ops import matmul, transpose
 from ..fast import cpu as fast_cpu
 from ..fast.cpu.attention import FusedAttention
 from .functional import dropout_scale, masked_softmax
@@ -44,18 +44,42 @@ def combine_masks(*masks):
     return keep
 
 
+class SplitHeads(Function):
+    """``[B, T, C] -> [B, nh, T, hs]``, a view: a reshape and a transpose as one op (a decode step splits five
+    projections a layer, and each op called costs Python time)."""
+
+    def __init__(self, num_heads):
+        self.num_heads = num_heads
+
+    def forward(self, x):
+        b, t, c = x.shape
+        return x.reshape(b, t, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)  # -> [B, nh, T, hs]
+
+    def backward(self, gy):
+        b, nh, t, hs = gy.shape
+        return gy.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # [B, nh, T, hs] -> [B, T, C]
+
+
+class MergeHeads(Function):
+    """``[B, nh, T, hs] -> [B, T, C]``: SplitHeads undone (a view when the heads lie as a split [B, T, C])."""
+
+    def forward(self, x):
+        b, self.nh, t, hs = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(b, t, self.nh * hs)  # -> [B, T, nh, hs] -> [B, T, C]
+
+    def backward(self, gy):
+        b, t, c = gy.shape
+        return gy.reshape(b, t, self.nh, c // self.nh).transpose(0, 2, 1, 3)  # [B, T, C] -> [B, nh, T, hs]
+
+
 def split_heads(x, num_heads):
     """``[B, T, C] -> [B, nh, T, hs]``."""
-    b, t, c = x.shape
-    x = reshape(x, (b, t, num_heads, c // num_heads))  # [B, T, C] -> [B, T, nh, hs]
-    return transpose(x, (0, 2, 1, 3))  # [B, T, nh, hs] -> [B, nh, T, hs]
+    return SplitHeads(num_heads)(x)
 
 
 def merge_heads(x):
     """``[B, nh, T, hs] -> [B, T, C]``."""
-    b, nh, t, hs = x.shape
-    x = transpose(x, (0, 2, 1, 3))  # [B, nh, T, hs] -> [B, T, nh, hs]
-    return reshape(x, (b, t, nh * hs))  # [B, T, nh, hs] -> [B, T, C]
+    return MergeHeads()(x)
 
 
 class Attention(Function):

@@ -71,16 +71,20 @@ class DecoderCache:
         """Like ``reorder``, for beam search, where row i always takes ``index[i]`` from the beams of its own source.
 
         Why cheaper: those beams share one encoder output, so their cross-attention keys/values and encoder mask
-        are already identical and stay put; only the self-attention keys/values move, and only the ``length``
-        positions filled so far.
+        are already identical and stay put; only the self-attention keys/values move, only the ``length``
+        positions filled so far, and only those of the rows that take another row's history (a beam that
+        continues itself keeps its own in place).
         """
         xp = get_array_module(self.memory)
         index = xp.asarray(index)
-        n = self.length
+        rows = xp.nonzero(index != xp.arange(index.shape[0]))[0]  # the rows that take another row's history
+        if rows.shape[0] == 0:
+            return self
+        sources, n = index[rows], self.length
         for layer in self.layers:
             if layer.self_k is not None:
-                layer.self_k[:, :, :n] = layer.self_k[index, :, :n]  # the right side is a copy: safe in place
-                layer.self_v[:, :, :n] = layer.self_v[index, :, :n]
+                layer.self_k[rows, :, :n] = layer.self_k[sources, :, :n]  # the right side is a copy: safe in place
+                layer.self_v[rows, :, :n] = layer.self_v[sources, :, :n]
         return self
 
 

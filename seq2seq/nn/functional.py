@@ -73,6 +73,54 @@ class Linear(Function):
         return gx, gw, gb
 
 
+class Linears(Function):
+    """Several linear layers applied to the same input: ``(x W1^T + b1, x W2^T + b2, ...)``, as one op.
+
+    A self-attention block's query, key and value projections all read the same rows. The plain form is one
+    ``Linear`` after the other; the fused CPU form hands the products of few rows to ``fast/cpu/thin.py`` together,
+    so that their column chunks share the cores in one go. Every output is computed as ``Linear`` computes it, and
+    backward is theirs, with the input's gradients added up. Inputs: ``x``, then each weight and its bias (if
+    ``has_bias`` says it has one); weights stored ``[out, in]``.
+    """
+
+    def __init__(self, has_bias):
+        self.has_bias = tuple(has_bias)
+
+    def forward(self, x, *params):
+        xp = get_array_module(x)
+        self.x, self.pairs = x, _pairs(params, self.has_bias)
+        x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]
+        if fast_cpu.enabled(xp):
+            ys = fast_linear.linears_forward(x2, self.pairs)
+        else:
+            ys = [x2 @ w.T for w, _ in self.pairs]  # [N, in] @ [in, out] -> [N, out] each
+            for y, (_, b) in zip(ys, self.pairs):
+                if b is not None:
+                    y += b
+        return tuple(y.reshape(*x.shape[:-1], y.shape[-1]) for y in ys)  # [N, out] -> [..., out] each
+
+    def backward(self, *gys):
+        gx, grads = None, []
+        needs = iter(self.needs_input_grad[1:])
+        for (w, b), gy in zip(self.pairs, gys):
+            op = Linear()
+            op.x, op.weight = self.x, w
+            op.needs_input_grad = (self.needs_input_grad[0], next(needs)) + ((next(needs),) if b is not None else ())
+            g = op.backward(gy)
+            gx = g[0] if gx is None else (gx if g[0] is None else gx + g[0])
+            grads += [g[1]] + ([g[2]] if b is not None else [])
+        return (gx, *grads)
+
+
+def _pairs(params, has_bias):
+    """``[(weight, bias or None)]`` from the flat inputs of ``Linears``."""
+    pairs, i = [], 0
+    for with_bias in has_bias:
+        pairs.append((params[i], params[i + 1] if with_bias else None))
+        i += 2 if with_bias else 1
+    return pairs
+
+
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance, as torch).
 
@@ -278,6 +326,13 @@ def dropout_scale(p):
 def linear(x, weight, bias=None, *, in_out=False):
     op = Linear(in_out=in_out)
     return op(x, weight) if bias is None else op(x, weight, bias)
+
+
+def linears(x, layers):
+    """``tuple(layer(x) for layer in layers)`` for linear layers (``.weight`` ``[out, in]``, ``.bias`` or None), as
+    one op (``Linears``)."""
+    params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+    return Linears([layer.bias is not None for layer in layers])(x, *params)
 
 
 def layer_norm(x, gamma, beta, eps=1e-5):

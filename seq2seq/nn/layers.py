@@ -28,10 +28,11 @@ class RunState:
 
 
 class Linear:
-    """y = x W^T + b; ``weight`` is stored ``[out, in]`` (torch.nn.Linear's layout, and BERT's checkpoints')."""
+    """y = x W^T + b; ``weight`` is shaped ``[out, in]`` (torch.nn.Linear's layout, and BERT's checkpoints'),
+    kept column-major on the CPU (``thin_input_layout``)."""
 
     def __init__(self, view, in_features, out_features, *, std, bias=True):
-        self.weight = view.param("weight", (out_features, in_features), init=normal(std))
+        self.weight = thin_input_layout(view.param("weight", (out_features, in_features), init=normal(std)))
         self.bias = view.param("bias", (out_features,), init=zeros) if bias else None
 
     def __call__(self, x):
@@ -87,6 +88,20 @@ def lm_head_layout(weight):
     are unchanged; only row lookups become strided, which costs little for the handful of decoder input ids.
     """
     weight.data = get_array_module(weight.data).asfortranarray(weight.data)
+    return weight
+
+
+def thin_input_layout(weight):
+    """Keep a NumPy weight ``[out, in]`` in column-major (Fortran) order, in place; returns it.
+
+    Why: a decode step multiplies a few rows by every weight, and OpenBLAS does that fastest with the weight read as
+    a row-major ``[in, out]`` matrix, ``x @ W^T`` (``fast/cpu/thin.py``; measured: benchmarks/RESULTS.md). With W
+    column-major, W^T is that matrix, as it lies: no copy to keep in step with the parameter. Shapes, values,
+    checkpoints and gradients are unchanged (the gradient comes in the weight's order, ``fast/cpu/linear.py``). On
+    CuPy arrays nothing changes: the layout is a choice for the CPU's BLAS.
+    """
+    if get_array_module(weight.data) is np:
+        weight.data = np.asfortranarray(weight.data)
     return weight
 
 

@@ -64,6 +64,26 @@ def test_fused_equals_plain_forward_and_gradients(kind, dropout_p, shape, probab
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("b", [1, 3])
+def test_one_query_inference_equals_plain(kind, dtype, b):
+    """A decode step's attention (one query per row, no graph) takes the short path; the same values as the plain
+    form, the output laid out as q (a head-split view of a [B, 1, C] projection, as in a decoder)."""
+    nh, s, hs = 3, 7, 4
+    rng = np.random.default_rng(3)
+    q = (rng.standard_normal((b, 1, nh * hs)) * 3).astype(dtype).reshape(b, 1, nh, hs).transpose(0, 2, 1, 3)
+    k, v = ((rng.standard_normal((b, nh, s, hs)) * 3).astype(dtype) for _ in range(2))
+    keep = make_keep(np, kind, b, 1, s)
+    with seq2seq.no_grad():
+        got = Attention(keep)(q, k, v).data
+        with fast_cpu.disabled():
+            want = Attention(keep)(q, k, v).data
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, want, **tol)
+    assert [st for st, n in zip(got.strides, got.shape) if n > 1] == [st for st, n in zip(q.strides, q.shape) if n > 1]
+
+
 def test_fused_equals_plain_in_float32():
     q, k, v, gout = inputs(1, 4, 3, 6, 6, 8, np.float32)
     keep = make_keep(np, "causal+padding", 4, 6, 6)

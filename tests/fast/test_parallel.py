@@ -52,6 +52,45 @@ def test_an_error_in_a_block_reaches_the_caller(threads):
         parallel.for_each_block(fail_late, 100, 10, block_values=30)
 
 
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_blocks_inside_blocks_and_callers_side_by_side_run_on_their_own_threads(threads):
+    """The workers serve one caller at a time (workers.py): a caller that finds them taken runs its blocks itself,
+    so blocks that run blocks, and two Python threads running blocks at once, finish with every result."""
+    def inner(block):
+        return block.start * 2
+
+    def outer(block):
+        return parallel.for_each_block(inner, 6, 1, block_values=2)
+
+    assert parallel.for_each_block(outer, 4, 1, block_values=1) == [[0, 4, 8]] * 4
+    results = {}
+
+    def caller(name):
+        results[name] = parallel.for_each_block(lambda b: (time.sleep(0.002), b.start)[1], 40, 1, block_values=1)
+
+    callers = [threading.Thread(target=caller, args=(name,)) for name in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    assert results == {name: list(range(40)) for name in range(4)}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_a_forked_child_starts_workers_of_its_own(threads):
+    import os  # noqa: PLC0415
+    parallel.for_each_block(lambda b: None, 4, 1, block_values=1)  # the parent's workers exist
+    pid = os.fork()
+    if pid == 0:  # the child: blocks still run on two threads, with workers started here
+        seen = set()
+        ok = parallel.for_each_block(lambda b: (seen.add(threading.get_ident()), time.sleep(0.01), b.start)[2],
+                                     4, 1, block_values=1) == [0, 1, 2, 3]
+        os._exit(0 if ok and len(seen) == 2 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
 def test_scratch_is_reused_per_name_and_private_to_a_thread():
     a1, b1 = parallel.scratch((4, 3), np.float32, name="test_a", count=2)
     (a2,) = parallel.scratch((2, 3), np.float32, name="test_a")

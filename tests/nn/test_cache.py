@@ -59,7 +59,9 @@ def test_reorder_follows_the_chosen_rows(model):
     np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)
 
 
-def test_reorder_beams_moves_only_the_self_attention_history(model):
+@pytest.mark.parametrize("order", [[2, 0, 0, 5, 5, 3], [0, 0, 2, 3, 3, 5], [0, 1, 2, 3, 4, 5]],
+                         ids=["all_move", "some_stay", "none_move"])
+def test_reorder_beams_moves_only_the_self_attention_history(model, order):
     ids, mask, dec = inputs(batch=2)
     beams = 3
     with seq2seq.no_grad():
@@ -68,7 +70,7 @@ def test_reorder_beams_moves_only_the_self_attention_history(model):
     cache = model.start_decoding(ids, attention_mask=mask).reorder(np.repeat(np.arange(2), beams))
     model.decode_step(dec[[0, 0, 0, 1, 1, 1], :3], cache)
     cross = [layer.cross_k for layer in cache.layers]
-    order = np.array([2, 0, 0, 5, 5, 3])  # within each source's beams, as beam search does
+    order = np.array(order)  # within each source's beams, as beam search does
     cache.reorder_beams(order)
     assert all(a is layer.cross_k for a, layer in zip(cross, cache.layers))
     logits = model.decode_step(dec[[0, 0, 0, 1, 1, 1]][order, 3:4], cache)

@@ -13,7 +13,8 @@ turns the branch off in the calling thread: tests run whole models through the p
 which is the arithmetic CuPy runs.
 
 ``native.py``   OpenBLAS's threads and glibc's malloc, tuned from Python through ctypes
-``parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core
+``parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core (``workers.py``: its threads)
+``thin.py``     products of a few rows (a decode step's) in column chunks of the weight, on every core
 ``linear.py``, ``layer_norm.py``, ``cross_entropy.py``, ``gelu.py``  fused forms of nn/'s ops (and of ``erf``)
 ``attention.py`` attention in blocks of batch elements, scores consumed while in the cache (nn/attention.py's)
 ``optim.py``    AdamW's update and gradient clipping's scaling, blockwise (training/optim.py's plain forms)

@@ -48,6 +48,8 @@ class FusedAttention:
     def forward(self, q, k, v):
         b, nh, t, hs = q.shape
         s = k.shape[2]
+        if t == 1 and not self.for_backward and self.kept is None and b * nh * s <= _CHUNK:
+            return _one_query(q, k, v, self.blocked, self.scale)  # a decode step's: small, on this thread
         # the scale multiplies q (T * hs values) rather than the scores (T * S)
         qs = q * q.dtype.type(self.scale)  # [B, nh, T, hs]
         kt = np.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
@@ -156,6 +158,24 @@ class FusedAttention:
         np.multiply(p, kept, out=dropped)
         dropped *= p.dtype.type(self.kept_scale)
         return dropped
+
+
+def _one_query(q, k, v, blocked, scale):
+    """Inference with one query per row and head (a decode step): q ``[B, nh, 1, hs]`` -> ``[B, nh, 1, hs]``.
+
+    The scores are few (``[B, nh, 1, S]``), so the blocks, threads and scratch buffers of the general form would
+    cost more than the arithmetic; here it is a handful of NumPy calls on this thread. The same arithmetic as the
+    blocks' (scaled queries, the row maximum subtracted, probabilities times the reciprocal of their sum), except
+    that the row sums are NumPy's ``sum``.
+    """
+    scores = (q * q.dtype.type(scale)) @ np.swapaxes(k, -1, -2)  # [B, nh, 1, hs] @ [B, nh, hs, S] -> [B, nh, 1, S]
+    if blocked is not None and blocked.any():
+        np.copyto(scores, np.finfo(scores.dtype).min, where=blocked)  # finite, as in _masked_scores
+    scores -= scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores, out=scores)
+    p *= 1 / p.sum(axis=-1, keepdims=True)  # [B, nh, 1, S]
+    # laid out as q (see FusedAttention.forward)
+    return np.matmul(p, v, out=np.empty_like(q, shape=q.shape[:3] + v.shape[-1:]))  # [B, nh, 1, S] @ [B, nh, S, hs]
 
 
 def _query_chunks(batch, t, s, hs):

@@ -16,7 +16,7 @@ that either form's backward can follow either form's forward.
 """
 import numpy as np
 
-from .parallel import as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
+from .parallel import BLOCK_VALUES, as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
 
 
 def layer_norm_forward(x, gamma, beta, eps):
@@ -42,8 +42,11 @@ def layer_norm_forward(x, gamma, beta, eps):
         yb *= gamma
         yb += beta
 
-    with blas_on_calling_threads():
-        for_each_block(block, *x2.shape)
+    if x2.size <= BLOCK_VALUES:  # one block (a decode step's few rows): on this thread, no BLAS call to hold
+        block(slice(0, x2.shape[0]))
+    else:
+        with blas_on_calling_threads():
+            for_each_block(block, *x2.shape)
     stats_shape = x.shape[:-1] + (1,)
     return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)  # [N, 1] -> [..., 1] views
 

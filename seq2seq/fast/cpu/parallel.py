@@ -7,8 +7,8 @@ ideas recover most of the difference without leaving NumPy:
 
 1. **Blocks.** Call the same NumPy code on a block of rows at a time, a block small enough that its temporaries
    stay in the CPU cache: the first pass reads from memory, the others from the cache.
-2. **Threads.** NumPy releases the GIL inside its ufunc loops, so blocks handed to a pool of Python threads run
-   truly in parallel, one per core.
+2. **Threads.** NumPy releases the GIL inside its ufunc loops, so blocks handed to Python threads (one per core,
+   ``workers.py``) run truly in parallel.
 3. **Scratch buffers.** The temporaries of a block live in buffers each thread keeps and reuses (``scratch``).
    Why it matters: glibc serves allocations from 128 KiB up with a fresh ``mmap``, so a temporary allocated per
    block costs page faults and the kernel zeroing its pages, and threads then queue on the process's memory map.
@@ -29,7 +29,6 @@ forms use this, on NumPy arrays: on a GPU each kernel is parallel already, and C
 
 The number of threads is the number of cores this process may run on, or ``SEQ2SEQ_NUM_THREADS`` when set.
 """
-from concurrent.futures import ThreadPoolExecutor
 import os
 import threading
 
@@ -37,11 +36,11 @@ import numpy as np
 
 from ...core.errors import InputError
 from .native import blas_one_thread
+from .workers import Workers
 
 BLOCK_VALUES = 1 << 17  # values per block: 512 KiB of float32 (see "Block size" above)
 
-_pool = None
-_pool_lock = threading.Lock()
+_workers = Workers()  # the threads beside the caller's (workers.py)
 _num_threads = None
 
 
@@ -61,20 +60,8 @@ def num_threads():
 
 def set_num_threads(n):
     """Use ``n`` threads (at least 1) for blockwise work from now on."""
-    global _num_threads, _pool
-    with _pool_lock:
-        _num_threads = max(1, int(n))
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
-
-
-def _get_pool():
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=num_threads() - 1, thread_name_prefix="seq2seq")
-        return _pool
+    global _num_threads
+    _num_threads = max(1, int(n))
 
 
 def row_blocks(rows, row_values, *, block_values=None):
@@ -87,7 +74,7 @@ def for_each_block(fn, rows, row_values, *, block_values=None):
     """Call ``fn(block)`` for slices ``block`` that cover ``range(rows)``; return their results in order.
 
     ``fn`` must only read its inputs and write its own rows of an output (blocks run concurrently), and must not
-    call ``for_each_block`` itself (a block waiting for blocks could wait for a thread that is running it).
+    call ``for_each_block`` itself (it would find the workers taken and run all its blocks on its own thread).
     The blocks are split into one contiguous run per thread (the calling thread takes the first).
     """
     blocks = row_blocks(rows, row_values, block_values=block_values)
@@ -96,10 +83,20 @@ def for_each_block(fn, rows, row_values, *, block_values=None):
         return [fn(block) for block in blocks]
     share = -(-len(blocks) // threads)  # blocks per thread, rounded up
     runs = [blocks[i:i + share] for i in range(0, len(blocks), share)]
-    futures = [_get_pool().submit(_run, fn, run) for run in runs[1:]]
-    results = _run(fn, runs[0])
-    for future in futures:
-        results += future.result()  # re-raises an exception from the block, here
+    workers = _workers.try_claim(len(runs) - 1)
+    if workers is None:  # another caller has the workers (or these blocks run inside blocks): all here
+        return _run(fn, blocks)
+    try:
+        for worker, run in zip(workers, runs[1:]):
+            worker.start(lambda run: _run(fn, run), run)
+        results = _run(fn, runs[0])
+    finally:
+        outcomes = [worker.wait() for worker in workers]  # every worker done before the workers are released
+        _workers.release()
+    for tail, error in outcomes:
+        if error is not None:
+            raise error  # an exception from a block, re-raised here
+        results += tail
     return results
 
 

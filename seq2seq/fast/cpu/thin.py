@@ -1,0 +1,82 @@
+"""Products of a few rows by large weights (a decode step's): column chunks of the weight on every core.
+
+A decode step multiplies 1 to 16 rows (one per sequence or beam) by every weight of the decoder. Such a product
+reads the whole weight once and does little arithmetic per value read, so it should cost what reading the weight
+costs, whatever the number of rows. OpenBLAS's threaded products fall well short of that for thin inputs (at 4
+rows a [768, 3072] product took twice the time of 1 row; see benchmarks/RESULTS.md). What works better, measured
+on this project's 2-core machines:
+
+- **The weight as a row-major ``[in, out]`` matrix,** the product ``x @ W`` (OpenBLAS's ``gemv_n`` for one row,
+  its plain-packing GEMM for more). Linear layers store their weights column-major so that ``W^T`` is exactly
+  that, without a copy (``nn.layers.thin_input_layout``); GPT-2's ``Conv1D`` weights and the tied LM-head table
+  (``nn.layers.lm_head_layout``) are laid out so already.
+- **Output columns cut into a fixed number of chunks,** ``PIECES`` per weight, whose products run on every core
+  (``parallel.for_each_block``), each on the thread that calls it (OpenBLAS held to one thread meanwhile). The
+  threads take chunks one at a time until none is left, so that a thread that starts late (its core busy with
+  another program) takes fewer, and the caller never waits long for it. Few
+  wide chunks rather than many narrow ones: each chunk is one call, and a narrow chunk of a wide weight reads a
+  short piece of each of its rows, a new memory page every row (the LM head in chunks of 384 columns took 1.4x
+  the time of one product on one core, in 4 chunks the same time; benchmarks/RESULTS.md).
+- **Rows in groups of four.** OpenBLAS's GEMM works on rows four at a time and handles the rest with slower
+  kernels: on one core a [768, 3072] weight took 0.94 ms for 2 rows, 1.35 for 3, 0.85 for 4, 1.2-1.5 for 5 to 7
+  and 1.02 for 8 (benchmarks/RESULTS.md). So 2 to 3 rows are multiplied as 4, 5 to 7 as 8, and so on, the extra
+  rows zeros; one row stays one (a matrix-vector product, 0.43 ms).
+- **Several weights that multiply the same rows in one go** (``thin_products``: a self-attention block's query,
+  key and value): their chunks are shared out together, so that the cores stay busy over all of them and the
+  threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
+  updates them in place.
+
+Bit for bit the same whatever the number of threads: the chunks depend on the weight's shape only (``PIECES`` is
+a constant, not the number of threads), and each chunk is one and the same OpenBLAS call (on one thread) whichever
+thread runs it; a bias is added to a chunk after its product, as the plain form adds it after the whole product.
+"""
+import itertools
+
+import numpy as np
+
+from .parallel import blas_on_calling_threads, for_each_block, num_threads
+
+PIECES = 4  # column chunks per weight (a constant: never the number of threads; see above)
+ALIGN = 64  # chunk widths are whole multiples of this many columns (of every SIMD width)
+MIN_CHUNK = 384  # no chunk narrower than this (but the last)
+ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
+SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
+
+
+def is_thin_layout(w):
+    """True when ``w`` (``[in, out]``, as the product reads it) is row-major, the layout thin products want."""
+    return w.ndim == 2 and w.flags.c_contiguous
+
+
+def chunks(width):
+    """The column slices a weight ``width`` columns wide is cut into: ``PIECES`` of whole ``ALIGN`` groups, none
+    narrower than ``MIN_CHUNK`` but the last. A function of the width alone."""
+    size = max(MIN_CHUNK, -(-width // (PIECES * ALIGN)) * ALIGN)
+    return [slice(start, min(start + size, width)) for start in range(0, width, size)]
+
+
+def thin_products(x2, pairs):
+    """``[x2 @ w + b for w, b in pairs]`` for rows ``x2`` ``[N, in]`` and weights ``w`` ``[in, out]`` (row-major,
+    see ``is_thin_layout``), each bias ``b`` ``[out]`` or None: C-ordered ``[N, out]`` arrays, in order."""
+    rows = x2.shape[0]
+    padded = rows if rows == 1 else -(-rows // ROW_GROUP) * ROW_GROUP
+    if padded == rows:
+        x2 = np.ascontiguousarray(x2)  # once, not in every chunk's product
+    else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
+        x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
+    outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
+    tasks = [(w, b, y, columns) for (w, b), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
+
+    claimed = itertools.count()  # the next task to take: each thread takes tasks until none is left
+
+    def take_tasks(_):
+        while (i := next(claimed)) < len(tasks):  # next() of a count is atomic under the GIL
+            w, b, y, cols = tasks[i]
+            np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
+            if b is not None:
+                y[:, cols] += b[cols]
+
+    threads = 1 if sum(w.size for w, _ in pairs) < SMALL else min(num_threads(), len(tasks))
+    with blas_on_calling_threads():
+        for_each_block(take_tasks, threads, 1, block_values=1)  # one block per thread
+    return [y[:rows] for y in outs]  # [N, out] each (C-ordered: the first rows of C-ordered arrays)
