@@ -74,16 +74,7 @@ __device__ void embed_row(const long long* ids, const long long* positions, cons
         }
     }
     if (gamma == nullptr) return;  // the same for the whole block: no thread is left waiting at a barrier
-    const float mean = block_sum(local, partial) / n_cols;
-    local = 0.0f;
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        const float d = row[c] - mean;
-        local += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(local, partial) / n_cols + eps);
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        store(y, out_at + c, (row[c] - mean) * rstd * load(gamma, c) + load(beta, c));
-    }
+    normalize_row(row, local, partial, gamma, beta, y, out_at, n_cols, eps);
 }
 
 }  // namespace

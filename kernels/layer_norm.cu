@@ -61,16 +61,7 @@ __device__ __forceinline__ void add_ln_row(const T* x, const T* residual, const 
         row[c] = v;
         local += v;
     }
-    const float mean = block_sum(local, partial) / n_cols;
-    local = 0.0f;
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        const float d = row[c] - mean;
-        local += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(local, partial) / n_cols + eps);
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        store(y, base + c, (row[c] - mean) * rstd * load(gamma, c) + load(beta, c));
-    }
+    normalize_row(row, local, partial, gamma, beta, y, base, n_cols, eps);
 }
 
 }  // namespace

