@@ -9,7 +9,6 @@ import pytest
 
 from seq2seq.core.autograd import Tensor, no_grad
 from seq2seq.fast import cpu as fast_cpu
-from seq2seq.fast.cpu import linear as fast_linear
 from seq2seq.fast.cpu import parallel, thin
 from seq2seq.nn import functional
 from seq2seq.nn.layers import Linear, thin_input_layout
@@ -31,7 +30,7 @@ def weights(rng, shapes, dtype=np.float32):
             for shape in shapes]
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, fast_linear.FEW_ROWS])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 130, thin.MAX_ROWS])
 @pytest.mark.parametrize("shapes", [[(16, 1000)], [(64, 40), (64, 900), (64, 7)], [(300, 300)]],
                          ids=["one", "three", "small"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
@@ -90,7 +89,7 @@ def test_linear_layers_keep_column_major_weights_whose_transpose_is_the_thin_lay
 
 
 @pytest.mark.parametrize("layout", ["column_major", "row_major"])
-@pytest.mark.parametrize("rows", [1, 5, fast_linear.FEW_ROWS + 1])
+@pytest.mark.parametrize("rows", [1, 5, thin.MAX_ROWS + 1])
 def test_fused_linears_equal_separate_linears_and_the_plain_form(rng, layout, rows):
     order = "F" if layout == "column_major" else "C"
     ws = [np.asarray(rng.standard_normal((out, 32)), dtype=np.float32, order=order) for out in (32, 48, 32)]

@@ -2,10 +2,11 @@
 
 The plain form is ``x2 @ w + b`` forward and three products backward. What this form changes, and why:
 
-- **Thin inputs go to ``thin.py``** when the weight, read as ``[in, out]``, is row-major (Linear's column-major
-  weights, GPT-2's, the tied LM head's): column chunks of it on every core. A row-major ``[out, in]`` weight (one
-  moved from a GPU, say) multiplies the other way round, (x W)^T = W^T x^T, which OpenBLAS runs faster than x W
-  for few rows (measured: benchmarks/RESULTS.md); the transpose of the result is a view.
+- **Up to ``thin.MAX_ROWS`` rows go to ``thin.py``** when the weight, read as ``[in, out]``, is row-major
+  (Linear's column-major weights, GPT-2's, the tied LM head's): column chunks of it on every core. A row-major
+  ``[out, in]`` weight (one moved from a GPU, say) with up to ``FEW_ROWS`` rows multiplies the other way round,
+  (x W)^T = W^T x^T, which OpenBLAS runs faster than x W for few rows (measured: benchmarks/RESULTS.md); the
+  transpose of the result is a view.
 - **The bias is added in blocks of rows** on every core (``parallel.for_each_block``).
 - **The weight's gradient comes in the weight's memory order.** A column-major tied LM-head table (see
   ``layers.lm_head_layout``) gets a column-major gradient, so the optimizer's blockwise update (``optim.py`` here)
@@ -20,7 +21,7 @@ import numpy as np
 
 from ...core.backend import memory_order
 from .parallel import for_each_block
-from .thin import is_thin_layout, thin_products
+from .thin import MAX_ROWS, is_thin_layout, thin_products
 
 FEW_ROWS = 64  # up to this many rows, forward multiplies in the order that is faster for thin inputs
 
@@ -28,7 +29,7 @@ FEW_ROWS = 64  # up to this many rows, forward multiplies in the order that is f
 def linear_forward(x2, weight, bias, *, in_out):
     """``x2 @ w + bias`` as ``[N, out]`` (C-ordered, or a transposed view for at most ``FEW_ROWS`` rows)."""
     w = weight if in_out else weight.T  # [in, out]
-    if x2.shape[0] <= FEW_ROWS and is_thin_layout(w):
+    if x2.shape[0] <= MAX_ROWS and is_thin_layout(w):
         return thin_products(x2, [(w, bias)])[0]  # [N, in] @ [in, out] -> [N, out], in chunks on every core
     if x2.shape[0] <= FEW_ROWS and weight.flags.c_contiguous:
         y = (w.T @ x2.T).T  # [out, in] @ [in, N] -> [out, N] -> [N, out], a view
@@ -43,7 +44,7 @@ def linear_forward(x2, weight, bias, *, in_out):
 
 def linears_forward(x2, pairs):
     """``[linear_forward(x2, w, b, in_out=False) for w, b in pairs]``, the thin ones' chunks shared out together."""
-    if x2.shape[0] <= FEW_ROWS and all(is_thin_layout(w.T) for w, _ in pairs):
+    if x2.shape[0] <= MAX_ROWS and all(is_thin_layout(w.T) for w, _ in pairs):
         return thin_products(x2, [(w.T, b) for w, b in pairs])  # [N, in] @ [in, out_i] -> [N, out_i] each
     return [linear_forward(x2, w, b, in_out=False) for w, b in pairs]
 

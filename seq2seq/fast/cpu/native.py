@@ -184,25 +184,35 @@ def can_set_blas_threads():
     return bool(_openblas_calls())
 
 
-@contextlib.contextmanager
 def blas_one_thread():
     """Inside the ``with`` block, each OpenBLAS product runs on the thread that calls it; OpenBLAS's thread count
-    is restored when the last of the callers inside leaves. Does nothing where ``can_set_blas_threads()`` is False."""
-    global _blas_users, _blas_saved
-    calls = _openblas_calls()
-    if not calls:
-        yield
-        return
-    getter, setter = calls
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved = getter()
-            setter(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                setter(_blas_saved)
+    is restored when the last of the callers inside leaves. Does nothing where ``can_set_blas_threads()`` is False.
+
+    A small class rather than a generator-based context manager: a decode step enters it about a hundred times
+    (``thin.py``), and the generator's machinery cost more than the two OpenBLAS calls."""
+    return _BLAS_ONE_THREAD
+
+
+class _BlasOneThread:
+    def __enter__(self):
+        global _blas_users, _blas_saved
+        calls = _openblas_calls()
+        if calls:
+            with _blas_lock:
+                if _blas_users == 0:
+                    _blas_saved = calls[0]()  # the getter
+                    calls[1](1)  # the setter
+                _blas_users += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        global _blas_users
+        calls = _openblas_calls()
+        if calls:
+            with _blas_lock:
+                _blas_users -= 1
+                if _blas_users == 0:
+                    calls[1](_blas_saved)
+
+
+_BLAS_ONE_THREAD = _BlasOneThread()  # holds no state of its own: one object serves every caller

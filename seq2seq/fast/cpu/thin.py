@@ -26,10 +26,16 @@ on this project's 2-core machines:
   threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
   updates them in place.
 
+The same chunks serve products of up to ``MAX_ROWS`` rows (a short source, a small batch): there OpenBLAS splits
+each product over its own threads, and on a machine whose other core is busy with another program every product
+waits for a thread of its to be scheduled (a 128-row [768, 3072] product, that machine: 36.6 ms with OpenBLAS's
+threads, 12.3 ms in chunks; benchmarks/RESULTS.md). Larger products stay with OpenBLAS.
+
 Bit for bit the same whatever the number of threads: the chunks depend on the weight's shape only (``PIECES`` is
 a constant, not the number of threads), and each chunk is one and the same OpenBLAS call (on one thread) whichever
-thread runs it; a bias is added to a chunk after its product, as the plain form adds it after the whole product.
+thread runs it; a bias is added after the product, as the plain form adds it.
 """
+import functools
 import itertools
 
 import numpy as np
@@ -39,6 +45,7 @@ from .parallel import blas_on_calling_threads, for_each_block, num_threads
 PIECES = 4  # column chunks per weight (a constant: never the number of threads; see above)
 ALIGN = 64  # chunk widths are whole multiples of this many columns (of every SIMD width)
 MIN_CHUNK = 384  # no chunk narrower than this (but the last)
+MAX_ROWS = 256  # products of up to this many rows go in chunks (linear.py)
 ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
 SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
 
@@ -51,8 +58,13 @@ def is_thin_layout(w):
 def chunks(width):
     """The column slices a weight ``width`` columns wide is cut into: ``PIECES`` of whole ``ALIGN`` groups, none
     narrower than ``MIN_CHUNK`` but the last. A function of the width alone."""
-    size = max(MIN_CHUNK, -(-width // (PIECES * ALIGN)) * ALIGN)
-    return [slice(start, min(start + size, width)) for start in range(0, width, size)]
+    return _chunks(width, PIECES, ALIGN, MIN_CHUNK)
+
+
+@functools.lru_cache(maxsize=None)
+def _chunks(width, pieces, align, min_chunk):
+    size = max(min_chunk, -(-width // (pieces * align)) * align)
+    return tuple(slice(start, min(start + size, width)) for start in range(0, width, size))
 
 
 def thin_products(x2, pairs):
@@ -65,18 +77,20 @@ def thin_products(x2, pairs):
     else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
         x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
     outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
-    tasks = [(w, b, y, columns) for (w, b), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
-
+    tasks = [(w, y, columns) for (w, _), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
     claimed = itertools.count()  # the next task to take: each thread takes tasks until none is left
 
     def take_tasks(_):
         while (i := next(claimed)) < len(tasks):  # next() of a count is atomic under the GIL
-            w, b, y, cols = tasks[i]
+            w, y, cols = tasks[i]
             np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
-            if b is not None:
-                y[:, cols] += b[cols]
 
-    threads = 1 if sum(w.size for w, _ in pairs) < SMALL else min(num_threads(), len(tasks))
     with blas_on_calling_threads():
-        for_each_block(take_tasks, threads, 1, block_values=1)  # one block per thread
+        if sum(w.size for w, _ in pairs) < SMALL or num_threads() == 1:
+            take_tasks(None)
+        else:
+            for_each_block(take_tasks, min(num_threads(), len(tasks)), 1, block_values=1)  # one block per thread
+    for y, (_, b) in zip(outs, pairs):
+        if b is not None:
+            y += b  # after the product, as the plain form adds it
     return [y[:rows] for y in outs]  # [N, out] each (C-ordered: the first rows of C-ordered arrays)
