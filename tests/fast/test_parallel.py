@@ -83,9 +83,19 @@ def test_a_forked_child_starts_workers_of_its_own(threads):
     parallel.for_each_block(lambda b: None, 4, 1, block_values=1)  # the parent's workers exist
     pid = os.fork()
     if pid == 0:  # the child: blocks still run on two threads, with workers started here
-        seen = set()
-        ok = parallel.for_each_block(lambda b: (seen.add(threading.get_ident()), time.sleep(0.01), b.start)[2],
-                                     4, 1, block_values=1) == [0, 1, 2, 3]
+        seen, both = set(), threading.Barrier(2, timeout=20)  # the first and last blocks wait for each other:
+        # they can only both arrive on two threads (a sleep instead would race a busy machine's scheduler)
+
+        def block(b):
+            seen.add(threading.get_ident())
+            if b.start in (0, 3):
+                both.wait()
+            return b.start
+
+        try:
+            ok = parallel.for_each_block(block, 4, 1, block_values=1) == [0, 1, 2, 3]
+        except threading.BrokenBarrierError:
+            ok = False
         os._exit(0 if ok and len(seen) == 2 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
