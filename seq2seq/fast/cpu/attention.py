@@ -30,6 +30,7 @@ from .parallel import blas_on_calling_threads, for_each_block, row_dots, scratch
 _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
 _KEEP_PROBABILITIES_UP_TO = 4  # keys per head-size unit up to which forward keeps the probabilities for backward
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
+_ONE_SEQUENCE_SPREAD_FROM = 1 << 22  # one sequence's head products (T * S * hs) this large may use OpenBLAS's threads
 
 
 class FusedAttention:
@@ -89,7 +90,7 @@ class FusedAttention:
                 else:
                     out[rows, :, qr] = p @ v[rows]  # [b, nh, tq, S] @ [b, nh, S, hs] -> [b, nh, tq, hs]
 
-        with _products_on_calling_threads(b):
+        with _products_on_calling_threads(b, t * s * hs):
             for_each_block(block, b, nh * t * s, block_values=_CHUNK)
         if self.for_backward:
             # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
@@ -137,7 +138,7 @@ class FusedAttention:
                 gk_part *= self.scale
                 _collect(gk, rows, gk_part, first=i == 0)  # [b, nh, S, hs]
 
-        with _products_on_calling_threads(b):
+        with _products_on_calling_threads(b, t * s * q.shape[3]):
             for_each_block(block, b, nh * t * s, block_values=_CHUNK)
         return gq, gk, gv
 
@@ -197,10 +198,13 @@ def _query_chunks(batch, t, s, hs):
     return [slice(i, min(i + size, t)) for i in range(0, t, size)]
 
 
-def _products_on_calling_threads(batch):
-    """While the blocks of a batch run on our threads, each OpenBLAS product stays on the thread that calls it
-    (one sequence is one block, on this thread, whose products OpenBLAS may spread)."""
-    return blas_on_calling_threads() if batch > 1 else contextlib.nullcontext()
+def _products_on_calling_threads(batch, product):
+    """While the blocks of a batch run on our threads, each OpenBLAS product stays on the thread that calls it. One
+    sequence is one block, on this thread: OpenBLAS may spread its products (``product`` multiply-adds a head) when
+    they are large; smaller ones stay on this thread too, where waking OpenBLAS's thread costs more than it saves
+    (and on a busy machine waits for a core: a 128-token encoder layer's attention took ~20 ms so, ~1 ms without)."""
+    one_thread = batch > 1 or product < _ONE_SEQUENCE_SPREAD_FROM
+    return blas_on_calling_threads() if one_thread else contextlib.nullcontext()
 
 
 def _masked_scores(qs, kt, blocked, rows, queries, *, out):

@@ -26,10 +26,11 @@ on this project's 2-core machines:
   threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
   updates them in place.
 
-The same chunks serve products of up to ``MAX_ROWS`` rows (a short source, a small batch): there OpenBLAS splits
-each product over its own threads, and on a machine whose other core is busy with another program every product
-waits for a thread of its to be scheduled (a 128-row [768, 3072] product, that machine: 36.6 ms with OpenBLAS's
-threads, 12.3 ms in chunks; benchmarks/RESULTS.md). Larger products stay with OpenBLAS.
+The same chunks serve products of up to ``MAX_ROWS`` rows (a source, a batch of 8 sources of 128 tokens): there
+OpenBLAS splits each product over its own threads, and on a machine whose other core is busy with another program
+every product waits for a thread of its to be scheduled (a 128-row [768, 3072] product, that machine: 36.6 ms with
+OpenBLAS's threads, 12.3 ms in chunks; 1024 rows 116 against 92 ms; benchmarks/RESULTS.md). Larger products (4096
+rows: 339 against 368 ms) stay with OpenBLAS.
 
 Bit for bit the same whatever the number of threads: the chunks depend on the weight's shape only (``PIECES`` is
 a constant, not the number of threads), and each chunk is one and the same OpenBLAS call (on one thread) whichever
@@ -45,7 +46,7 @@ from .parallel import blas_on_calling_threads, for_each_block, num_threads
 PIECES = 4  # column chunks per weight (a constant: never the number of threads; see above)
 ALIGN = 64  # chunk widths are whole multiples of this many columns (of every SIMD width)
 MIN_CHUNK = 384  # no chunk narrower than this (but the last)
-MAX_ROWS = 256  # products of up to this many rows go in chunks (linear.py)
+MAX_ROWS = 1024  # products of up to this many rows go in chunks (linear.py)
 ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
 SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
 
