@@ -36,7 +36,7 @@ import numpy as np
 
 from ...core.errors import InputError
 from .native import blas_one_thread
-from .workers import Workers
+from .workers import Tasks, Workers
 
 BLOCK_VALUES = 1 << 17  # values per block: 512 KiB of float32 (see "Block size" above)
 
@@ -75,33 +75,26 @@ def for_each_block(fn, rows, row_values, *, block_values=None):
 
     ``fn`` must only read its inputs and write its own rows of an output (blocks run concurrently), and must not
     call ``for_each_block`` itself (it would find the workers taken and run all its blocks on its own thread).
-    The blocks are split into one contiguous run per thread (the calling thread takes the first).
     """
     blocks = row_blocks(rows, row_values, block_values=block_values)
-    threads = min(num_threads(), len(blocks))
-    if threads == 1:
-        return [fn(block) for block in blocks]
-    share = -(-len(blocks) // threads)  # blocks per thread, rounded up
-    runs = [blocks[i:i + share] for i in range(0, len(blocks), share)]
-    workers = _workers.try_claim(len(runs) - 1)
-    if workers is None:  # another caller has the workers (or these blocks run inside blocks): all here
-        return _run(fn, blocks)
+    return for_each_task(lambda i: fn(blocks[i]), len(blocks))
+
+
+def for_each_task(fn, n):
+    """``[fn(i) for i in range(n)]``, the calls shared out over every core: each thread (the caller's first) takes
+    the next task until none is left (workers.py), so a thread that starts late takes fewer."""
+    threads = min(num_threads(), n)
+    workers = _workers.try_claim(threads - 1) if threads > 1 else None
+    if workers is None:  # one thread, or another caller has the workers (or these tasks run inside tasks): all here
+        return [fn(i) for i in range(n)]
     try:
-        for worker, run in zip(workers, runs[1:]):
-            worker.start(lambda run: _run(fn, run), run)
-        results = _run(fn, runs[0])
+        tasks = Tasks(fn, n)
+        for worker in workers:
+            worker.offer(tasks.work)  # an idle worker joins in when it wakes; a busy one is left out
+        tasks.work()
+        return tasks.wait()  # waits only for tasks a worker took and has not finished
     finally:
-        outcomes = [worker.wait() for worker in workers]  # every worker done before the workers are released
         _workers.release()
-    for tail, error in outcomes:
-        if error is not None:
-            raise error  # an exception from a block, re-raised here
-        results += tail
-    return results
-
-
-def _run(fn, blocks):
-    return [fn(block) for block in blocks]
 
 
 def blas_on_calling_threads():

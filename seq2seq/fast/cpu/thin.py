@@ -11,7 +11,7 @@ on this project's 2-core machines:
   that, without a copy (``nn.layers.thin_input_layout``); GPT-2's ``Conv1D`` weights and the tied LM-head table
   (``nn.layers.lm_head_layout``) are laid out so already.
 - **Output columns cut into a fixed number of chunks,** ``PIECES`` per weight, whose products run on every core
-  (``parallel.for_each_block``), each on the thread that calls it (OpenBLAS held to one thread meanwhile). The
+  (``parallel.for_each_task``), each on the thread that calls it (OpenBLAS held to one thread meanwhile). The
   threads take chunks one at a time until none is left, so that a thread that starts late (its core busy with
   another program) takes fewer, and the caller never waits long for it. Few
   wide chunks rather than many narrow ones: each chunk is one call, and a narrow chunk of a wide weight reads a
@@ -37,11 +37,10 @@ a constant, not the number of threads), and each chunk is one and the same OpenB
 thread runs it; a bias is added after the product, as the plain form adds it.
 """
 import functools
-import itertools
 
 import numpy as np
 
-from .parallel import blas_on_calling_threads, for_each_block, num_threads
+from .parallel import blas_on_calling_threads, for_each_task
 
 PIECES = 4  # column chunks per weight (a constant: never the number of threads; see above)
 ALIGN = 64  # chunk widths are whole multiples of this many columns (of every SIMD width)
@@ -79,18 +78,17 @@ def thin_products(x2, pairs):
         x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
     outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
     tasks = [(w, y, columns) for (w, _), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
-    claimed = itertools.count()  # the next task to take: each thread takes tasks until none is left
 
-    def take_tasks(_):
-        while (i := next(claimed)) < len(tasks):  # next() of a count is atomic under the GIL
-            w, y, cols = tasks[i]
-            np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
+    def product(i):
+        w, y, cols = tasks[i]
+        np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
 
     with blas_on_calling_threads():
-        if sum(w.size for w, _ in pairs) < SMALL or num_threads() == 1:
-            take_tasks(None)
+        if sum(w.size for w, _ in pairs) < SMALL:
+            for i in range(len(tasks)):
+                product(i)
         else:
-            for_each_block(take_tasks, min(num_threads(), len(tasks)), 1, block_values=1)  # one block per thread
+            for_each_task(product, len(tasks))  # each thread takes the next chunk until none is left
     for y, (_, b) in zip(outs, pairs):
         if b is not None:
             y += b  # after the product, as the plain form adds it
