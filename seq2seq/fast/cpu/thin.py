@@ -34,7 +34,11 @@ rows: 339 against 368 ms) stay with OpenBLAS.
 
 Bit for bit the same whatever the number of threads: the chunks depend on the weight's shape only (``PIECES`` is
 a constant, not the number of threads), and each chunk is one and the same OpenBLAS call (on one thread) whichever
-thread runs it; a bias is added after the product, as the plain form adds it.
+thread runs it; a bias is added after the product, as the plain form adds it. OpenBLAS's own threads would not
+do: its threaded products differ in the last bits with the number of threads (one row by a [768, 30522] weight:
+28-52 of the 30,522 values differ between 1 and 2, 3, 4 or 7 threads; four rows: 109,640 of 122,088 between 1
+and more threads), although at one row they read memory faster than these chunks on a virtual machine whose idle
+cores wake slowly (benchmarks/RESULTS.md).
 """
 import functools
 
