@@ -5,44 +5,14 @@ import numpy as np
 import pytest
 
 import seq2seq
+from cuda_testing import VOCAB, make_step, sources, tiny_bert2bert
 from seq2seq.core.errors import InputError
 from seq2seq.fast.cuda import decode_step
-
-VOCAB = 97
-
-
-def tiny_bert2bert(*, hidden_act="gelu", seed=3, backend="numpy"):
-    """A random bert2bert (hidden 32, 2 layers, 2 heads), its weights spread so that logits differ clearly."""
-    enc = seq2seq.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=48, max_position_embeddings=32)
-    dec = seq2seq.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=48, max_position_embeddings=32, hidden_act=hidden_act)
-    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec, decoder_start_token_id=2,
-                                                                       pad_token_id=0)
-    model = seq2seq.EncoderDecoderModel(config, seed=seed, backend=backend)
-    for p in model.parameters():
-        p.data *= 5.0  # initializer_range 0.02 -> 0.1: logits far from uniform
-    return model
-
-
-def sources(batch=2, src=5):
-    rng = np.random.default_rng(0)
-    ids = rng.integers(3, VOCAB, (batch, src))
-    mask = np.ones_like(ids)
-    mask[1, src - 2:] = 0  # the second source right-padded by 2
-    return ids, mask
 
 
 @pytest.fixture(scope="module")
 def model():
     return tiny_bert2bert()
-
-
-def make_step(model, cache, *, copies=1, max_length=8, launch, product=np.matmul):
-    memory = cache.memory[::copies]  # the sources, before their repetition per copy
-    keep = None if cache.memory_keep is None else cache.memory_keep[::copies]
-    return decode_step.DecodeStep(model, memory, keep, copies=copies, max_length=max_length, launch=launch,
-                                  product=product)
 
 
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])

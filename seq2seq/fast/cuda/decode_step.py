@@ -198,10 +198,13 @@ class DecodeStep:
         """Copy the step's tokens ``[rows]`` or ``[rows, 1]`` into the static input buffer."""
         self.ids[...] = self.ctx.xp.asarray(token_ids).reshape(self.rows, 1)
 
-    def run(self):
+    def run(self, *, max_keys=None):
         """One step from the tokens in ``self.ids``: advances ``lengths`` on the device and fills ``self.logits``
-        ``[rows, V]``. No host data goes in, so this is what a CUDA graph captures and replays."""
+        ``[rows, V]``. No host data goes in, so this is what a CUDA graph captures and replays. ``max_keys``: the
+        most positions a row reaches while this run is replayed (the length bucket, graphs.py); max_length if None.
+        """
         ctx, xp, launch = self.ctx, self.ctx.xp, self.ctx.launch
+        ctx.max_keys = ctx.max_length if max_keys is None else max_keys
         xp.add(ctx.lengths, 1, out=ctx.lengths)
         xp.subtract(ctx.lengths, 1, out=ctx.positions)
         g, b, eps = self.embed_norm

@@ -1,0 +1,84 @@
+"""The CUDA-graph bookkeeping (fast/cuda/graphs.py) on the CPU: length buckets, one capture per (rows, bucket),
+replays that advance the device lengths with no host input, buffers kept referenced by the graphs that use them.
+A ``Recorder`` stands in for the stream capture; the kernel step runs through the CPU emulation of the kernels."""
+import types
+
+import numpy as np
+import pytest
+
+from seq2seq.core.errors import InputError
+from seq2seq.fast.cuda import graphs, plans
+from cuda_testing import make_step, sources, tiny_bert2bert
+
+
+@pytest.mark.parametrize("max_length, want", [(16, [1, 2, 4, 8, 16]), (12, [1, 2, 4, 8, 12]), (1, [1]),
+                                              (5, [1, 2, 4, 5])])
+def test_buckets_are_powers_of_two_capped_at_max_length(max_length, want):
+    assert graphs.buckets(max_length) == want
+    assert [graphs.length_bucket(n, 12) for n in (1, 2, 3, 4, 5, 8, 9, 12)] == [1, 2, 4, 4, 8, 8, 12, 12]
+
+
+@pytest.mark.parametrize("length", [0, 13])
+def test_a_length_outside_the_decode_is_refused(length):
+    with pytest.raises(InputError, match=f"length {length} must be in"):
+        graphs.length_bucket(length, 12)
+
+
+class FakeStep:
+    """What GraphedStep needs of a DecodeStep, recording each run's bucket; ``lengths`` advances in run()."""
+
+    def __init__(self, rows, max_length):
+        self.rows, self.length, self.ctx = rows, 0, types.SimpleNamespace(max_length=max_length)
+        self.ids, self.lengths, self.logits = np.zeros(rows, np.int64), np.zeros(rows, np.int32), np.zeros(rows)
+        self.runs = []
+
+    def write_ids(self, ids):
+        self.ids[...] = ids
+
+    def run(self, *, max_keys=None):
+        self.runs.append(max_keys)
+        self.lengths += 1
+        self.logits[...] = self.ids * 10 + self.lengths  # depends on what the device holds, nothing else
+        return self.logits
+
+
+def test_one_capture_per_bucket_and_replays_after_it():
+    fake, recorder = FakeStep(rows=3, max_length=12), graphs.Recorder()
+    graphed = graphs.GraphedStep(fake, capture=recorder)
+    for n in range(1, 12):
+        logits = graphed.step([n, n + 1, n + 2])
+        assert logits is fake.logits
+        np.testing.assert_array_equal(logits, np.array([n, n + 1, n + 2]) * 10 + n)  # the replay ran this step
+        assert fake.runs[-1] == graphs.length_bucket(n, 12)
+    assert sorted(graphed.graphs) == [(3, 2), (3, 4), (3, 8), (3, 12)]  # step 1 ran eagerly
+    assert recorder.captures == 4
+    assert {key: c.replays for key, c in graphed.graphs.items()} == {(3, 2): 1, (3, 4): 2, (3, 8): 4, (3, 12): 3}
+    assert len(fake.runs) == 11  # a capture ran nothing: every run is a step
+    assert all(c.step is fake for c in graphed.graphs.values())  # the buffers the graphs address stay alive
+
+
+def test_graphed_kernel_step_equals_the_models_steps_and_buckets_the_shared_memory(emulator):
+    model = tiny_bert2bert()
+    ids, mask = sources()
+    cache = model.start_decoding(ids, mask)
+    shared = []
+
+    def launch(spec):  # the emulator, noting the self-attention's shared memory
+        if spec.entry.startswith("decode_self_attention"):
+            shared.append(spec.shared_mem)
+        return emulator.run(spec)
+
+    max_length = 8
+    step = make_step(model, model.start_decoding(ids, mask), max_length=max_length, launch=launch)
+    recorder = graphs.Recorder()
+    graphed = graphs.GraphedStep(step, capture=recorder)
+    tokens = np.random.default_rng(4).integers(3, 97, (max_length - 1, 2))
+    for n, t in enumerate(tokens, start=1):
+        want = model.decode_step(t[:, None], cache)
+        got = graphed.step(t)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        assert list(step.ctx.lengths) == [n, n]  # advanced by the replay itself, on the "device"
+        hs = step.layers[0].hs
+        bucket = graphs.length_bucket(n, max_length)
+        assert shared[-2:] == [plans._decode_shared(hs, bucket)] * 2  # both layers, this step's bucket
+    assert recorder.captures == 3 and sorted(b for _, b in graphed.graphs) == [2, 4, 8]
