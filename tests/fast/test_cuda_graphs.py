@@ -6,8 +6,9 @@ import types
 import numpy as np
 import pytest
 
-from seq2seq.core.errors import InputError
+from seq2seq.core.errors import GenerationError, InputError
 from seq2seq.fast.cuda import graphs, plans
+from seq2seq.generation import kernel_path
 from cuda_testing import make_step, sources, tiny_bert2bert
 
 
@@ -82,3 +83,75 @@ def test_graphed_kernel_step_equals_the_models_steps_and_buckets_the_shared_memo
         bucket = graphs.length_bucket(n, max_length)
         assert shared[-2:] == [plans._decode_shared(hs, bucket)] * 2  # both layers, this step's bucket
     assert recorder.captures == 3 and sorted(b for _, b in graphed.graphs) == [2, 4, 8]
+
+
+# ---- generate(cuda_graph=...) -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def kernels_on_the_cpu(emulator, monkeypatch):
+    """generation/kernel_path.py's runtime made the CPU's: emulated kernels, numpy.matmul, a Recorder."""
+    recorder = graphs.Recorder()
+    monkeypatch.setattr(kernel_path, "available", lambda model: True)
+    monkeypatch.setattr(kernel_path, "runtime", lambda: (emulator.run, np.matmul, recorder))
+    return recorder
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=2, num_return_sequences=2)],
+                         ids=["greedy", "beam-2"])
+def test_generate_through_the_kernel_step_gives_the_eager_ids(kernels_on_the_cpu, kwargs, monkeypatch):
+    model = tiny_bert2bert()
+    ids, mask = sources()
+    settings = dict(max_new_tokens=5, eos_token_id=None, **kwargs)
+    eager = model.generate(ids, mask, cuda_graph=False, **settings)
+    steps = []
+    monkeypatch.setattr(graphs.GraphedStep, "step", _counting(graphs.GraphedStep.step, steps))
+    np.testing.assert_array_equal(model.generate(ids, mask, cuda_graph=True, **settings), eager)
+    assert len(steps) == 5 and kernels_on_the_cpu.captures == 3  # buckets 2, 4, 8 (max_length 6 -> 6)
+
+
+def _counting(method, calls):
+    def counted(self, *args):
+        calls.append(args)
+        return method(self, *args)
+    return counted
+
+
+def test_calls_the_kernel_step_does_not_serve_stay_eager(kernels_on_the_cpu, monkeypatch):
+    model = tiny_bert2bert()
+    ids, mask = sources()
+    monkeypatch.setattr(graphs.GraphedStep, "step", lambda *a: pytest.fail("the kernel step ran"))
+    out = model.generate(ids, mask, max_new_tokens=2, return_dict_in_generate=True, output_attentions=True)
+    assert out.decoder_attentions is not None
+    model.generate(ids, mask, max_new_tokens=2, use_cache=False, cuda_graph=True)
+    with pytest.raises(InputError, match="decoder_input_ids has 33 positions"):  # the eager path's own error
+        model.generate(ids, mask, max_length=40, eos_token_id=None, cuda_graph=True)
+
+
+def test_cuda_graph_true_on_numpy_is_refused_and_the_default_is_eager(monkeypatch):
+    model = tiny_bert2bert()
+    ids, mask = sources()
+    monkeypatch.setattr(kernel_path, "runtime", lambda: pytest.fail("the kernel path was taken on NumPy"))
+    with pytest.raises(GenerationError, match="cuda_graph=True needs the model on backend='cupy'"):
+        model.generate(ids, mask, max_new_tokens=2, cuda_graph=True)
+    with pytest.raises(GenerationError, match="cuda_graph must be True, False or None"):
+        model.generate(ids, mask, max_new_tokens=2, cuda_graph="yes")
+    np.testing.assert_array_equal(model.generate(ids, mask, max_new_tokens=3),
+                                  model.generate(ids, mask, max_new_tokens=3, cuda_graph=False))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=2, num_return_sequences=2)],
+                         ids=["greedy", "beam-2"])
+def test_the_graph_path_gives_the_eager_and_transformers_ids_on_cupy(gpu, tmp_path, kwargs):
+    import seq2seq
+    from oracle import batch, hf_bert2bert, save_hf, torch
+    hf = hf_bert2bert(spread=4.0)
+    model = seq2seq.EncoderDecoderModel.from_pretrained(save_hf(hf, tmp_path), backend="cupy")
+    ids, mask, _ = batch(61, batch_size=3, src_len=9)
+    settings = dict(max_new_tokens=8, eos_token_id=27, pad_token_id=0, decoder_start_token_id=2, **kwargs)
+    with torch.no_grad():
+        want = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), **settings).numpy()
+    graphed = seq2seq.to_numpy(model.generate(ids, mask, cuda_graph=True, **settings))
+    eager = seq2seq.to_numpy(model.generate(ids, mask, cuda_graph=False, **settings))
+    np.testing.assert_array_equal(eager, want)
+    np.testing.assert_array_equal(graphed, want)

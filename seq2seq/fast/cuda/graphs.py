@@ -76,8 +76,15 @@ class StreamCapture:
     def __init__(self, stream):
         self.stream, self.captures = stream, 0
 
+    @contextlib.contextmanager
     def context(self):
-        return self.stream  # a cupy Stream is a context manager that makes it the current stream
+        """Make the stream current, ordered after what the caller's stream has queued (the step's tokens, a beam
+        reorder) and before what it queues next (reading the logits): two events, no wait on the host."""
+        outer = backend.cupy_module().cuda.get_current_stream()
+        self.stream.wait_event(outer.record())
+        with self.stream:
+            yield
+        outer.wait_event(self.stream.record())
 
     def capture(self, fn):
         self.captures += 1
@@ -126,12 +133,13 @@ class GraphedStep:
     def length(self):
         return self.inner.length
 
-    def context(self):
-        """Where every array operation of the decode loop runs (the capture's stream on a GPU)."""
-        return self.capture.context()
-
     def step(self, token_ids):
-        """Logits ``[rows, V]`` (the step's static buffer) after the tokens ``[rows]``."""
+        """Logits ``[rows, V]`` (the step's static buffer, overwritten by the next step) after the tokens
+        ``[rows]``, on the capture's stream, ordered with the caller's (``capture.context()``)."""
+        with self.capture.context():
+            return self._step(token_ids)
+
+    def _step(self, token_ids):
         inner = self.inner
         inner.write_ids(token_ids)  # outside any graph: the one host -> device input of a step
         inner.length += 1
