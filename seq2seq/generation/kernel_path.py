@@ -18,24 +18,31 @@ table).
 The runtime (launcher, product and capture) comes from ``runtime()``: ``kernels.run``, a cuBLAS handle and a CUDA
 stream capture on a GPU. The CPU tests replace it (and ``available``) with the kernels' CPU emulation,
 ``numpy.matmul`` and a ``graphs.Recorder``, and so run this very path through ``model.generate``.
+
+``fast/cuda`` is imported inside the functions that need it, never at package import and never for a NumPy model
+left at the default (tests/fast/test_cuda_kernels.py checks the first).
 """
 from ..core.backend import backend_of
 from ..core.errors import GenerationError
-from ..fast.cuda import decode_step, graphs, kernels
 
 
 def available(model):
     """Whether the kernels can run for ``model`` at all: its arrays are CuPy's and a CUDA device is there."""
-    return backend_of(model.parameters()[0].data) == "cupy" and kernels.available()
+    if backend_of(model.parameters()[0].data) != "cupy":
+        return False
+    from ..fast.cuda import kernels  # noqa: PLC0415 - the GPU side only
+    return kernels.available()
 
 
 def runtime():
     """(launch, product, capture) for the kernel step: the GPU's (graphs.gpu_runtime)."""
+    from ..fast.cuda import graphs  # noqa: PLC0415 - the GPU side only
     return graphs.gpu_runtime()
 
 
 def serves(model, config):
     """Whether the kernel step serves a generate call of this resolved config (see the module docstring)."""
+    from ..fast.cuda import decode_step  # noqa: PLC0415 - imported on the kernel path only
     records = config.return_dict_in_generate and (config.output_attentions or config.output_hidden_states)
     if records or not config.use_cache:
         return False
@@ -61,6 +68,7 @@ class KernelDecoding:
     ``reorder_beams``) and ``decode(ids)``, the logits after each row's newest token."""
 
     def __init__(self, model, cache, *, copies, max_length):
+        from ..fast.cuda import decode_step, graphs  # noqa: PLC0415 - imported on the kernel path only
         launch, product, capture = runtime()
         step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies, max_length=max_length,
                                       launch=launch, product=product)
