@@ -30,7 +30,8 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
                        ``cuda/reference.py`` what each computes, in NumPy
     ``cuda/cublas.py`` row-major products through a cuBLAS handle of our own (ctypes), which a CUDA graph can
                        capture; ``cuda/decode_step.py`` a decoder step of generation as launches and products over
-                       static buffers; ``cuda/graphs.py`` that step captured once per (rows, length bucket), replayed
+                       static buffers (its BERT/BART and GPT-2 layers: ``cuda/step_layers.py``); ``cuda/graphs.py``
+                       that step captured once per (rows, length bucket), replayed
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding

@@ -12,8 +12,7 @@ bookkeeping) is the same array code on either path. Calls it does not serve fall
 warning, even with ``cuda_graph=True``: ``return_dict_in_generate`` with ``output_attentions`` or
 ``output_hidden_states`` (the step records nothing), ``use_cache=False``, ``generate_stream`` (its steps would run
 between the caller's own operations), and models ``decode_step.unsupported`` names (decoders other than BERT's,
-float64 or other dtypes without kernels, an activation without a kernel, ``max_length`` beyond the position
-table).
+GPT-2's and BART's, float64, an activation without a kernel, ``max_length`` beyond the position table).
 
 The runtime (launcher, product and capture) comes from ``runtime()``: ``kernels.run``, a cuBLAS handle and a CUDA
 stream capture on a GPU. The CPU tests replace it (and ``available``) with the kernels' CPU emulation,

@@ -58,12 +58,21 @@ def back(a, dtype):
 VOCAB = 97
 
 
-def tiny_bert2bert(*, hidden_act="gelu", seed=3, backend="numpy"):
-    """A random bert2bert (hidden 32, 2 layers, 2 heads), its weights spread so that logits differ clearly."""
+def tiny_bert2bert(*, hidden_act="gelu", seed=3, backend="numpy", decoder="bert"):
+    """A random bert2bert (hidden 32, 2 layers, 2 heads), its weights spread so that logits differ clearly; with
+    ``decoder="gpt2"`` a bert2gpt2 (48 wide: the encoder's output is projected; scores scaled per layer), with
+    ``"bart"`` a bert2bart (scaled embeddings, positions offset by 2)."""
     enc = seq2seq.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=48, max_position_embeddings=32)
-    dec = seq2seq.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=48, max_position_embeddings=32, hidden_act=hidden_act)
+    if decoder == "gpt2":
+        dec = seq2seq.GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=2, n_head=2, n_positions=32,
+                                 scale_attn_by_inverse_layer_idx=True)
+    elif decoder == "bart":
+        dec = seq2seq.BartConfig(vocab_size=VOCAB, d_model=32, decoder_layers=2, decoder_attention_heads=2,
+                                 decoder_ffn_dim=48, max_position_embeddings=32, scale_embedding=True)
+    else:
+        dec = seq2seq.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=48, max_position_embeddings=32, hidden_act=hidden_act)
     config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec, decoder_start_token_id=2,
                                                                        pad_token_id=0)
     model = seq2seq.EncoderDecoderModel(config, seed=seed, backend=backend)

@@ -30,44 +30,95 @@ arrays (``W.T`` views of its ``[out, in]`` Linear weights; the fused ``[Wq|Wk|Wv
 the step is made: a step made before the weights change does not see the change.
 
 Beam search reorders the cache by a gather of rows, ``take`` into the static buffers (array indexing, no kernel of
-ours, outside any graph). Only the BERT decoder is here: GPT-2's and BART's would share the step, the cache and
-the head, and differ in their layers (pre-LN with ``add_layer_norm_pre``, Conv1D weights already ``[in, out]``).
+ours, outside any graph). BART's decoder is built the same way (post-LN; its embeddings scaled and offset, its LM
+head the tied product alone); GPT-2's is pre-LN (step_layers.py), its embedding fusing the first block's ln_1, its
+LM head reading what the last block's ln_f wrote. A ``Family`` holds what differs: the embedding launch, the
+layers and the head.
 """
+import dataclasses
+
 import numpy as np
 
 from ...core.backend import get_array_module
 from ...core.errors import InputError
 from . import plans
+from .step_layers import PostLNStepLayer, PreLNStepLayer, bart_layer, bert_layer, gpt2_layer, in_out, norm
 
 KERNEL_ACTIVATIONS = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh":
-                      "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}  # hidden_act -> bias_activation.cu
+                      "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}  # config name -> bias_activation.cu
 KERNEL_DTYPES = ("float32", "float16")
+ACTIVATION_FIELD = {"bert": "hidden_act", "bart": "activation_function", "gpt2": "activation_function"}
+POSITIONS_FIELD = {"bert": "max_position_embeddings", "bart": "max_position_embeddings", "gpt2": "n_positions"}
+
+
+@dataclasses.dataclass
+class Family:
+    """What one decoder family's step takes from the model: ``embedding`` (plans.embed's keywords besides ids and
+    positions), ``layers`` (step_layers.LayerWeights), ``pre_ln``, ``final_norm`` (GPT-2's ln_f), ``transform``
+    (BERT's LM-head transform: ``((w, b), activation, norm)``, or None) and ``vocab`` (``(w [C, V], b or None)``:
+    the tied word embeddings, transposed)."""
+
+    embedding: dict
+    layers: list
+    vocab: tuple
+    pre_ln: bool = False
+    final_norm: tuple = None
+    transform: tuple = None
+
+
+def _row_major(table):
+    """The tied table is kept column-major (nn/layers.lm_head_layout) and embeddings.cu reads rows: one row-major
+    copy per step object (the vocabulary product reads the original, transposed, as it lies)."""
+    return get_array_module(table).ascontiguousarray(table)  # [V, C]
+
+
+def bert_family(decoder):
+    act = KERNEL_ACTIVATIONS[decoder.config.hidden_act]
+    emb, head = decoder.embeddings, decoder.lm_head
+    gamma, beta, eps = norm(emb.norm)
+    return Family(dict(word=_row_major(emb.word.weight.data), position_table=emb.position.weight.data,
+                       type_table=emb.token_type.weight.data, gamma=gamma, beta=beta, eps=eps),
+                  [bert_layer(layer, act) for layer in decoder.layers], (head.weight.data.T, head.bias.data),
+                  transform=(in_out(head.dense), act, norm(head.norm)))
+
+
+def bart_family(decoder):
+    act = KERNEL_ACTIVATIONS[decoder.config.activation_function]
+    gamma, beta, eps = norm(decoder.norm_embedding)
+    table = decoder.embed_tokens.weight.data
+    offset = decoder.embed_positions.num - decoder.config.max_position_embeddings  # BART's 2
+    return Family(dict(word=_row_major(table), position_table=decoder.embed_positions.weight.data,
+                       position_offset=offset, word_scale=decoder.embed_scale, gamma=gamma, beta=beta, eps=eps),
+                  [bart_layer(layer, act) for layer in decoder.layers], (table.T, None))
+
+
+def gpt2_family(decoder):
+    act = KERNEL_ACTIVATIONS[decoder.config.activation_function]
+    layers = [gpt2_layer(block, act) for block in decoder.layers]
+    gamma, beta, eps = layers[0].norms[0]  # the first block's ln_1, fused into the embedding
+    table = decoder.wte.weight.data
+    return Family(dict(word=_row_major(table), position_table=decoder.wpe.weight.data, gamma=gamma, beta=beta,
+                       eps=eps, with_sum=True), layers, (table.T, None), pre_ln=True, final_norm=norm(decoder.ln_f))
+
+
+FAMILIES = {"bert": bert_family, "bart": bart_family, "gpt2": gpt2_family}
 
 
 def unsupported(model, *, max_length):
     """Why ``model`` cannot decode through ``DecodeStep`` up to ``max_length`` positions, or None if it can."""
-    config = model.config.decoder
-    dtype = model.decoder.embeddings.word.weight.data.dtype.name if config.model_type == "bert" else None
-    reasons = [
-        (config.model_type != "bert", f"the {config.model_type!r} decoder has no kernel step (only BERT's)"),
-        (dtype not in KERNEL_DTYPES, f"dtype {dtype} has no kernels (only {KERNEL_DTYPES})"),
-        (config.model_type == "bert" and config.hidden_act not in KERNEL_ACTIVATIONS,
-         f"hidden_act {getattr(config, 'hidden_act', None)!r} has no kernel"),
-        (config.model_type == "bert" and config.hidden_size // config.num_attention_heads > plans.DA_MAX_HEAD,
-         f"head size above {plans.DA_MAX_HEAD}"),
-        (config.model_type == "bert" and max_length > config.max_position_embeddings,
-         f"max_length {max_length} exceeds max_position_embeddings"),
-    ]
+    config, decoder = model.config.decoder, model.decoder
+    kind = config.model_type
+    if kind not in FAMILIES:
+        return f"the {kind!r} decoder has no kernel step (only {sorted(FAMILIES)})"
+    dtype = model.parameters()[0].data.dtype.name
+    act = getattr(config, ACTIVATION_FIELD[kind])
+    head_size = decoder.vocab_parameters()[0].data.shape[1] // decoder.layers[0].self_attention.num_heads
+    positions = getattr(config, POSITIONS_FIELD[kind])
+    reasons = [(dtype not in KERNEL_DTYPES, f"dtype {dtype} has no kernels (only {KERNEL_DTYPES})"),
+               (act not in KERNEL_ACTIVATIONS, f"activation {act!r} has no kernel"),
+               (head_size > plans.DA_MAX_HEAD, f"head size {head_size} above {plans.DA_MAX_HEAD}"),
+               (max_length > positions, f"max_length {max_length} exceeds the decoder's {positions} positions")]
     return next((reason for bad, reason in reasons if bad), None)
-
-
-def _in_out(linear):
-    """A Linear's weight as ``[in, out]`` (a transposed view of its ``[out, in]``, no copy) and its bias."""
-    return linear.weight.data.T, linear.bias.data
-
-
-def _norm(layer_norm):
-    return layer_norm.weight.data, layer_norm.bias.data, layer_norm.eps
 
 
 class Context:
@@ -86,72 +137,15 @@ class Context:
         return self.xp.zeros(shape, dtype=dtype)
 
     def linear(self, x, w, b, out):
-        """``x @ w + b`` into ``out``: a product, then the bias added in place."""
+        """``x @ w + b`` into ``out``: a product, then the bias added in place (none if b is None)."""
         self.product(x, w, out=out)
-        self.xp.add(out, b, out=out)
+        if b is not None:
+            self.xp.add(out, b, out=out)
         return out
 
 
-class BertStepLayer:
-    """One BERT decoder layer (post-LN, cross-attention) of a kernel step, with its static buffers and KV cache."""
-
-    def __init__(self, layer, memory, ctx, *, dtype, act):
-        xp, rows = ctx.xp, ctx.rows
-        sa, ca, ffn = layer.self_attention, layer.cross_attention, layer.ffn
-        self.heads = sa.num_heads
-        c = sa.query.weight.data.shape[0]
-        self.hs = c // self.heads
-        self.qkv_w = xp.concatenate([_in_out(sa.query)[0], _in_out(sa.key)[0], _in_out(sa.value)[0]], axis=1)
-        self.qkv_b = xp.concatenate([sa.query.bias.data, sa.key.bias.data, sa.value.bias.data])  # [3C]
-        self.self_out, self.self_norm = _in_out(sa.out), _norm(sa.norm)
-        self.cross_q, self.cross_out, self.cross_norm = _in_out(ca.query), _in_out(ca.out), _norm(ca.norm)
-        self.up, self.down, self.ffn_norm = _in_out(ffn.up), _in_out(ffn.down), _norm(ffn.norm)
-        self.k_enc, self.v_enc = (self._encoder_side(memory, _in_out(linear), ctx) for linear in (ca.key, ca.value))
-        cache_shape = (rows, self.heads, ctx.max_length, self.hs)
-        self.k_cache, self.v_cache = ctx.empty(*cache_shape, dtype=dtype), ctx.empty(*cache_shape, dtype=dtype)
-        f = self.up[0].shape[1]
-        self.qkv = ctx.empty(rows, 3 * c, dtype=dtype)
-        self.attention, self.cross_attention = (ctx.empty(rows, self.heads, self.hs, dtype=dtype) for _ in range(2))
-        self.projected, self.q, self.down_out = (ctx.empty(rows, c, dtype=dtype) for _ in range(3))
-        self.x1, self.x2, self.x3 = (ctx.empty(rows, c, dtype=dtype) for _ in range(3))
-        self.hidden, self.activated = ctx.empty(rows, f, dtype=dtype), ctx.empty(rows, f, dtype=dtype)
-        self.act = act  # bias_activation.cu's name for the config's hidden_act
-
-    def _encoder_side(self, memory, weight_bias, ctx):
-        """The cross-attention keys or values of each source, once: ``[sources, S, C] -> [sources, heads, S, hs]``."""
-        xp = ctx.xp
-        sources, s, c = memory.shape
-        w, b = weight_bias
-        y = ctx.product(memory.reshape(sources * s, c), w) + b  # [sources * S, C] @ [C, C] -> [sources * S, C]
-        return xp.ascontiguousarray(y.reshape(sources, s, self.heads, self.hs).transpose(0, 2, 1, 3))
-
-    def __call__(self, x, ctx):
-        """The layer over x ``[rows, C]`` (a static buffer); returns its output buffer ``[rows, C]``."""
-        launch, rows, c = ctx.launch, ctx.rows, x.shape[1]
-        qkv = ctx.linear(x, self.qkv_w, self.qkv_b, self.qkv)  # [rows, C] -> [rows, 3C]
-        q, k, v = (qkv[:, i * c:(i + 1) * c].reshape(rows, self.heads, self.hs) for i in range(3))  # views
-        launch(plans.decode_self_attention(q, k, v, self.k_cache, self.v_cache, ctx.lengths, out=self.attention,
-                                           max_keys=ctx.max_keys))  # -> [rows, heads, hs]
-        ctx.product(self.attention.reshape(rows, c), self.self_out[0], out=self.projected)
-        x1 = launch(plans.add_layer_norm(self.projected, x, self.self_out[1], *self.self_norm, out=self.x1))
-        q = ctx.linear(x1, *self.cross_q, self.q).reshape(rows, self.heads, self.hs)  # [rows, C] -> [rows, nh, hs]
-        launch(plans.decode_cross_attention(q, self.k_enc, self.v_enc, source_of_row=ctx.source_of_row,
-                                            keep=ctx.keep, out=self.cross_attention))
-        ctx.product(self.cross_attention.reshape(rows, c), self.cross_out[0], out=self.projected)
-        x2 = launch(plans.add_layer_norm(self.projected, x1, self.cross_out[1], *self.cross_norm, out=self.x2))
-        ctx.product(x2, self.up[0], out=self.hidden)  # [rows, C] -> [rows, F]
-        launch(plans.bias_activation(self.hidden, self.up[1], self.act, out=self.activated))
-        ctx.product(self.activated, self.down[0], out=self.down_out)  # [rows, F] -> [rows, C]
-        return launch(plans.add_layer_norm(self.down_out, x2, self.down[1], *self.ffn_norm, out=self.x3))
-
-    def reorder(self, index, filled):
-        """Row i of the self-attention cache takes row ``index[i]``'s first ``filled`` positions."""
-        for cache in (self.k_cache, self.v_cache):
-            cache[:, :, :filled] = cache[index, :, :filled]  # the right side is a copy: safe in place
-
-
 class DecodeStep:
-    """The kernel step of a BERT decoder for ``rows = sources * copies`` rows and up to ``max_length`` positions.
+    """The kernel step of a decoder for ``rows = sources * copies`` rows and up to ``max_length`` positions.
 
     ``memory`` ``[sources, S, C]`` is the encoder output at the decoder's width (``DecoderCache.memory`` before it
     is repeated per beam), ``memory_keep`` its padding mask ``[sources, 1, 1, S]`` or None; each source serves
@@ -162,30 +156,22 @@ class DecodeStep:
         reason = unsupported(model, max_length=max_length)
         if reason is not None:
             raise InputError(f"DecodeStep: {reason}")
-        decoder, xp = model.decoder, get_array_module(memory)
+        xp = get_array_module(memory)
         sources = memory.shape[0]
         rows = sources * copies
         source_of_row = xp.asarray(np.arange(rows) // copies, dtype=np.int32)  # [rows]
         keep = None if memory_keep is None else xp.ascontiguousarray(memory_keep.reshape(sources, -1))  # [B, S]
         self.ctx = Context(xp, launch=launch, product=product, rows=rows, max_length=max_length,
                            source_of_row=source_of_row, keep=keep)
-        emb = decoder.embeddings
-        # The tied table is kept column-major (nn/layers.lm_head_layout) and embeddings.cu reads rows: one row-major
-        # copy per step object (the vocabulary product reads the original, transposed, as it lies).
-        self.word = xp.ascontiguousarray(emb.word.weight.data)  # [V, C]
-        self.dtype = self.word.dtype
-        self.position, self.token_type, self.embed_norm = emb.position.weight.data, emb.token_type.weight.data, \
-            _norm(emb.norm)
-        act = KERNEL_ACTIVATIONS[decoder.config.hidden_act]
-        self.layers = [BertStepLayer(layer, memory, self.ctx, dtype=self.dtype, act=act) for layer in decoder.layers]
-        head = decoder.lm_head
-        self.head_dense, self.head_norm, self.head_act = _in_out(head.dense), _norm(head.norm), act
-        self.vocab_w, self.vocab_b = head.weight.data.T, head.bias.data  # [C, V]: the tied embeddings, transposed
-        c, v = self.word.shape[1], self.word.shape[0]
+        self.family = FAMILIES[model.config.decoder.model_type](model.decoder)
+        word = self.family.embedding["word"]
+        self.dtype, (v, c) = word.dtype, word.shape
+        kind = PreLNStepLayer if self.family.pre_ln else PostLNStepLayer
+        self.layers = [kind(weights, memory, self.ctx, dtype=self.dtype) for weights in self.family.layers]
         self.ids = xp.zeros((rows, 1), dtype=np.int64)  # the step's input tokens, written before each step
-        self.x0, self.head_in, self.head_hidden, self.head_out = (self.ctx.empty(rows, c, dtype=self.dtype)
-                                                                  for _ in range(4))
-        self.zeros_c = self.ctx.empty(rows, c, dtype=self.dtype)  # the head's LayerNorm has no residual
+        self.x0, self.a0, self.head_in, self.head_hidden, self.head_out = (self.ctx.empty(rows, c, dtype=self.dtype)
+                                                                           for _ in range(5))
+        self.zeros_c = self.ctx.empty(rows, c, dtype=self.dtype)  # BERT's head norm has no residual
         self.zero_bias = self.ctx.empty(c, dtype=self.dtype)
         self.logits = self.ctx.empty(rows, v, dtype=self.dtype)
         self.length = 0  # host-side count of the steps taken (the bucket choice reads it; the device has lengths)
@@ -203,21 +189,32 @@ class DecodeStep:
         ``[rows, V]``. No host data goes in, so this is what a CUDA graph captures and replays. ``max_keys``: the
         most positions a row reaches while this run is replayed (the length bucket, graphs.py); max_length if None.
         """
-        ctx, xp, launch = self.ctx, self.ctx.xp, self.ctx.launch
+        ctx, xp, family = self.ctx, self.ctx.xp, self.family
         ctx.max_keys = ctx.max_length if max_keys is None else max_keys
         xp.add(ctx.lengths, 1, out=ctx.lengths)
         xp.subtract(ctx.lengths, 1, out=ctx.positions)
-        g, b, eps = self.embed_norm
-        launch(plans.embed(self.ids, self.word, self.position, positions=ctx.positions, type_table=self.token_type,
-                           gamma=g, beta=b, eps=eps, out=self.x0.reshape(self.rows, 1, -1)))  # [rows, 1] -> [.., C]
-        x = self.x0
-        for layer in self.layers:
-            x = layer(x, ctx)
-        ctx.product(x, self.head_dense[0], out=self.head_in)  # [rows, C] -> [rows, C]
-        launch(plans.bias_activation(self.head_in, self.head_dense[1], self.head_act, out=self.head_hidden))
-        launch(plans.add_layer_norm(self.head_hidden, self.zeros_c, self.zero_bias, *self.head_norm,
-                                    out=self.head_out))
-        return ctx.linear(self.head_out, self.vocab_w, self.vocab_b, self.logits)  # [rows, C] -> [rows, V]
+        rows = self.rows
+        if family.pre_ln:  # the residual stream x and its normed copy a, through every block
+            x, a = self.x0.reshape(rows, 1, -1), self.a0.reshape(rows, 1, -1)  # [rows, C] -> [rows, 1, C] views
+            ctx.launch(plans.embed(self.ids, positions=ctx.positions, out=(x, a), **family.embedding))
+            x, a = self.x0, self.a0
+            norms = [layer.norms[0] for layer in family.layers[1:]] + [family.final_norm]
+            for layer, next_norm in zip(self.layers, norms):
+                x, a = layer(x, a, ctx, next_norm)
+            h = a  # ln_f(x)
+        else:
+            ctx.launch(plans.embed(self.ids, positions=ctx.positions, out=self.x0.reshape(rows, 1, -1),
+                                   **family.embedding))
+            h = self.x0
+            for layer in self.layers:
+                h = layer(h, ctx)
+        if family.transform is not None:  # BERT: LayerNorm(act(h @ Wd + bd))
+            (w, b), act, head_norm = family.transform
+            ctx.product(h, w, out=self.head_in)  # [rows, C] -> [rows, C]
+            ctx.launch(plans.bias_activation(self.head_in, b, act, out=self.head_hidden))
+            h = ctx.launch(plans.add_layer_norm(self.head_hidden, self.zeros_c, self.zero_bias, *head_norm,
+                                                out=self.head_out))
+        return ctx.linear(h, *family.vocab, self.logits)  # [rows, C] -> [rows, V]
 
     def step(self, token_ids):
         """Logits ``[rows, V]`` (the static buffer: copy it to keep it) after the tokens ``[rows]``, run eagerly."""

@@ -113,12 +113,14 @@ def add_layer_norm(x, residual, bias, gamma, beta, eps, *, dtype=None, out=None)
                   shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
 
 
-def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None):
-    """Pre-LN: ``s = x + residual`` and ``LayerNorm(s) * gamma + beta``. Outputs: (s, y)."""
+def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None, out=None):
+    """Pre-LN: ``s = x + residual`` and ``LayerNorm(s) * gamma + beta``. Outputs: (s, y) (``out``, a pair, if
+    given)."""
     x, residual, gamma, beta = _contiguous(x, residual, gamma, beta)
     n_rows, n_cols = _rows(x)
     xp = get_array_module(x)
-    s, y = xp.empty_like(x), xp.empty_like(x)
+    s, y = (xp.empty_like(x), xp.empty_like(x)) if out is None else \
+        (_out(out[0], x.shape, "add_layer_norm_pre"), _out(out[1], x.shape, "add_layer_norm_pre"))
     return Launch("layer_norm", f"add_layer_norm_pre_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
                   (x, residual, s, gamma, beta, y, np.int32(n_rows), np.int32(n_cols), np.float32(eps)), (s, y),
                   shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
@@ -252,8 +254,8 @@ def embed(ids, word, position_table, *, positions=None, position_offset=0, type_
           gamma=None, beta=None, word_scale=1.0, eps=1e-12, with_sum=False, dtype=None, out=None):
     """``word[ids] * word_scale (+ type_table[token_types or 0]) + position_table[position + position_offset]``,
     then LayerNorm with gamma and beta if given (embeddings.cu). ids ``[B, T]`` int64; positions ``[B, T]`` or
-    ``[B * T]`` int64, or None for 0..T-1 in each row. Output: y ``[B, T, C]`` (``out`` if given), or (sum, y)
-    with ``with_sum``."""
+    ``[B * T]`` int64, or None for 0..T-1 in each row. Output: y ``[B, T, C]``, or (sum, y) with ``with_sum``
+    (``out`` if given: y, or the pair)."""
     _check(ids.ndim == 2, f"embed: ids must be [batch, seq], got {tuple(ids.shape)}")
     _check((gamma is None) == (beta is None), "embed: give gamma and beta together, or neither")
     xp = get_array_module(word)
@@ -264,8 +266,12 @@ def embed(ids, word, position_table, *, positions=None, position_offset=0, type_
     b, t = ids.shape
     n_rows, n_cols = b * t, word.shape[1]
     _check(positions is None or positions.size == n_rows, f"embed: positions must have {n_rows} entries")
-    y = xp.empty((b, t, n_cols), dtype=word.dtype) if out is None else _out(out, (b, t, n_cols), "embed")
-    total = xp.empty_like(y) if with_sum else None
+    if out is None:
+        y = xp.empty((b, t, n_cols), dtype=word.dtype)
+        total = xp.empty_like(y) if with_sum else None
+    else:
+        total, y = out if with_sum else (None, out)
+        total, y = (None if a is None else _out(a, (b, t, n_cols), "embed") for a in (total, y))
     return Launch("embeddings", f"embed_{suffix(dtype or word.dtype)}", (n_rows,), (EM_THREADS,),
                   (ids, _or_null(positions), _or_null(token_types), word, position_table, _or_null(type_table),
                    _or_null(gamma), _or_null(beta), _or_null(total), y, np.int32(n_rows), np.int32(n_cols),
