@@ -96,10 +96,14 @@ def kernels_on_the_cpu(emulator, monkeypatch):
     return recorder
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_beams=1), dict(num_beams=2, num_return_sequences=2)],
-                         ids=["greedy", "beam-2"])
-def test_generate_through_the_kernel_step_gives_the_eager_ids(kernels_on_the_cpu, kwargs, monkeypatch):
-    model = tiny_bert2bert()
+GREEDY, BEAM_2 = dict(num_beams=1), dict(num_beams=2, num_return_sequences=2)
+
+
+@pytest.mark.parametrize("decoder, kwargs", [("bert", GREEDY), ("bert", BEAM_2), ("gpt2", GREEDY), ("gpt2", BEAM_2)],
+                         ids=["bert-greedy", "bert-beam-2", "gpt2-greedy", "gpt2-beam-2"])
+def test_generate_through_the_kernel_step_gives_the_eager_ids(kernels_on_the_cpu, decoder, kwargs, monkeypatch):
+    model = tiny_bert2bert(decoder=decoder)
+    model.generation_config.decoder_start_token_id = 2
     ids, mask = sources()
     settings = dict(max_new_tokens=5, eos_token_id=None, **kwargs)
     eager = model.generate(ids, mask, cuda_graph=False, **settings)
