@@ -70,9 +70,10 @@ def test_unsupported_models_are_named(model):
 
 
 @pytest.mark.gpu
-def test_kernel_step_on_the_gpu_equals_the_eager_cupy_step(gpu):
+@pytest.mark.parametrize("decoder", ["bert", "gpt2", "bart"])
+def test_kernel_step_on_the_gpu_equals_the_eager_cupy_step(gpu, decoder):
     from seq2seq.fast.cuda import cublas, kernels
-    model = tiny_bert2bert(backend="cupy")
+    model = tiny_bert2bert(backend="cupy", decoder=decoder)
     ids, mask = sources()
     cache = model.start_decoding(ids, mask)
     stream = gpu.cuda.Stream(non_blocking=True)

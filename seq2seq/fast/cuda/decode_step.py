@@ -26,8 +26,10 @@ cuBLAS ``product``, cublas.py) and in the CPU tests (the CPU emulation of the ke
 ``launch(plans.X(...))`` runs a launch, ``product(x, w, out=None)`` computes ``x @ w`` for a weight ``w`` ``[in,
 out]``. The bias adds of the q/k/v and vocabulary products and the two length updates are elementwise operations
 of the array module (one small kernel each on CuPy), written ``xp.add(y, b, out=y)``. Weights are the model's own
-arrays (``W.T`` views of its ``[out, in]`` Linear weights; the fused ``[Wq|Wk|Wv]`` is the one copy), read when
-the step is made: a step made before the weights change does not see the change.
+arrays (``W.T`` views of its ``[out, in]`` Linear weights), read when the step is made, with three kinds of copy:
+the fused ``[Wq|Wk|Wv]`` and ``[Wk'|Wv']`` of each layer and a row-major copy of the (column-major) tied word
+table for the embedding kernel. A step made before the weights change does not see the change; generate makes
+one per call.
 
 Beam search reorders the cache by a gather of rows, ``take`` into the static buffers (array indexing, no kernel of
 ours, outside any graph). BART's decoder is built the same way (post-LN; its embeddings scaled and offset, its LM
