@@ -85,3 +85,4 @@ def test_kernel_step_on_the_gpu_equals_the_eager_cupy_step(gpu, decoder):
             want = seq2seq.to_numpy(model.decode_step(tokens[:, None], cache))
             got = seq2seq.to_numpy(step.step(tokens))
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    blas.close()

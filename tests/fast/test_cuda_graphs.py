@@ -97,10 +97,12 @@ def kernels_on_the_cpu(emulator, monkeypatch):
 
 
 GREEDY, BEAM_2 = dict(num_beams=1), dict(num_beams=2, num_return_sequences=2)
+SAMPLE_2 = dict(do_sample=True, seed=7, num_return_sequences=2, top_k=0)
 
 
-@pytest.mark.parametrize("decoder, kwargs", [("bert", GREEDY), ("bert", BEAM_2), ("gpt2", GREEDY), ("gpt2", BEAM_2)],
-                         ids=["bert-greedy", "bert-beam-2", "gpt2-greedy", "gpt2-beam-2"])
+@pytest.mark.parametrize("decoder, kwargs", [("bert", GREEDY), ("bert", BEAM_2), ("gpt2", GREEDY), ("gpt2", BEAM_2),
+                                             ("bert", SAMPLE_2)],
+                         ids=["bert-greedy", "bert-beam-2", "gpt2-greedy", "gpt2-beam-2", "bert-sample-2"])
 def test_generate_through_the_kernel_step_gives_the_eager_ids(kernels_on_the_cpu, decoder, kwargs, monkeypatch):
     model = tiny_bert2bert(decoder=decoder)
     model.generation_config.decoder_start_token_id = 2
