@@ -1,13 +1,11 @@
 """The CUDA-graph bookkeeping (fast/cuda/graphs.py) on the CPU: length buckets, one capture per (rows, bucket),
 replays that advance the device lengths with no host input, buffers kept referenced by the graphs that use them.
 A ``Recorder`` stands in for the stream capture; the kernel step runs through the CPU emulation of the kernels."""
-import types
-
 import numpy as np
 import pytest
 
 from seq2seq.core.errors import GenerationError, InputError
-from seq2seq.fast.cuda import graphs, plans
+from seq2seq.fast.cuda import decode_step, graphs, plans
 from seq2seq.generation import kernel_path
 from cuda_testing import make_step, sources, tiny_bert2bert
 
@@ -26,11 +24,14 @@ def test_a_length_outside_the_decode_is_refused(length):
 
 
 class FakeStep:
-    """What GraphedStep needs of a DecodeStep, recording each run's bucket; ``lengths`` advances in run()."""
+    """What GraphedStep needs of a DecodeStep, noting each run's bucket; its run() computes through a real
+    decode_step.Context (so that a Recorder tapes it): lengths += 1, logits = ids * 10 + lengths."""
 
     def __init__(self, rows, max_length):
-        self.rows, self.length, self.ctx = rows, 0, types.SimpleNamespace(max_length=max_length)
-        self.ids, self.lengths, self.logits = np.zeros(rows, np.int64), np.zeros(rows, np.int32), np.zeros(rows)
+        self.rows, self.length = rows, 0
+        self.ctx = decode_step.Context(np, launch=None, product=None, rows=rows, max_length=max_length,
+                                       source_of_row=None, keep=None)
+        self.ids, self.lengths, self.logits = (np.zeros(rows, np.int64) for _ in range(3))
         self.runs = []
 
     def write_ids(self, ids):
@@ -38,8 +39,9 @@ class FakeStep:
 
     def run(self, *, max_keys=None):
         self.runs.append(max_keys)
-        self.lengths += 1
-        self.logits[...] = self.ids * 10 + self.lengths  # depends on what the device holds, nothing else
+        self.ctx.elementwise(np.add, self.lengths, 1, out=self.lengths)
+        self.ctx.elementwise(np.multiply, self.ids, 10, out=self.logits)
+        self.ctx.elementwise(np.add, self.logits, self.lengths, out=self.logits)
         return self.logits
 
 
@@ -49,13 +51,26 @@ def test_one_capture_per_bucket_and_replays_after_it():
     for n in range(1, 12):
         logits = graphed.step([n, n + 1, n + 2])
         assert logits is fake.logits
-        np.testing.assert_array_equal(logits, np.array([n, n + 1, n + 2]) * 10 + n)  # the replay ran this step
-        assert fake.runs[-1] == graphs.length_bucket(n, 12)
-    assert sorted(graphed.graphs) == [(3, 2), (3, 4), (3, 8), (3, 12)]  # step 1 ran eagerly
+        np.testing.assert_array_equal(logits, np.array([n, n + 1, n + 2]) * 10 + n)  # this step's, from the tape
+    assert fake.runs == [1, 2, 4, 8, 12]  # run() itself: the eager first step, then once per capture
+    assert sorted(graphed.graphs) == [(3, 2), (3, 4), (3, 8), (3, 12)]
     assert recorder.captures == 4
     assert {key: c.replays for key, c in graphed.graphs.items()} == {(3, 2): 1, (3, 4): 2, (3, 8): 4, (3, 12): 3}
-    assert len(fake.runs) == 11  # a capture ran nothing: every run is a step
     assert all(c.step is fake for c in graphed.graphs.values())  # the buffers the graphs address stay alive
+
+
+def test_a_step_that_reads_the_host_replays_what_it_read_at_capture():
+    """The Recorder replays the taped operations, not run(): host values read during the capture are frozen,
+    as they would be in a CUDA graph."""
+    class HostReading(FakeStep):
+        def run(self, *, max_keys=None):
+            self.ctx.elementwise(np.add, np.zeros(self.rows, np.int64), self.length, out=self.logits)
+            return self.logits
+
+    step = HostReading(rows=2, max_length=8)
+    graphed = graphs.GraphedStep(step, capture=graphs.Recorder())
+    seen = [int(graphed.step([0, 0])[0]) for _ in range(4)]
+    assert seen == [1, 2, 3, 3]  # step 4 replays bucket 4's tape, taped at step 3
 
 
 def test_graphed_kernel_step_equals_the_models_steps_and_buckets_the_shared_memory(emulator):

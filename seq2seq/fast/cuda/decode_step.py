@@ -25,10 +25,10 @@ Launches and products come in as callables, so that the same code runs on the GP
 cuBLAS ``product``, cublas.py) and in the CPU tests (the CPU emulation of the kernels, ``numpy.matmul``):
 ``launch(plans.X(...))`` runs a launch, ``product(x, w, out=None)`` computes ``x @ w`` for a weight ``w`` ``[in,
 out]``. The bias adds of the q/k/v and vocabulary products and the two length updates are elementwise operations
-of the array module (one small kernel each on CuPy), written ``xp.add(y, b, out=y)``. Weights are the model's own
-arrays (``W.T`` views of its ``[out, in]`` Linear weights), read when the step is made, with three kinds of copy:
-the fused ``[Wq|Wk|Wv]`` and ``[Wk'|Wv']`` of each layer and a row-major copy of the (column-major) tied word
-table for the embedding kernel. A step made before the weights change does not see the change; generate makes
+of the array module (one small kernel each on CuPy): ``ctx.elementwise(xp.add, y, b, out=y)``. Weights are the
+model's own arrays (``W.T`` views of its ``[out, in]`` Linear weights), read when the step is made, with copies of:
+the fused ``[Wq|Wk|Wv]`` and ``[Wk'|Wv']`` of each layer, and the (column-major) tied word table in row-major
+order for the embedding kernel. A step made before the weights change does not see the change; generate makes
 one per call.
 
 Beam search reorders the cache by a gather of rows, ``take`` into the static buffers (array indexing, no kernel of
@@ -38,6 +38,7 @@ LM head reading what the last block's ln_f wrote. A ``Family`` holds what differ
 layers and the head.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -124,25 +125,52 @@ def unsupported(model, *, max_length):
 
 
 class Context:
-    """What every layer of a step shares: the array module, the launch and product callables, the rows' lengths
-    and sources, and ``max_keys``, the self-attention's shared-memory bound (the step's length bucket)."""
+    """What every layer of a step shares: the array module, the rows' lengths and sources, ``max_keys`` (the
+    self-attention's shared-memory bound: the step's length bucket), and the three ways a step computes on the
+    device: ``launch`` (a plans.Launch), ``product`` and ``elementwise`` (a ufunc of the array module).
+
+    Every device operation of ``DecodeStep.run`` goes through these three, so that the CPU's stand-in for a stream
+    capture (graphs.Recorder) can set ``tape`` to a list: the operations are then noted with their arguments (the
+    arrays, hence the addresses, and the scalars of that moment), not run, and a replay runs that tape as a CUDA
+    graph replays its kernels: a step that read anything else from the host would replay wrong on the CPU too."""
 
     def __init__(self, xp, *, launch, product, rows, max_length, source_of_row, keep):
-        self.xp, self.launch, self.product = xp, launch, product
+        self.xp, self._launch, self._product = xp, launch, product
         self.rows, self.max_length = rows, max_length
         self.lengths = xp.zeros((rows,), dtype=np.int32)  # positions filled, the step's own included
         self.positions = xp.zeros((rows,), dtype=np.int64)  # the step's position: lengths - 1
         self.source_of_row, self.keep = source_of_row, keep  # [rows] int32; [sources, S] bool or None
         self.max_keys = max_length
+        self.tape = None  # a list while graphs.Recorder captures
 
     def empty(self, *shape, dtype):
         return self.xp.zeros(shape, dtype=dtype)
+
+    def launch(self, spec):
+        """Run a ``plans.Launch``; its outputs."""
+        return self._run(spec.outputs, self._launch, spec)
+
+    def product(self, x, w, out=None):
+        """``x @ w`` (into ``out``)."""
+        if out is None and self.tape is not None:
+            raise InputError("a product recorded on a tape needs its output buffer")
+        return self._run(out, self._product, x, w, out=out)
+
+    def elementwise(self, ufunc, *inputs, out):
+        """``ufunc(*inputs, out=out)``: one elementwise kernel of the array module."""
+        return self._run(out, ufunc, *inputs, out=out)
+
+    def _run(self, result, fn, *args, **kwargs):
+        if self.tape is None:
+            return fn(*args, **kwargs)
+        self.tape.append(functools.partial(fn, *args, **kwargs))
+        return result
 
     def linear(self, x, w, b, out):
         """``x @ w + b`` into ``out``: a product, then the bias added in place (none if b is None)."""
         self.product(x, w, out=out)
         if b is not None:
-            self.xp.add(out, b, out=out)
+            self.elementwise(self.xp.add, out, b, out=out)
         return out
 
 
@@ -193,8 +221,8 @@ class DecodeStep:
         """
         ctx, xp, family = self.ctx, self.ctx.xp, self.family
         ctx.max_keys = ctx.max_length if max_keys is None else max_keys
-        xp.add(ctx.lengths, 1, out=ctx.lengths)
-        xp.subtract(ctx.lengths, 1, out=ctx.positions)
+        ctx.elementwise(xp.add, ctx.lengths, 1, out=ctx.lengths)
+        ctx.elementwise(xp.subtract, ctx.lengths, 1, out=ctx.positions)
         rows = self.rows
         if family.pre_ln:  # the residual stream x and its normed copy a, through every block
             x, a = self.x0.reshape(rows, 1, -1), self.a0.reshape(rows, 1, -1)  # [rows, C] -> [rows, 1, C] views

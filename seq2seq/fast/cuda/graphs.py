@@ -17,9 +17,11 @@ The first step runs eagerly: it compiles the kernels and CuPy's elementwise kern
 its algorithms, none of which may happen during a capture. Later steps replay the graph of their bucket,
 capturing it the first time the bucket is reached.
 
-The capture itself is behind a two-method interface, so that the bookkeeping is tested on the CPU:
-``StreamCapture`` (CuPy: ``Stream.begin_capture()`` ... ``end_capture()`` -> ``Graph.launch()``) and ``Recorder``
-(the CPU: a capture records the callable without running it, as a CUDA capture runs nothing; a replay calls it).
+The capture itself is behind a two-method interface (``context()``, ``capture(fn, ctx)``), so that the bookkeeping
+is tested on the CPU: ``StreamCapture`` (CuPy: ``Stream.begin_capture()`` ... ``end_capture()`` ->
+``Graph.launch()``) and ``Recorder`` (the CPU: a capture runs fn with the step's ``Context`` taping its device
+operations instead of running them, as a CUDA capture runs nothing; a replay runs the tape, the same operations on
+the same arrays with the same scalars, as a graph replays its kernels).
 """
 import contextlib
 import dataclasses
@@ -43,18 +45,20 @@ def buckets(max_length):
 
 
 class RecordedGraph:
-    """The CPU's stand-in for a ``cupy.cuda.Graph``: ``launch()`` calls the recorded callable."""
+    """The CPU's stand-in for a ``cupy.cuda.Graph``: ``launch()`` runs the taped operations in order."""
 
-    def __init__(self, fn):
-        self.fn, self.launches = fn, 0
+    def __init__(self, tape):
+        self.tape, self.launches = tape, 0
 
     def launch(self):
         self.launches += 1
-        self.fn()
+        for operation in self.tape:
+            operation()
 
 
 class Recorder:
-    """Capture on the CPU: ``capture(fn)`` returns a RecordedGraph of fn, running nothing; counts its captures."""
+    """Capture on the CPU: ``capture(fn, ctx)`` runs fn with ``ctx`` (a decode_step.Context) taping its device
+    operations instead of running them, and returns a RecordedGraph of the tape; counts its captures."""
 
     def __init__(self):
         self.captures = 0
@@ -62,9 +66,15 @@ class Recorder:
     def context(self):
         return contextlib.nullcontext()
 
-    def capture(self, fn):
+    def capture(self, fn, ctx):
         self.captures += 1
-        return RecordedGraph(fn)
+        ctx.tape = []
+        try:
+            fn()
+            tape = ctx.tape
+        finally:
+            ctx.tape = None
+        return RecordedGraph(tape)
 
 
 class StreamCapture:
@@ -86,7 +96,8 @@ class StreamCapture:
             yield
         outer.wait_event(self.stream.record())
 
-    def capture(self, fn):
+    def capture(self, fn, ctx=None):
+        """The graph of what fn launches (``ctx``, the step's Context, is the Recorder's business only)."""
         self.captures += 1
         with self.stream:
             self.stream.begin_capture()
@@ -148,8 +159,8 @@ class GraphedStep:
             return inner.run(max_keys=bucket)
         key = (inner.rows, bucket)
         if key not in self.graphs:
-            self.graphs[key] = Captured(self.capture.capture(functools.partial(inner.run, max_keys=bucket)), inner,
-                                        bucket)
+            run = functools.partial(inner.run, max_keys=bucket)
+            self.graphs[key] = Captured(self.capture.capture(run, inner.ctx), inner, bucket)
         captured = self.graphs[key]
         captured.graph.launch()
         captured.replays += 1
