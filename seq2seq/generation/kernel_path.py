@@ -18,11 +18,23 @@ The runtime (launcher, product and capture) comes from ``runtime()``: ``kernels.
 stream capture on a GPU. The CPU tests replace it (and ``available``) with the kernels' CPU emulation,
 ``numpy.matmul`` and a ``graphs.Recorder``, and so run this very path through ``model.generate``.
 
+A model keeps its last kernel step between generate calls (``kernel_decoding``): the next call with as many rows,
+the same ``max_length`` and sources of the same shape refills its buffers in place and replays the graphs already
+captured, instead of capturing them again. So the GPU memory of that step (its KV cache above all) stays held
+until another shape replaces it, the model goes, or ``release(model)``. Weights changed in place (training)
+are seen: the step's copies of them are refilled each call; weight arrays replaced (``model.to``, a load) make
+a new step. One generate at a time per model on this path (a second one, interleaved from another thread, would
+share the buffers).
+
 ``fast/cuda`` is imported inside the functions that need it, never at package import and never for a NumPy model
 left at the default (tests/fast/test_cuda_kernels.py checks the first).
 """
+import weakref
+
 from ..core.backend import backend_of
 from ..core.errors import GenerationError
+
+_HELD = weakref.WeakKeyDictionary()  # model -> its last KernelDecoding
 
 
 def available(model):
@@ -62,16 +74,36 @@ def choose(model, config, cuda_graph):
     return serves(model, config)
 
 
+def kernel_decoding(model, cache, *, copies, max_length):
+    """The KernelDecoding for the sources of ``cache`` (a DecoderCache of one row per source), each serving
+    ``copies`` rows: the model's last one refilled when it fits (see the module docstring), else a new one."""
+    key = (copies, max_length, tuple(cache.memory.shape), cache.memory_keep is None,
+           tuple(id(p.data) for p in model.parameters()))
+    held = _HELD.get(model)
+    if held is not None and held.key == key:
+        held.graphed.inner.refill(model, cache.memory, cache.memory_keep)
+        return held
+    _HELD.pop(model, None)  # its buffers go before the new ones are allocated
+    _HELD[model] = KernelDecoding(model, cache, copies=copies, max_length=max_length, key=key)
+    return _HELD[model]
+
+
+def release(model):
+    """Drop the kernel step ``model`` keeps between generate calls (its GPU memory)."""
+    _HELD.pop(model, None)
+
+
 class KernelDecoding:
     """The kernel step in the place of a ``DecoderCache``: what the decode loops read of a cache (``batch_size``,
-    ``reorder_beams``) and ``decode(ids)``, the logits after each row's newest token."""
+    ``reorder_beams``) and ``decode(ids)``, the logits after each row's newest token. ``key``: what it was made
+    for (kernel_decoding)."""
 
-    def __init__(self, model, cache, *, copies, max_length):
+    def __init__(self, model, cache, *, copies, max_length, key=None):
         from ..fast.cuda import decode_step, graphs  # noqa: PLC0415 - imported on the kernel path only
         launch, product, capture = runtime()
         step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies, max_length=max_length,
                                       launch=launch, product=product)
-        self.graphed = graphs.GraphedStep(step, capture=capture)
+        self.graphed, self.key = graphs.GraphedStep(step, capture=capture), key
 
     @property
     def batch_size(self):

@@ -176,3 +176,29 @@ def test_the_graph_path_gives_the_eager_and_transformers_ids_on_cupy(gpu, tmp_pa
     eager = seq2seq.to_numpy(model.generate(ids, mask, cuda_graph=False, **settings))
     np.testing.assert_array_equal(eager, want)
     np.testing.assert_array_equal(graphed, want)
+
+
+def test_the_next_generate_call_refills_the_held_step_and_replays_its_graphs(kernels_on_the_cpu):
+    model = tiny_bert2bert()
+    ids, mask = sources()
+    rng = np.random.default_rng(5)
+    others = rng.integers(3, 97, ids.shape), np.ones_like(ids)  # new sources of the same shape
+    settings = dict(max_new_tokens=3, eos_token_id=None)  # max_length 4: buckets 2 and 4 captured
+
+    def both_paths(ids, mask):
+        graphed = model.generate(ids, mask, cuda_graph=True, **settings)
+        np.testing.assert_array_equal(graphed, model.generate(ids, mask, cuda_graph=False, **settings))
+        return graphed
+
+    first = both_paths(ids, mask)
+    held = kernel_path._HELD[model]
+    assert not np.array_equal(both_paths(*others), first)
+    for layer in model.decoder.layers:
+        layer.self_attention.value.weight.data *= -3.0  # in place: a fused copy must be refilled...
+        layer.ffn.up.weight.data *= 1.5  # ...and a view follows by itself
+    assert not np.array_equal(both_paths(ids, mask), first)
+    assert kernel_path._HELD[model] is held and kernels_on_the_cpu.captures == 2  # captured once, replayed since
+    both_paths(ids[:1], mask[:1])  # sources of another shape: a new step, new captures
+    assert kernel_path._HELD[model] is not held and kernels_on_the_cpu.captures == 4
+    kernel_path.release(model)
+    assert model not in kernel_path._HELD

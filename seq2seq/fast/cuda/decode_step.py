@@ -189,6 +189,7 @@ class DecodeStep:
         xp = get_array_module(memory)
         sources = memory.shape[0]
         rows = sources * copies
+        self.memory_shape = tuple(memory.shape)  # [sources, S, C]: what refill accepts
         source_of_row = xp.asarray(np.arange(rows) // copies, dtype=np.int32)  # [rows]
         keep = None if memory_keep is None else xp.ascontiguousarray(memory_keep.reshape(sources, -1))  # [B, S]
         self.ctx = Context(xp, launch=launch, product=product, rows=rows, max_length=max_length,
@@ -209,6 +210,23 @@ class DecodeStep:
     @property
     def rows(self):
         return self.ctx.rows
+
+    def refill(self, model, memory, memory_keep):
+        """Start over for new sources of the same shape (and the same ``memory_keep`` presence), with the model's
+        current weights: everything is written into the arrays this step already has, so graphs captured for it
+        stay valid. The model's weight arrays must be the ones the step was made from (changed in place at most)."""
+        if tuple(memory.shape) != self.memory_shape or (memory_keep is None) != (self.ctx.keep is None):
+            raise InputError(f"refill: the step was made for sources {self.memory_shape} "
+                             f"{'without' if self.ctx.keep is None else 'with'} a mask, got {tuple(memory.shape)} "
+                             f"{'without' if memory_keep is None else 'with'} one")
+        family = FAMILIES[model.config.decoder.model_type](model.decoder)
+        self.family.embedding["word"][...] = family.embedding["word"]
+        for layer, weights in zip(self.layers, family.layers):
+            layer.refill(weights, memory, self.ctx)
+        if memory_keep is not None:
+            self.ctx.keep[...] = memory_keep.reshape(self.ctx.keep.shape)
+        self.ctx.lengths[...] = 0
+        self.length = 0
 
     def write_ids(self, token_ids):
         """Copy the step's tokens ``[rows]`` or ``[rows, 1]`` into the static input buffer."""

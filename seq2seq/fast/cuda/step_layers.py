@@ -132,6 +132,15 @@ class StepLayer:
         ctx.product(a, self.w.up[0], out=self.hidden)  # [rows, C] -> [rows, F]
         return ctx.launch(plans.bias_activation(self.hidden, self.w.up[1], self.w.act, out=self.activated))
 
+    def refill(self, weights, memory, ctx):
+        """Take new sources (``memory`` of the same shape) and the model's current weights, written into this
+        layer's own arrays in place (the fused copies, the encoder side), so that captured graphs stay valid. The
+        other weights are views of the model's arrays: they follow in-place changes by themselves."""
+        for mine, theirs in ((self.w.qkv, weights.qkv), (self.w.cross_kv, weights.cross_kv)):
+            mine[0][...], mine[1][...] = theirs
+        for mine, theirs in zip((self.k_enc, self.v_enc), self._encoder_side(memory, ctx)):
+            mine[...] = theirs
+
     def reorder(self, index, filled):
         """Row i of the self-attention cache takes row ``index[i]``'s first ``filled`` positions."""
         for cache in (self.k_cache, self.v_cache):
