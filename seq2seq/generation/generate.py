@@ -15,7 +15,8 @@ processors.py), the stopping criteria beyond eos (stopping.py) and a given encod
 sources.py); ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
 ``choose_tokens`` is argmax or an inverse-CDF draw with an explicit ``numpy.random.Generator``; ``decode`` is the
 loop, yielding each step's tokens, which both ``generate`` (collect them) and ``generate_stream`` (hand them out as
-they come) consume.
+they come) consume. On a GPU, ``generate`` decodes through CUDA kernels replayed from graphs where it can
+(``cuda_graph``, kernel_path.py): the same loops, the logits from another step function.
 
 One boundary: every argument is resolved and checked once per call, before the first step, and nothing deeper
 checks it again. ``validate`` checks what generate itself reads (lengths, beams, seed, token ids against the
@@ -304,7 +305,7 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     """
     run = plan(model, input_ids, generation_config, tokenizer=tokenizer, encoder_outputs=encoder_outputs, **kwargs)
     config = run.config
-    kernel = kernel_path.choose(model, config, cuda_graph) and _recording(config) is NOT_RECORDING
+    kernel = kernel_path.choose(model, config, cuda_graph)
     rng = np.random.default_rng(config.seed)
     keep_scores = config.return_dict_in_generate and config.output_scores
     recording = _recording(config)

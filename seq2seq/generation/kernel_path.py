@@ -10,9 +10,10 @@ replayed from CUDA graphs (graphs.py), instead of the model's array-by-array ``d
 The kernel step produces the decoder's logits; everything after them (processors, argmax, draws, beam
 bookkeeping) is the same array code on either path. Calls it does not serve fall back to the eager path without a
 warning, even with ``cuda_graph=True``: ``return_dict_in_generate`` with ``output_attentions`` or
-``output_hidden_states`` (the step records nothing), ``use_cache=False``, ``generate_stream`` (its steps would run
-between the caller's own operations), and models ``decode_step.unsupported`` names (decoders other than BERT's,
-GPT-2's and BART's, float64, an activation without a kernel, ``max_length`` beyond the position table).
+``output_hidden_states`` (the step records nothing), ``use_cache=False``, and models ``decode_step.unsupported``
+names (decoders other than BERT's, GPT-2's and BART's, float64, an activation without a kernel, ``max_length``
+beyond the position table). ``generate_stream`` takes no ``cuda_graph``: it always decodes eagerly (its steps
+run between the caller's own operations).
 
 The runtime (launcher, product and capture) comes from ``runtime()``: ``kernels.run``, a cuBLAS handle and a CUDA
 stream capture on a GPU. The CPU tests replace it (and ``available``) with the kernels' CPU emulation,
