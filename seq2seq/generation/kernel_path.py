@@ -82,7 +82,7 @@ def kernel_decoding(model, cache, *, copies, max_length):
            tuple(id(p.data) for p in model.parameters()))
     held = _HELD.get(model)
     if held is not None and held.key == key:
-        held.graphed.inner.refill(model, cache.memory, cache.memory_keep)
+        held.graphed.refill(model, cache.memory, cache.memory_keep)
         return held
     _HELD.pop(model, None)  # its buffers go before the new ones are allocated
     _HELD[model] = KernelDecoding(model, cache, copies=copies, max_length=max_length, key=key)
@@ -102,8 +102,9 @@ class KernelDecoding:
     def __init__(self, model, cache, *, copies, max_length, key=None):
         from ..fast.cuda import decode_step, graphs  # noqa: PLC0415 - imported on the kernel path only
         launch, product, capture = runtime()
-        step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies, max_length=max_length,
-                                      launch=launch, product=product)
+        with capture.context():  # on the stream of the products (the encoder's keys and values are some)
+            step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies,
+                                          max_length=max_length, launch=launch, product=product)
         self.graphed, self.key = graphs.GraphedStep(step, capture=capture), key
 
     @property

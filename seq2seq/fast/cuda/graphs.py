@@ -166,6 +166,11 @@ class GraphedStep:
         captured.replays += 1
         return inner.logits
 
+    def refill(self, model, memory, memory_keep):
+        """``DecodeStep.refill`` on the capture's stream (its products go through the stream's cuBLAS handle)."""
+        with self.capture.context():
+            self.inner.refill(model, memory, memory_keep)
+
     def reorder_beams(self, index):
         self.inner.reorder_beams(index)
 
