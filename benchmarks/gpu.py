@@ -4,10 +4,12 @@
     python benchmarks/gpu.py --dry-run                 # anywhere: a tiny model, NumPy and torch on the CPU
 
 Checks first (each printed and written to ``OUT/gpu.json``): float32 logits within 1e-4 relative of transformers'
-(TF32 off in both), greedy and beam-4 ids identical, float16 logits finite and within 1e-2 relative. Then tokens/s
-of greedy batch 1 and 32 and beam 4, the time of one batch-1 decode step, the encoder at batch 32 x 512 (float32 and
-float16) and one training step (batch 32, source 256, target 64, AdamW) with its peak memory. Ratio = their time
-over ours. ``--dry-run`` runs the same code on the CPU with a tiny model, so the script is tested without a GPU.
+(TF32 off in both), greedy and beam-4 ids identical (through the graphed kernel step, generate's default on a GPU,
+and through the eager path, ``cuda_graph=False``), float16 logits finite and within 1e-2 relative. Then tokens/s
+of greedy batch 1 and 32 and beam 4 (both paths), the time of one batch-1 decode step, the encoder at batch
+32 x 512 (float32 and float16) and one training step (batch 32, source 256, target 64, AdamW) with its peak
+memory. Ratio = their time over ours. ``--dry-run`` runs the same code on the CPU with a tiny model, so the
+script is tested without a GPU.
 """
 import argparse
 import json
@@ -110,14 +112,17 @@ def check_outputs(device, hf, ours, *, vocab, results):
     results["logits_rel_err"] = relative(to_numpy(out.logits), ref.logits.float().cpu().numpy())
     results["loss_rel_err"] = relative(float(out.loss.item()), float(ref.loss))
     for name, extra in (("greedy", {}), ("beam4", {"num_beams": 4})):
-        a = ours.generate(device.ours(ids), attention_mask=device.ours(mask), max_new_tokens=24, **extra)
         with torch.no_grad():
             b = hf.generate(input_ids=device.theirs(ids), attention_mask=device.theirs(mask), max_new_tokens=24,
                             **extra)
-        results[f"{name}_ids_identical"] = bool(np.array_equal(to_numpy(a), b.cpu().numpy()))
+        for path, graph in (("", None), ("eager_", False)):  # the default (graphed kernel step on a GPU), eager
+            a = ours.generate(device.ours(ids), attention_mask=device.ours(mask), max_new_tokens=24,
+                              cuda_graph=graph, **extra)
+            results[f"{name}_{path}ids_identical"] = bool(np.array_equal(to_numpy(a), b.cpu().numpy()))
+    said = {key: "identical" if value else "DIFFER" for key, value in results.items() if key.endswith("identical")}
     print(f"float32: logits rel err {results['logits_rel_err']:.2e}, loss {results['loss_rel_err']:.2e}, greedy ids "
-          f"{'identical' if results['greedy_ids_identical'] else 'DIFFER'}, beam 4 "
-          f"{'identical' if results['beam4_ids_identical'] else 'DIFFER'}", flush=True)
+          f"{said['greedy_ids_identical']} (eager {said['greedy_eager_ids_identical']}), beam 4 "
+          f"{said['beam4_ids_identical']} (eager {said['beam4_eager_ids_identical']})", flush=True)
     return ref.logits.float().cpu().numpy()
 
 
@@ -140,18 +145,20 @@ def generation_speed(device, hf, ours, *, vocab, repeats, results):
         kwargs = dict(max_new_tokens=NEW, min_new_tokens=NEW, **extra)
         a_ids, a_mask, b_ids, b_mask = device.ours(ids), device.ours(mask), device.theirs(ids), device.theirs(mask)
 
-        def run_ours():
-            return ours.generate(a_ids, attention_mask=a_mask, eos_token_id=None, **kwargs)
+        def run_ours(cuda_graph=None):  # None: the graphed kernel step on a GPU; False: the eager array path
+            return ours.generate(a_ids, attention_mask=a_mask, eos_token_id=None, cuda_graph=cuda_graph, **kwargs)
 
         def run_hf():
             with torch.no_grad():
                 return hf.generate(input_ids=b_ids, attention_mask=b_mask, eos_token_id=None, **kwargs)
 
         ours_s, hf_s = timed(device, run_ours, repeats=repeats), timed(device, run_hf, repeats=repeats)
+        eager_s = timed(device, lambda: run_ours(False), repeats=repeats)
         tokens = batch * NEW
-        results[name] = {"ours_tok_s": tokens / ours_s, "transformers_tok_s": tokens / hf_s, "ratio": hf_s / ours_s}
-        print(f"{name:<12} ours {tokens / ours_s:9.1f} tok/s  transformers {tokens / hf_s:9.1f}  "
-              f"ratio {hf_s / ours_s:5.2f}", flush=True)
+        results[name] = {"ours_tok_s": tokens / ours_s, "ours_eager_tok_s": tokens / eager_s,
+                         "transformers_tok_s": tokens / hf_s, "ratio": hf_s / ours_s}
+        print(f"{name:<12} ours {tokens / ours_s:9.1f} tok/s (eager {tokens / eager_s:9.1f})  transformers "
+              f"{tokens / hf_s:9.1f}  ratio {hf_s / ours_s:5.2f}", flush=True)
     source = device.ours(inputs(1, 128, vocab=vocab)[0])
 
     def seconds_for(n):

@@ -28,6 +28,10 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cuda/kernels.py`` the CUDA kernels of ``kernels/*.cu``, compiled through CuPy and launched (imported only in
                        a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
                        ``cuda/reference.py`` what each computes, in NumPy
+    ``cuda/cublas.py`` row-major products through a cuBLAS handle of our own (ctypes), which a CUDA graph can
+                       capture; ``cuda/decode_step.py`` a decoder step of generation as launches and products over
+                       static buffers (its BERT/BART and GPT-2 layers: ``cuda/step_layers.py``); ``cuda/graphs.py``
+                       that step captured once per (rows, length bucket), replayed
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
@@ -40,6 +44,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``config.py``      ``GenerationConfig`` (generation_config.json)
     ``logits_process.py``, ``sequence_bias.py``, ``warpers.py``, ``processors.py``  the score rules and their order
     ``stopping.py``    max_time and stop_strings; ``sampling.py``  argmax or a draw; ``sources.py``  encoder_outputs
+    ``kernel_path.py`` ``generate(cuda_graph=...)``: the loops over fast/cuda's graphed kernel step, or the eager one
     ``beam_search.py``, ``generate.py``  beams (and beam sampling), greedy/sampling loops
 ``models/``      the models
     ``config.py``      model configs with transformers' field names and defaults

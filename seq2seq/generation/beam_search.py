@@ -40,6 +40,7 @@ import numpy as np
 
 from ..core.backend import get_array_module, to_numpy
 from ..core.errors import GenerationError
+from .kernel_path import decode_step_logits
 from .logits_process import eos_ids
 from .sources import encode_sources
 
@@ -121,7 +122,8 @@ def top_k(values, k):
 
 # ---- the algorithm ------------------------------------------------------------------------------------------------
 
-def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=None, stopping=None, rng=None):
+def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=None, stopping=None, rng=None,
+                kernel=False):
     """Beam search over ``model`` (``start_decoding``/``decode_step``) for the sources ``input_ids`` ``[B, S]`` (or
     their encoding ``hidden`` ``[B, S, C]``, see sources.py).
 
@@ -129,11 +131,12 @@ def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=
     the decoder start token; ``num_return_sequences <= num_beams``); ``processors`` maps (running ids ``[N,
     cur_len]``, log-probs ``[N, V]``) to log-probs, or is None; ``stopping`` (stopping.py) marks candidates that
     end as if with eos, or is None. With ``config.do_sample`` the candidates are drawn with ``rng`` (beam sampling).
-    Returns a BeamSearchOutput.
+    ``kernel``: decode through the kernel step (kernel_path.py). Returns a BeamSearchOutput.
     """
     eos = eos_ids(config.eos_token_id) or []
     fill = (config.pad_token_id or eos[0]) if eos else -1  # transformers' fill value, quirk included
-    cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_beams, hidden=hidden)
+    cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_beams, hidden=hidden,
+                           kernel=kernel)
     batch = cache.batch_size // config.num_beams
     running, finished = start_hypotheses(model.xp, batch, config, fill=fill)
     row_open = model.xp.ones((batch, 1), dtype=bool)  # can this row still improve its finished set?
@@ -175,7 +178,7 @@ def score_next_tokens(model, cache, running, length, processors):
     newest token (the cache holds the rest), then the processors, which read each beam's ids so far."""
     batch, nb = running.scores.shape
     newest = running.ids[:, :, length - 1].reshape(-1, 1)  # [B, nb] -> [B*nb, 1]
-    log_probs = log_softmax(model.decode_step(newest, cache))  # [B*nb, V]
+    log_probs = log_softmax(decode_step_logits(model, newest, cache))  # [B*nb, V]
     if processors is not None:
         log_probs = processors(running.ids[:, :, :length].reshape(batch * nb, length), log_probs)
     return log_probs

@@ -15,7 +15,8 @@ processors.py), the stopping criteria beyond eos (stopping.py) and a given encod
 sources.py); ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
 ``choose_tokens`` is argmax or an inverse-CDF draw with an explicit ``numpy.random.Generator``; ``decode`` is the
 loop, yielding each step's tokens, which both ``generate`` (collect them) and ``generate_stream`` (hand them out as
-they come) consume.
+they come) consume. On a GPU, ``generate`` decodes through CUDA kernels replayed from graphs where it can
+(``cuda_graph``, kernel_path.py): the same loops, the logits from another step function.
 
 One boundary: every argument is resolved and checked once per call, before the first step, and nothing deeper
 checks it again. ``validate`` checks what generate itself reads (lengths, beams, seed, token ids against the
@@ -45,6 +46,7 @@ from ..core.errors import GenerationError
 from ..core.inputs import is_int, is_number
 from ..nn.cache import DecoderCache
 from ..nn.record import NOT_RECORDING, Records, Recording, as_tuple
+from . import kernel_path
 from .beam_search import beam_search, candidates_per_beam
 from .config import GENERATION_DEFAULTS, GenerationConfig
 from .logits_process import LogitsProcessorList, eos_ids
@@ -229,9 +231,9 @@ def make_step(model, cache, *, use_cache=True):
     With the cache only the newest token of each row is fed (the cache holds the rest). Without it the decoder
     recomputes the whole prefix every step, over the encoder output computed once (transformers' use_cache=False).
     """
-    if use_cache:
+    if use_cache:  # the model's decode_step, or the kernel step (kernel_path.py) when the cache is one
         def step(sequences):
-            return model.decode_step(sequences[:, -1:], cache)  # [N, 1] -> [N, V]
+            return kernel_path.decode_step_logits(model, sequences[:, -1:], cache)  # [N, 1] -> [N, V]
     else:
         def step(sequences):
             fresh = DecoderCache(len(cache.layers), cache.memory, cache.memory_keep, capacity=sequences.shape[1])
@@ -293,25 +295,28 @@ def plan(model, input_ids, generation_config, *, tokenizer=None, encoder_outputs
 
 
 def generate(model, input_ids=None, attention_mask=None, generation_config=None, *, tokenizer=None,
-             encoder_outputs=None, **kwargs):
+             encoder_outputs=None, cuda_graph=None, **kwargs):
     """Generate ``[batch * num_return_sequences, out_len]`` token ids (see the module docstring), starting with
     ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``.
 
-    ``tokenizer`` is needed for ``stop_strings``; ``encoder_outputs`` replaces encoding ``input_ids`` (sources.py).
+    ``tokenizer`` is needed for ``stop_strings``; ``encoder_outputs`` replaces encoding ``input_ids`` (sources.py);
+    ``cuda_graph`` picks the decoder's kernel step on a GPU (None: where it applies) or the eager one (False);
+    True on a model the kernels cannot run for raises (kernel_path.py).
     """
     run = plan(model, input_ids, generation_config, tokenizer=tokenizer, encoder_outputs=encoder_outputs, **kwargs)
     config = run.config
+    kernel = kernel_path.choose(model, config, cuda_graph)
     rng = np.random.default_rng(config.seed)
     keep_scores = config.return_dict_in_generate and config.output_scores
     recording = _recording(config)
     with model.record(recording):  # every run of the encoder and of the decoder reports to it
         if config.num_beams > 1:
             result = beam_search(model, input_ids, attention_mask, config, run.processors, hidden=run.hidden,
-                                 stopping=run.stopping, rng=rng)
+                                 stopping=run.stopping, rng=rng, kernel=kernel)
             sequences, scores, sequences_scores = result.sequences, result.scores, result.sequences_scores
         else:
             cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_return_sequences,
-                                   hidden=run.hidden)
+                                   hidden=run.hidden, kernel=kernel)
             tokens, scores = [], []
             for step_tokens, step_scores in decode(model, cache, config, run.processors, rng=rng,
                                                    stopping=run.stopping):

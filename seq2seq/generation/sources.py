@@ -15,6 +15,7 @@ the sources' as always. Processors that read the source ids are skipped with a w
 from ..core.autograd import Tensor
 from ..core.errors import GenerationError
 from ..core.inputs import token_ids
+from .kernel_path import kernel_decoding
 
 
 def encoder_hidden_states(model, encoder_outputs):
@@ -52,14 +53,18 @@ def encoder_input_ids(model, input_ids, hidden, *, needed):
     return ids
 
 
-def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=None):
+def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=None, kernel=False):
     """The sources encoded once (or ``hidden``, their encoding) in a DecoderCache of ``B * copies`` rows: each
     source repeated, adjacent (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation``.
+    With ``kernel`` a KernelDecoding (kernel_path.py) of as many rows instead, which keeps one encoder side per
+    source and repeats nothing (the model's last one, refilled, when it fits).
 
     ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
     """
     given = {} if hidden is None else {"encoder_outputs": hidden}  # a model that encodes is all the rest needs
     cache = model.start_decoding(input_ids, attention_mask, capacity=config.max_length, **given)
+    if kernel:
+        return kernel_decoding(model, cache, copies=copies, max_length=config.max_length)
     if copies > 1:
         xp = model.xp
         cache.reorder(xp.repeat(xp.arange(cache.batch_size), copies))  # [B] -> [B * copies]

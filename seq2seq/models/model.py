@@ -258,7 +258,8 @@ class EncoderDecoderModel:
 
     def generate(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
         """Token ids ``[B * num_return_sequences, out_len]`` from greedy decoding, sampling or beam search, with
-        transformers' arguments and results (see generate.py); a GenerateOutput with return_dict_in_generate."""
+        transformers' arguments and results (see generate.py); a GenerateOutput with return_dict_in_generate.
+        ``cuda_graph=False`` keeps a CuPy model on the eager path (generation/kernel_path.py)."""
         return generation.generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
     def generate_stream(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):

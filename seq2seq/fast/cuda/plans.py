@@ -76,6 +76,13 @@ def _check(condition, message):
         raise InputError(message)
 
 
+def _out(out, shape, name):
+    """A given output array, checked: C-contiguous and of the shape the kernel writes."""
+    _check(tuple(out.shape) == tuple(shape) and out.flags.c_contiguous,
+           f"{name}: out must be a C-contiguous array of shape {tuple(shape)}, got {tuple(out.shape)}")
+    return out
+
+
 def _shared(n_bytes, what):
     """``n_bytes`` of dynamic shared memory, checked against what a launch gets by default."""
     _check(n_bytes <= MAX_SHARED, f"{what} needs {n_bytes} bytes of shared memory, more than the {MAX_SHARED} a "
@@ -95,22 +102,25 @@ def bias_activation(x, b, act, *, dtype=None, out=None):
                   (x, b, y, np.int64(n_rows), np.int32(n_features)), y)
 
 
-def add_layer_norm(x, residual, bias, gamma, beta, eps, *, dtype=None):
-    """Post-LN: ``LayerNorm(x + residual + bias) * gamma + beta`` over the last axis. Output: y."""
+def add_layer_norm(x, residual, bias, gamma, beta, eps, *, dtype=None, out=None):
+    """Post-LN: ``LayerNorm(x + residual + bias) * gamma + beta`` over the last axis. Output: y (``out`` if given:
+    a contiguous array of x's shape, as a captured decode step's static buffers are)."""
     x, residual, bias, gamma, beta = _contiguous(x, residual, bias, gamma, beta)
     n_rows, n_cols = _rows(x)
-    y = get_array_module(x).empty_like(x)
+    y = get_array_module(x).empty_like(x) if out is None else _out(out, x.shape, "add_layer_norm")
     return Launch("layer_norm", f"add_layer_norm_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
                   (x, residual, bias, gamma, beta, y, np.int32(n_rows), np.int32(n_cols), np.float32(eps)), y,
                   shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
 
 
-def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None):
-    """Pre-LN: ``s = x + residual`` and ``LayerNorm(s) * gamma + beta``. Outputs: (s, y)."""
+def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None, out=None):
+    """Pre-LN: ``s = x + residual`` and ``LayerNorm(s) * gamma + beta``. Outputs: (s, y) (``out``, a pair, if
+    given)."""
     x, residual, gamma, beta = _contiguous(x, residual, gamma, beta)
     n_rows, n_cols = _rows(x)
     xp = get_array_module(x)
-    s, y = xp.empty_like(x), xp.empty_like(x)
+    s, y = (xp.empty_like(x), xp.empty_like(x)) if out is None else \
+        (_out(out[0], x.shape, "add_layer_norm_pre"), _out(out[1], x.shape, "add_layer_norm_pre"))
     return Launch("layer_norm", f"add_layer_norm_pre_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
                   (x, residual, s, gamma, beta, y, np.int32(n_rows), np.int32(n_cols), np.float32(eps)), (s, y),
                   shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
@@ -140,11 +150,14 @@ def _scale(scale, head_size):
     return np.float32(1.0 / math.sqrt(head_size) if scale is None else scale)
 
 
-def decode_self_attention(q, k_new, v_new, k_cache, v_cache, lengths, *, scale=None, dtype=None):
+def decode_self_attention(q, k_new, v_new, k_cache, v_cache, lengths, *, scale=None, dtype=None, out=None,
+                          max_keys=None):
     """One query per row over its self-attention cache (decode_attention.cu): q, k_new, v_new ``[rows, heads, hs]``
     (k_new/v_new None when the cache already holds the step), caches ``[rows, heads, max_len, hs]`` (contiguous:
     written in place), lengths ``[rows]`` int32 on the device (the positions filled, the new one included).
-    Output: ``[rows, heads, hs]``."""
+    Output: ``[rows, heads, hs]`` (``out`` if given). ``max_keys`` (default max_len) sizes the shared memory for
+    the scores: the caller promises that no row's length exceeds it while the launch runs or is replayed (a
+    captured step's length bucket, graphs.py)."""
     _check((k_new is None) == (v_new is None), "decode_self_attention: give k_new and v_new together, or neither")
     (q, k_new, v_new), row_stride = _head_rows(q, k_new, v_new, name="decode_self_attention")
     rows, heads, hs = q.shape
@@ -157,17 +170,20 @@ def decode_self_attention(q, k_new, v_new, k_cache, v_cache, lengths, *, scale=N
            f"decode_self_attention: lengths must be int32 [{rows}], got {lengths.dtype} {tuple(lengths.shape)}")
     _check(hs <= DA_MAX_HEAD, f"decode_self_attention: head_size {hs} > DA_MAX_HEAD {DA_MAX_HEAD}")
     max_len = k_cache.shape[2]
-    out = get_array_module(q).empty((rows, heads, hs), dtype=q.dtype)
+    _check(max_keys is None or 1 <= max_keys <= max_len,
+           f"decode_self_attention: max_keys {max_keys} must be in [1, max_len {max_len}]")
+    out = get_array_module(q).empty((rows, heads, hs), dtype=q.dtype) if out is None else \
+        _out(out, (rows, heads, hs), "decode_self_attention")
     return Launch("decode_attention", f"decode_self_attention_{suffix(dtype or q.dtype)}", (heads, rows),
                   (DA_THREADS,), (q, _or_null(k_new), _or_null(v_new), np.int64(row_stride), k_cache, v_cache,
                                   lengths, out, np.int32(heads), np.int32(hs), np.int32(max_len), _scale(scale, hs)),
-                  out, shared_mem=_decode_shared(hs, max_len))
+                  out, shared_mem=_decode_shared(hs, max_len if max_keys is None else max_keys))
 
 
-def decode_cross_attention(q, k_enc, v_enc, *, source_of_row=None, keep=None, scale=None, dtype=None):
+def decode_cross_attention(q, k_enc, v_enc, *, source_of_row=None, keep=None, scale=None, dtype=None, out=None):
     """One query per row over its source's encoder keys/values (decode_attention.cu): q ``[rows, heads, hs]``,
     k_enc and v_enc ``[sources, heads, S, hs]``, source_of_row ``[rows]`` int32 or None (row i reads source i),
-    keep ``[sources, S]`` bool or None. Output: ``[rows, heads, hs]``."""
+    keep ``[sources, S]`` bool or None. Output: ``[rows, heads, hs]`` (``out`` if given)."""
     (q,), row_stride = _head_rows(q, name="decode_cross_attention")
     k_enc, v_enc, keep, source_of_row = _contiguous(k_enc, v_enc, keep, source_of_row)
     rows, heads, hs = q.shape
@@ -183,7 +199,8 @@ def decode_cross_attention(q, k_enc, v_enc, *, source_of_row=None, keep=None, sc
            f"decode_cross_attention: keep must be bool [{sources}, {src_len}]")
     _check(hs <= DA_MAX_HEAD and src_len > 0, f"decode_cross_attention: head_size {hs} (at most {DA_MAX_HEAD}), "
            f"source length {src_len} (at least 1)")
-    out = get_array_module(q).empty((rows, heads, hs), dtype=q.dtype)
+    out = get_array_module(q).empty((rows, heads, hs), dtype=q.dtype) if out is None else \
+        _out(out, (rows, heads, hs), "decode_cross_attention")
     return Launch("decode_attention", f"decode_cross_attention_{suffix(dtype or q.dtype)}", (heads, rows),
                   (DA_THREADS,), (q, np.int64(row_stride), k_enc, v_enc, _or_null(source_of_row), _or_null(keep),
                                   out, np.int32(heads), np.int32(hs), np.int32(src_len), _scale(scale, hs)),
@@ -234,10 +251,11 @@ def flash_attention(q, k, v, *, key_keep=None, causal=False, scale=None, dtype=N
 # ---- embeddings.cu ----------------------------------------------------------------------------------------------
 
 def embed(ids, word, position_table, *, positions=None, position_offset=0, type_table=None, token_types=None,
-          gamma=None, beta=None, word_scale=1.0, eps=1e-12, with_sum=False, dtype=None):
+          gamma=None, beta=None, word_scale=1.0, eps=1e-12, with_sum=False, dtype=None, out=None):
     """``word[ids] * word_scale (+ type_table[token_types or 0]) + position_table[position + position_offset]``,
     then LayerNorm with gamma and beta if given (embeddings.cu). ids ``[B, T]`` int64; positions ``[B, T]`` or
-    ``[B * T]`` int64, or None for 0..T-1 in each row. Output: y ``[B, T, C]``, or (sum, y) with ``with_sum``."""
+    ``[B * T]`` int64, or None for 0..T-1 in each row. Output: y ``[B, T, C]``, or (sum, y) with ``with_sum``
+    (``out`` if given: y, or the pair)."""
     _check(ids.ndim == 2, f"embed: ids must be [batch, seq], got {tuple(ids.shape)}")
     _check((gamma is None) == (beta is None), "embed: give gamma and beta together, or neither")
     xp = get_array_module(word)
@@ -248,8 +266,12 @@ def embed(ids, word, position_table, *, positions=None, position_offset=0, type_
     b, t = ids.shape
     n_rows, n_cols = b * t, word.shape[1]
     _check(positions is None or positions.size == n_rows, f"embed: positions must have {n_rows} entries")
-    y = xp.empty((b, t, n_cols), dtype=word.dtype)
-    total = xp.empty_like(y) if with_sum else None
+    if out is None:
+        y = xp.empty((b, t, n_cols), dtype=word.dtype)
+        total = xp.empty_like(y) if with_sum else None
+    else:
+        total, y = out if with_sum else (None, out)
+        total, y = (None if a is None else _out(a, (b, t, n_cols), "embed") for a in (total, y))
     return Launch("embeddings", f"embed_{suffix(dtype or word.dtype)}", (n_rows,), (EM_THREADS,),
                   (ids, _or_null(positions), _or_null(token_types), word, position_table, _or_null(type_table),
                    _or_null(gamma), _or_null(beta), _or_null(total), y, np.int32(n_rows), np.int32(n_cols),
