@@ -59,6 +59,18 @@ def test_thin_products_are_bit_identical_for_any_threads(monkeypatch, rng, threa
             np.testing.assert_array_equal(got, want)
 
 
+def test_one_row_is_one_whole_product_per_weight_on_this_thread(monkeypatch, rng, threads):
+    """A single row is bound by reading the weight: each weight whole (one contiguous sweep), no chunks, no worker
+    woken, so the result is exactly the plain product's."""
+    pairs = weights(rng, [(96, 3000), (96, 700)])
+    x = rng.standard_normal((1, 96)).astype(np.float32)
+    monkeypatch.setattr(thin, "SMALL", 1)  # large enough to be shared out, were it more than one row
+    monkeypatch.setattr(thin, "for_each_task", lambda *args: pytest.fail("one row went to the workers"))
+    threads(2)
+    for y, (w, b) in zip(thin.thin_products(x, pairs), pairs):
+        np.testing.assert_array_equal(y, (x @ w) + b)
+
+
 @pytest.mark.parametrize("width", [1, 63, 384, 385, 768, 3072, 30522])
 def test_chunks_cover_the_columns_in_whole_aligned_pieces(width):
     slices = thin.chunks(width)

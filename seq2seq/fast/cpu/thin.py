@@ -26,6 +26,14 @@ on this project's 2-core machines:
   threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
   updates them in place.
 
+**One row** (greedy decoding or sampling of one sequence) is the exception: each weight is multiplied whole, one
+matrix-vector product on the calling thread. A product of one row is bound by reading the weight from memory, and
+the whole weight is one contiguous sweep, while a column chunk reads a short piece of every row of it. Measured
+(2026-12-07, 2-vCPU AMD EPYC, the 98 products of a bert2bert-base decode step, 0.49 GB): 25.8 ms whole on one
+thread, 32.9 ms in chunks on one thread and 36.3 ms on two; that machine's memory gives one core about 20 GB/s and
+two cores barely more (OpenBLAS's own two threads: 22.4 ms). From two rows on the products are bound by
+arithmetic and the chunks on every core win (4 rows: 37.7 ms in chunks on two threads, 57.6 ms whole on one).
+
 The same chunks serve products of up to ``MAX_ROWS`` rows (a source, a batch of 8 sources of 128 tokens): there
 OpenBLAS splits each product over its own threads, and on a machine whose other core is busy with another program
 every product waits for a thread of its to be scheduled (a 128-row [768, 3072] product, that machine: 36.6 ms with
@@ -81,14 +89,16 @@ def thin_products(x2, pairs):
     else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
         x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
     outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
-    tasks = [(w, y, columns) for (w, _), y in zip(pairs, outs) for columns in chunks(w.shape[1])]
+    # One row: each weight whole, one matrix-vector product on this thread (see "One row" above)
+    tasks = [(w, y, slice(None) if rows == 1 else columns)
+             for (w, _), y in zip(pairs, outs) for columns in ((None,) if rows == 1 else chunks(w.shape[1]))]
 
     def product(i):
         w, y, cols = tasks[i]
         np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
 
     with blas_on_calling_threads():
-        if sum(w.size for w, _ in pairs) < SMALL:
+        if rows == 1 or sum(w.size for w, _ in pairs) < SMALL:
             for i in range(len(tasks)):
                 product(i)
         else:

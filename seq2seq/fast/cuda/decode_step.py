@@ -28,8 +28,8 @@ out]``. The bias adds of the q/k/v and vocabulary products and the two length up
 of the array module (one small kernel each on CuPy): ``ctx.elementwise(xp.add, y, b, out=y)``. Weights are the
 model's own arrays (``W.T`` views of its ``[out, in]`` Linear weights), read when the step is made, with copies of:
 the fused ``[Wq|Wk|Wv]`` and ``[Wk'|Wv']`` of each layer, and the (column-major) tied word table in row-major
-order for the embedding kernel. A step made before the weights change does not see the change; generate makes
-one per call.
+order for the embedding kernel. Those copies do not follow later changes of the weights by themselves: ``refill``
+writes them again (generate does, each call, for the step a model keeps: generation/kernel_path.py).
 
 Beam search reorders the cache by a gather of rows, ``take`` into the static buffers (array indexing, no kernel of
 ours, outside any graph). BART's decoder is built the same way (post-LN; its embeddings scaled and offset, its LM
