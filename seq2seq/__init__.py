@@ -22,6 +22,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core (``cpu/workers.py``: the
                        threads it wakes)
     ``cpu/thin.py``    products of a few rows (a decode step's) in column chunks of the weight, on every core
+                       (one row: each weight whole, on the calling thread)
     ``cpu/linear.py``, ``cpu/layer_norm.py``, ``cpu/cross_entropy.py``, ``cpu/gelu.py``, ``cpu/attention.py``,
     ``cpu/optim.py``   the fused forms of nn/'s linear, layer norm, cross-entropy, erf, GELU and attention, and of
                        AdamW's update
