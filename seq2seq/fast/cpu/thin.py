@@ -73,6 +73,11 @@ def chunks(width):
     return _chunks(width, PIECES, ALIGN, MIN_CHUNK)
 
 
+def whole(width):
+    """The one column slice of a weight multiplied whole."""
+    return (slice(0, width),)
+
+
 @functools.lru_cache(maxsize=None)
 def _chunks(width, pieces, align, min_chunk):
     size = max(min_chunk, -(-width // (pieces * align)) * align)
@@ -89,9 +94,8 @@ def thin_products(x2, pairs):
     else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
         x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
     outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
-    # One row: each weight whole, one matrix-vector product on this thread (see "One row" above)
-    tasks = [(w, y, slice(None) if rows == 1 else columns)
-             for (w, _), y in zip(pairs, outs) for columns in ((None,) if rows == 1 else chunks(w.shape[1]))]
+    cuts = whole if rows == 1 else chunks  # one row: each weight whole, on this thread (see "One row" above)
+    tasks = [(w, y, columns) for (w, _), y in zip(pairs, outs) for columns in cuts(w.shape[1])]
 
     def product(i):
         w, y, cols = tasks[i]
