@@ -13,6 +13,7 @@ from seq2seq.core.autograd import Tensor
 from seq2seq.core.backend import to_numpy
 from seq2seq.core.gradcheck import check_grad
 from seq2seq.fast import cpu as fast_cpu
+from seq2seq.fast.cpu import gelu as fast_gelu
 from seq2seq.fast.cpu import optim as fast_optim
 from seq2seq.fast.cpu import parallel
 from seq2seq.fast.cpu.linear import FEW_ROWS, linear_forward
@@ -149,14 +150,26 @@ def test_erf_fused_equals_plain(rng, dtype):
     np.testing.assert_array_equal(fused, plain)  # the same polynomials, evaluated in the same order
 
 
+@pytest.mark.parametrize("phi_form", ["rational", "tanh"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape", [(5, 8), (3, 700, 48)])
-def test_gelu_fused_equals_plain(rng, shape, dtype):
+def test_gelu_fused_equals_plain(rng, shape, dtype, phi_form, monkeypatch):
+    monkeypatch.setattr(fast_gelu, "PHI_FORM", phi_form)  # whichever this machine runs, both are tested
     x = (3 * rng.standard_normal(shape)).astype(dtype)
     x.reshape(-1)[:3] = 0  # Phi(0) = 1/2, which the fused backward cannot get as y / x
+    x.reshape(-1)[3:7] = [-12, 12, 5.9, -5.9]  # beyond both forms' clamps
     fused, plain = both_forms(get_activation("gelu"), [x])
-    # float32: the fused forward's Phi is tanh-based (GELU within 6e-7), the plain one's erf-based (1.4e-6)
+    # float32: the fused forward's Phi is its own (GELU within 1.5e-6 of float64), the plain one's erf-based
     assert_close(fused, plain, dtype)
+
+
+@pytest.mark.parametrize("phi_form", ["rational", "tanh"])
+def test_gelu_float32_forms_are_within_1_5e_6_of_float64(rng, phi_form, monkeypatch):
+    monkeypatch.setattr(fast_gelu, "PHI_FORM", phi_form)
+    x = np.concatenate([np.linspace(-12, 12, 4001), 3 * rng.standard_normal(4000)]).reshape(-1, 1)
+    got = get_activation("gelu")(Tensor(x.astype(np.float32))).data
+    want = get_activation("gelu")(Tensor(x)).data  # float64: through the exact erf
+    np.testing.assert_allclose(got, want, rtol=0, atol=1.5e-6)
 
 
 def test_gelu_backward_follows_either_forward(rng):

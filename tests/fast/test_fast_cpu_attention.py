@@ -11,7 +11,7 @@ from seq2seq.core.gradcheck import check_grad
 from seq2seq.fast import cpu as fast_cpu
 from seq2seq.fast.cpu import parallel
 import seq2seq.fast.cpu.attention as fused_attention
-from seq2seq.nn.attention import Attention
+from seq2seq.nn.attention import Attention, padding_mask
 
 from attention_cases import KINDS, make_keep
 
@@ -165,8 +165,62 @@ def test_what_is_kept_of_the_scores_size_depends_on_the_number_of_keys():
     short = seq2seq.Tensor(np.ones((2, 3, 16, 4), np.float32), requires_grad=True)  # S = 16 = 4 hs
     op = Attention()
     op(q, short, short)
-    assert op.fused.probs.shape == (2, 3, 5, 16) and op.fused.row_max is None and op.fused.log_sum is None
-    np.testing.assert_allclose(op.fused.probs.sum(axis=-1), 1, rtol=1e-6)
+    assert op.fused.row_max is None and op.fused.log_sum is None
+    probs = np.concatenate(op.fused.probs)  # one array per block, here blocks of whole batch elements
+    assert probs.shape == (2, 3, 5, 16)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1, rtol=1e-6)
+
+
+def test_kept_probabilities_cover_only_the_keys_seen():
+    """With padding the kept probabilities of a block span the keys its rows may see, not every key."""
+    q, k, v, _ = inputs(8, 2, 3, 5, 16, 4, np.float32)
+    mask = np.ones((2, 16), np.int64)
+    mask[:, 10:] = 0  # both sources padded after 10 keys
+    op = Attention(padding_mask(mask))
+    op(*(seq2seq.Tensor(x, requires_grad=True) for x in (q, k, v)))
+    assert np.concatenate(op.fused.probs).shape == (2, 3, 5, 10)
+
+
+def padded_keys(kind, b, s):
+    """A padding mask ``[b, s]`` with its keys left out in one of several ways."""
+    mask = np.ones((b, s), np.int64)
+    if kind == "right":
+        mask[1:, s - 3:] = 0
+    elif kind == "left":  # GPT-2-style left padding
+        mask[0, :2] = 0
+    elif kind == "both-and-holes":
+        mask[0, :1], mask[0, s - 2:], mask[1, 3] = 0, 0, 0
+    elif kind == "a-source-all-padding":  # its queries attend to every key, uniformly, as in the plain form
+        mask[1] = 0
+    return mask
+
+
+@pytest.mark.parametrize("kind", ["right", "left", "both-and-holes", "a-source-all-padding"])
+@pytest.mark.parametrize("chunk", [1, 40, 1 << 18], ids=["by-heads-and-queries", "by-heads", "whole-elements"])
+def test_padding_keys_are_skipped_with_the_same_results(monkeypatch, kind, chunk, probabilities):
+    """Blocks work only on the keys their rows may see (``_key_spans``): the same outputs and gradients as the plain
+    form (zero gradients for keys no query sees), whatever the cut of the blocks."""
+    b, nh, t, s, hs = 3, 2, 4, 9, 3
+    q, k, v, gout = inputs(9, b, nh, t, s, hs)
+    keep = padding_mask(padded_keys(kind, b, s))
+    want = run(keep, q, k, v, gout, fused=False, dropout_p=0.2, rng=np.random.default_rng(4))
+    monkeypatch.setattr(fused_attention, "_CHUNK", chunk)
+    got = run(keep, q, k, v, gout, fused=True, dropout_p=0.2, rng=np.random.default_rng(4))
+    for name, g, w in zip(("out", "gq", "gk", "gv"), got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_blocks_cut_long_sequences_by_heads_then_queries_and_trim_padding(monkeypatch):
+    monkeypatch.setattr(fused_attention, "can_set_blas_threads", lambda: True)
+    keep = padding_mask(padded_keys("right", 2, 512))
+    blocks, queries = fused_attention._blocks(2, 12, 512, 512, 64, ~keep)  # one head's scores: _CHUNK values
+    assert len(blocks) == 24 and queries == [slice(0, 512)]
+    assert {(b.heads.stop - b.heads.start) for b in blocks} == {1}
+    assert [b.keys for b in blocks[:2]] + [blocks[-1].keys] == [slice(0, 512)] * 2 + [slice(0, 509)]
+    blocks, queries = fused_attention._blocks(1, 12, 1024, 1024, 64, None)
+    assert len(blocks) == 12 and queries == [slice(0, 256), slice(256, 512), slice(512, 768), slice(768, 1024)]
+    blocks, queries = fused_attention._blocks(8, 12, 1, 128, 64, None)  # a decode step's: the whole batch
+    assert blocks == [fused_attention.Block(slice(0, 8), slice(0, 12), slice(0, 128))]
 
 
 def test_backward_takes_the_form_forward_took():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from seq2seq.fast import cpu as fast_cpu
+from seq2seq.fast.cpu import gelu as fast_gelu
 from seq2seq.fast.cpu import parallel
 from seq2seq.nn.activations import ACTIVATIONS, erf, get_activation
 from seq2seq.core.autograd import Tensor
@@ -80,19 +81,23 @@ def test_erf_float16(xp, form):
     assert np.abs(out.astype(np.float64) - exact_erf(x.astype(np.float64))).max() < 1e-3  # float16 rounding
 
 
-def test_fused_gelu_float32_grid():
-    """The fused float32 forward (Phi as (1 + tanh(x R(x^2))) / 2, not through erf) on a dense grid through its
-    clamp."""
+@pytest.mark.parametrize("form, error, one_from", [("tanh", 7e-7, 5.75), ("rational", 1.5e-6, 4 * math.sqrt(2))])
+def test_fused_gelu_float32_grid(form, error, one_from, monkeypatch):
+    """Both fused float32 forwards (fast/cpu/gelu.py: Phi not through erf) on a dense grid through their clamps,
+    and far out in the tails, where Phi is exactly 0 and 1."""
+    monkeypatch.setattr(fast_gelu, "PHI_FORM", form)
     x = np.linspace(-12, 12, 480_001, dtype=np.float32)  # step 5e-5
-    x = np.concatenate([x, [0.0, -0.0, 1e-30, -1e-30, 5.4999995, 5.5, 5.5000005, -5.5]]).astype(np.float32)
+    tails = [-1e30, -100.0, 100.0, 1e30, -np.float32(one_from), np.float32(one_from)]
+    x = np.concatenate([x, tails, [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
     op = get_activation("gelu")
     out = op(Tensor(x)).data
     x64 = x.astype(np.float64)
     exact = 0.5 * x64 * (1 + exact_erf(x64 / math.sqrt(2)))
     assert out.dtype == np.float32
-    assert np.abs(out - exact).max() < 7e-7
-    assert out[-8] == 0 and out[-7] == 0 and np.signbit(out[-7]) == np.signbit(np.float32(-0.0) * 0.5)
-    np.testing.assert_array_equal(out[x >= 5.5], x[x >= 5.5])  # Phi rounds to 1 there
+    assert np.abs(out - exact).max() < error
+    assert out[-4] == 0 and out[-3] == 0 and np.signbit(out[-3]) == np.signbit(np.float32(-0.0) * 0.5)
+    assert np.all(out[x <= -one_from] == 0) and np.all(np.signbit(out[x <= -one_from]))  # -0: x times Phi = 0
+    np.testing.assert_array_equal(out[x >= one_from], x[x >= one_from])  # Phi is 1 there
 
 
 def test_plain_gelu_float32_grid(xp):

@@ -7,11 +7,20 @@ the cache, and on every core.
 
 **erf** is ``core.special``'s rational approximation, evaluated in place: in float32 the same values, bit for bit.
 
-**GELU's float32 forward does not go through erf.** Phi itself is written as (1 + tanh(x R(x^2))) / 2, R a
-degree-6 polynomial fitted to atanh(erf(x / sqrt 2)) / x on |x| <= 5.5 (``_PHI_R``), which takes about 20
-elementwise passes where 0.5 (1 + erf(x / sqrt 2)) takes 30: NumPy's ``tanh`` is one vectorised pass, and the
-scaling by 1/sqrt(2) and the halving fold into the coefficients (the gain: benchmarks/RESULTS.md). The error is
-below erf's: GELU within 6e-7 of the float64 value everywhere (1.4e-6 through erf), Phi within 1e-7. float64
+**GELU's float32 forward does not go through erf**: it evaluates Phi itself, one of two ways, whichever is faster
+on the machine (both within 1.5e-6 of the float64 GELU, as erf's is):
+
+- ``rational``: erf's rational approximation with the 1/sqrt(2), the halving and the 1/2 folded into its
+  coefficients, Phi(x) = 1/2 + x P(x^2) / Q(x^2) (``_PHI_P``, ``_PHI_Q``): 24 cheap elementwise passes against
+  erf's 31.
+- ``tanh``: Phi(x) = (1 + tanh(x R(x^2))) / 2, R a degree-6 polynomial fitted to atanh(erf(x / sqrt 2)) / x on
+  |x| <= 5.5 (``_PHI_R``; clamped at 5.75): about 20 passes, one of them NumPy's ``tanh``.
+
+Which is faster is a matter of NumPy's ``tanh``: with its AVX-512 loop (an AVX-512 Xeon) the ``tanh`` form took a
+[2048, 1536] activation in 7.1 ms on 2 cores against erf's 11.6; where ``tanh`` runs 256 bits wide at best (an
+AVX2 AMD EPYC: 4-5 ns a value, 25 times a multiplication) the ``rational`` form takes a [1024, 3072] one in 12.9 ms
+on one core against the ``tanh`` form's 23.1 (benchmarks/RESULTS.md). ``PHI_FORM`` is chosen once, from the CPU
+features NumPy dispatches ``tanh`` on, never by timing: a machine computes the same values on every run. float64
 (gradient checks) goes through the exact erf, float16 through float32's.
 
 **GELU's backward recovers Phi as y / x** instead of keeping it from forward: storing it would hold one more
@@ -30,7 +39,14 @@ from .parallel import as_rows, for_each_block, scratch
 # float32; R(0) = sqrt(2 / pi), as in GELU's tanh approximation, whose R is that times 1 + 0.044715 x^2, 1e-4 off)
 _PHI_R = (1.7564174771764433e-09, -1.3227088554836904e-07, 3.9648256879408014e-06, -5.530657407705452e-05,
           -3.2594201668270286e-05, 0.036333083979003804, 0.7978849415736056)
-_PHI_CLAMP = 5.5  # erf(5.5 / sqrt 2) = 1 - 4e-8: float32's 1
+# erf(5.5 / sqrt 2) = 1 - 4e-8 is float32's 1 already; the clamp is a little further out, where tanh, too, rounds
+# to exactly -1 (at 5.5 it misses by 6e-8, which x = -1e30 would make -3e22 instead of -0)
+_PHI_CLAMP = 5.75
+# Phi(x) = 1/2 + erf(x / sqrt 2) / 2 ~= 1/2 + x P(x^2) / Q(x^2) for |x| <= 4 sqrt 2: erf's x P(x^2) / Q(x^2) at x /
+# sqrt 2, each power of x^2 in P and Q divided by 2 and P by 2 sqrt 2 as well (highest power first, as ERF_P/ERF_Q)
+_PHI_P = tuple(c * 0.5 ** (len(ERF_P) - 1 - i) / (2 * math.sqrt(2)) for i, c in enumerate(ERF_P))
+_PHI_Q = tuple(c * 0.5 ** (len(ERF_Q) - 1 - i) for i, c in enumerate(ERF_Q))
+_RATIONAL_CLAMP = ERF_CLAMP * math.sqrt(2)
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -94,21 +110,62 @@ def _forward_block(x, out):
         out += 1
         out *= 0.5  # Phi(x)
         out *= x  # x Phi(x)
-        return
+    elif PHI_FORM == "rational":
+        _rational_block(x, out)
+    else:
+        _tanh_block(x, out)
+
+
+def _rational_block(x, out):
+    t, s, q = scratch(x.shape, x.dtype, name="gelu", count=3)
+    np.clip(x, -_RATIONAL_CLAMP, _RATIONAL_CLAMP, out=t)
+    np.multiply(t, t, out=s)
+    p = out  # P(t^2), by Horner, built in the output itself
+    _horner(_PHI_P, s, out=p)
+    p *= t
+    _horner(_PHI_Q, s, out=q)
+    p /= q
+    p += np.float32(0.5)  # Phi(x)
+    # Why clip: at the clamp the approximation, rounded, misses 0 and 1 by ~6e-8, which x far out in the tails
+    # (-1e30) would magnify; clipped, Phi is exactly 0 and 1 there, and GELU -0 and x
+    np.clip(p, 0, 1, out=p)
+    p *= x  # x Phi(x)
+
+
+def _tanh_block(x, out):
     t, s = scratch(x.shape, x.dtype, name="gelu", count=2)
-    np.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to 1 (or to ~0: GELU's error < 1e-6)
+    np.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to exactly 1 (or 0)
     np.multiply(t, t, out=s)
     r = out  # R(t^2), by Horner, built in the output itself
-    np.multiply(s, np.float32(_PHI_R[0]), out=r)
-    r += np.float32(_PHI_R[1])
-    for c in _PHI_R[2:]:
-        r *= s
-        r += np.float32(c)
+    _horner(_PHI_R, s, out=r)
     r *= t
     np.tanh(r, out=r)  # 2 Phi(x) - 1
     r += 1
     r *= x
     r *= 0.5  # x Phi(x)
+
+
+def _horner(coefficients, s, *, out):
+    """``out`` = sum_i c_i s^(n - i), highest power first, in float32 in place: two passes a coefficient."""
+    np.multiply(s, np.float32(coefficients[0]), out=out)
+    out += np.float32(coefficients[1])
+    for c in coefficients[2:]:
+        out *= s
+        out += np.float32(c)
+    return out
+
+
+def _tanh_is_wide():
+    """Whether NumPy runs float32 ``tanh`` on its AVX-512 loop here (NumPy >= 2.1 says; older: assume not)."""
+    try:
+        from numpy.lib.introspect import opt_func_info  # noqa: PLC0415
+        target = opt_func_info(func_name="^tanh$", signature="float32")["tanh"]["ff"]["current"]
+    except (ImportError, KeyError, TypeError):
+        return False
+    return "AVX512" in target or target == "X86_V4"
+
+
+PHI_FORM = "tanh" if _tanh_is_wide() else "rational"  # see the module's docstring
 
 
 def gelu_backward(gy, x, y):
