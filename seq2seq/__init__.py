@@ -37,10 +37,11 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
     ``activations.py`` GELU, ReLU, ... picked by ``hidden_act``
+    ``source_rows.py`` several decoder rows per source: their queries grouped over one copy of its keys/values
     ``attention.py``   masks and scaled dot-product attention
     ``record.py``      what layers report when asked: attention probabilities, hidden states (output_attentions)
     ``layers.py``      Linear, LayerNorm, Embedding, Dropout
-    ``cache.py``       the KV cache: appended self-attention keys/values, cross-attention ones computed once
+    ``cache.py``       the KV cache: appended self-attention keys/values, cross-attention ones once per source
 ``generation/``  decoding, over a model's ``start_decoding`` and ``decode_step``
     ``config.py``      ``GenerationConfig`` (generation_config.json)
     ``logits_process.py``, ``sequence_bias.py``, ``warpers.py``, ``processors.py``  the score rules and their order

@@ -236,7 +236,8 @@ def make_step(model, cache, *, use_cache=True):
             return kernel_path.decode_step_logits(model, sequences[:, -1:], cache)  # [N, 1] -> [N, V]
     else:
         def step(sequences):
-            fresh = DecoderCache(len(cache.layers), cache.memory, cache.memory_keep, capacity=sequences.shape[1])
+            fresh = DecoderCache(len(cache.layers), cache.memory, cache.memory_keep, capacity=sequences.shape[1],
+                                 copies=cache.copies)  # the encoder side once per source, as in ``cache``
             return model.decode_step(sequences, fresh)  # [N, t] -> [N, V]
     return step
 

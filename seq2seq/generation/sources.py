@@ -1,5 +1,5 @@
-"""The sources of a generate call: encoded once, copied for each beam or sample, and read by the processors that
-look at them (``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size``).
+"""The sources of a generate call: encoded once, shared by each source's beams or samples, and read by the
+processors that look at them (``encoder_repetition_penalty``, ``encoder_no_repeat_ngram_size``).
 
 The encoder runs on ``input_ids`` unless generate is handed ``encoder_outputs``, an encoding computed before (to
 reuse one encoding for several generate calls, as in transformers):
@@ -54,10 +54,11 @@ def encoder_input_ids(model, input_ids, hidden, *, needed):
 
 
 def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=None, kernel=False):
-    """The sources encoded once (or ``hidden``, their encoding) in a DecoderCache of ``B * copies`` rows: each
-    source repeated, adjacent (row0, row0, row1, row1, ...), as transformers' ``_expand_inputs_for_generation``.
-    With ``kernel`` a KernelDecoding (kernel_path.py) of as many rows instead, which keeps one encoder side per
-    source and repeats nothing (the model's last one, refilled, when it fits).
+    """The sources encoded once (or ``hidden``, their encoding) in a DecoderCache of ``B * copies`` decoder rows:
+    each source serving ``copies`` adjacent rows (row0, row0, row1, row1, ...), as transformers'
+    ``_expand_inputs_for_generation`` orders them, its encoder side kept once (nn/cache.py). With ``kernel`` a
+    KernelDecoding (kernel_path.py) of as many rows instead, which also keeps one encoder side per source (the
+    model's last one, refilled, when it fits).
 
     ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
     """
@@ -67,5 +68,6 @@ def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=N
         return kernel_decoding(model, cache, copies=copies, max_length=config.max_length)
     if copies > 1:
         xp = model.xp
-        cache.reorder(xp.repeat(xp.arange(cache.batch_size), copies))  # [B] -> [B * copies]
+        # [B] -> [B * copies] rows; the encoder side stays [B, ...] (DecoderCache.reorder: each source in place)
+        cache.reorder(xp.repeat(xp.arange(cache.batch_size), copies))
     return cache

@@ -19,6 +19,7 @@ from ..core.ops import matmul, transpose
 from ..fast import cpu as fast_cpu
 from ..fast.cpu.attention import FusedAttention
 from .functional import dropout_scale, masked_softmax
+from .source_rows import group_rows, rows_per_source, ungroup_probabilities, ungroup_rows
 
 
 def padding_mask(attention_mask, *, name="attention_mask"):
@@ -171,8 +172,27 @@ def _dropped(p, kept, kept_scale):
 
 def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None):
     """softmax(q k^T * scale, masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``; scale 1/sqrt(hs)
-    unless given; ``probabilities_to`` a list to append the probabilities to, or None (see ``Attention``)."""
-    return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=probabilities_to)(q, k, v)
+    unless given; ``probabilities_to`` a list to append the probabilities to, or None (see ``Attention``).
+
+    k and v may also hold one row per *source* for ``c`` adjacent query rows each: q ``[B*c, nh, T, hs]`` over k,
+    v ``[B, nh, S, hs]`` and a padding mask ``keep`` ``[B, 1, 1, S]`` (cross-attention in beam search and in
+    sampling several sequences, whose cache keeps the encoder side once per source: cache.py). Then each source's
+    rows attend as one block of ``c*T`` queries (source_rows.py) and the result, and any recorded probabilities,
+    come back per row: ``[B*c, nh, T, hs]`` and ``[B*c, nh, T, S]``.
+    """
+    copies = rows_per_source(q, k)
+    if copies == 1:
+        return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=probabilities_to)(q, k, v)
+    if keep is not None and keep.shape[2] != 1:
+        # Why refused: a mask per query (causal) would have to be grouped too; rows sharing keys only come from
+        # cross-attention, whose mask is the sources' padding
+        raise InputError(f"attention over shared keys takes a padding mask [B, 1, 1, S], got {tuple(keep.shape)}")
+    recorded = None if probabilities_to is None else []
+    attention = Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=recorded)
+    y = attention(group_rows(q, copies), k, v)  # [B*c, nh, T, hs] -> [B, nh, c*T, hs] -> [B, nh, c*T, hs]
+    if recorded is not None:
+        probabilities_to.extend(ungroup_probabilities(p, copies) for p in recorded)  # -> [B*c, nh, T, S]
+    return ungroup_rows(y, copies)  # [B, nh, c*T, hs] -> [B*c, nh, T, hs]
 
 
 def keys_values(project, x, *, memory=None, cache=None, start=0):
@@ -180,7 +200,9 @@ def keys_values(project, x, *, memory=None, cache=None, start=0):
 
     ``project(source)`` computes (k, v) from a source sequence. Self-attention (``memory`` None) projects ``x`` and,
     with a cache, appends the result at position ``start`` and attends over everything cached so far.
-    Cross-attention projects the encoder output ``memory`` once; a cache keeps that for every later step.
+    Cross-attention projects the encoder output ``memory`` ``[B, S, C]`` once; a cache keeps that for every later
+    step. With several decoder rows per source (``x`` ``[B*c, T, C]``) they stay per source, ``[B, nh, S, hs]``:
+    ``scaled_dot_product_attention`` takes each source's rows together.
     """
     if memory is None:
         k, v = project(x)

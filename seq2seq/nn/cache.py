@@ -7,6 +7,10 @@ values of the whole prefix at every step. With it:
   writes them into preallocated arrays ``[B, nh, capacity, hs]`` (no re-allocation, no concatenation);
 - cross-attention keys/values depend only on the encoder output, so they are computed *once* per source, at the
   first step, and reused by every later step;
+- beam search and sampling with ``num_return_sequences`` decode ``copies`` rows per source, adjacent (row0, row0,
+  row1, row1, ...). The encoder side (``memory``, ``memory_keep``, the cross keys/values) is kept once per
+  *source*, ``[B, ...]``, and only the self-attention keys/values once per decoder row, ``[B*copies, ...]``;
+  cross-attention takes each source's rows together (``attention.scaled_dot_product_attention``);
 - beam search keeps the best beams after each step; ``reorder(index)`` makes row i of every cached array a copy
   of row ``index[i]`` so that each surviving beam carries its own history (transformers' ``_reorder_cache``).
 
@@ -23,7 +27,7 @@ class LayerCache:
     def __init__(self, capacity):
         self.capacity = capacity  # positions to allocate room for at once
         self.self_k = self.self_v = None  # [B, nh, capacity, hs], filled up to DecoderCache.length
-        self.cross_k = self.cross_v = None  # [B, nh, S, hs], computed at the first step
+        self.cross_k = self.cross_v = None  # [B, nh, S, hs], one row per source, computed at the first step
 
     def append(self, k, v, start):
         """Write new self-attention keys/values ``[B, nh, t, hs]`` at ``start``; return the filled prefix."""
@@ -41,39 +45,60 @@ class LayerCache:
 
 
 class DecoderCache:
-    """Every layer's LayerCache, the number of positions decoded so far, and the encoder-side inputs."""
+    """Every layer's LayerCache, the number of positions decoded so far, and the encoder-side inputs, once per
+    source for ``copies`` adjacent decoder rows each."""
 
-    def __init__(self, num_layers, memory, memory_keep, *, capacity=64):
+    def __init__(self, num_layers, memory, memory_keep, *, capacity=64, copies=1):
         self.layers = [LayerCache(capacity) for _ in range(num_layers)]
         self.memory = memory  # the encoder's last hidden state [B, S, C]: only read at the first step
         self.memory_keep = memory_keep  # encoder padding mask [B, 1, 1, S] or None
+        self.copies = copies  # decoder rows per source: batch_size = B * copies
         self.length = 0
 
     @property
     def batch_size(self):
-        return self.memory.shape[0]
+        """The number of decoder rows."""
+        return self.memory.shape[0] * self.copies
 
     def reorder(self, index):
-        """Keep rows ``index`` (an integer array of length B') of everything cached, in that order."""
+        """Keep decoder rows ``index`` (an integer array of length N') of everything cached, in that order.
+
+        When every source keeps its place and serves the same number of rows, ``k``, adjacent (the new row i
+        reads from source ``i // k``: the rows repeated for beams or samples, as ``encode_sources`` asks, or
+        reordered within their sources), the per-source side stays put and ``copies`` becomes ``k``. Any other
+        index (rows dropped, sources reordered or mixed) gives each row its own copy of the encoder side
+        (``copies`` 1): correct for every index, and no caller in generation asks for one.
+        """
         xp = get_array_module(self.memory)
         index = xp.asarray(index)
-        self.memory = self.memory[index]
+        sources = index // self.copies  # [N']: the source each new row reads
+        b, rows = self.memory.shape[0], index.shape[0]
+        k = rows // b if b else 0
+        if k and k * b == rows and bool((sources == xp.arange(rows) // k).all()):
+            self.copies = k  # every source in place: its encoder side serves k rows now
+        else:
+            self._one_source_per_row(sources)
+        for layer in self.layers:
+            if layer.self_k is not None:
+                layer.self_k, layer.self_v = layer.self_k[index], layer.self_v[index]  # [N, ...] -> [N', ...]
+        return self
+
+    def _one_source_per_row(self, sources):
+        """Copy the encoder side of source ``sources[i]`` into row i: ``[B, ...] -> [N', ...]``, ``copies`` 1."""
+        self.memory = self.memory[sources]  # [B, S, C] -> [N', S, C]
         if self.memory_keep is not None:
-            self.memory_keep = self.memory_keep[index]
+            self.memory_keep = self.memory_keep[sources]  # [B, 1, 1, S] -> [N', 1, 1, S]
         for layer in self.layers:
             if layer.cross_k is not None:
-                layer.cross_k, layer.cross_v = layer.cross_k[index], layer.cross_v[index]
-            if layer.self_k is not None:
-                layer.self_k, layer.self_v = layer.self_k[index], layer.self_v[index]
-        return self
+                layer.cross_k, layer.cross_v = layer.cross_k[sources], layer.cross_v[sources]  # -> [N', nh, S, hs]
+        self.copies = 1
 
     def reorder_beams(self, index):
         """Like ``reorder``, for beam search, where row i always takes ``index[i]`` from the beams of its own source.
 
-        Why cheaper: those beams share one encoder output, so their cross-attention keys/values and encoder mask
-        are already identical and stay put; only the self-attention keys/values move, only the ``length``
-        positions filled so far, and only those of the rows that take another row's history (a beam that
-        continues itself keeps its own in place).
+        Why cheaper: those beams share one encoder output, so the encoder side (kept once per source) stays put;
+        only the self-attention keys/values move, only the ``length`` positions filled so far, and only those of
+        the rows that take another row's history (a beam that continues itself keeps its own in place).
         """
         xp = get_array_module(self.memory)
         index = xp.asarray(index)

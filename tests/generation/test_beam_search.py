@@ -244,6 +244,40 @@ def test_each_step_feeds_one_token_per_beam(pair, source):
     assert spy.reorders == [("all", 12)] + [("beams", 12)] * 10
 
 
+class CacheShapes(Spy):
+    """The real model, recording after every decode step what its cache holds per source and per row."""
+
+    def decode_step(self, ids, cache):
+        logits = self.model.decode_step(ids, cache)
+        layers = cache.layers
+        self.steps.append(dict(copies=cache.copies, rows=cache.batch_size, memory=cache.memory.shape,
+                               keep=cache.memory_keep.shape,
+                               cross={(x.cross_k.shape, x.cross_v.shape) for x in layers},
+                               self_rows={x.self_k.shape[0] for x in layers},
+                               cross_k=[x.cross_k for x in layers]))
+        return logits
+
+
+def test_cross_keys_values_once_per_source(pair, source):
+    """Beam search (3 beams, 2 sources, the second padded): the encoder side and every layer's cross keys/values
+    stay ``[B, ...]`` at every step, computed at the first; only the self-attention history is per beam."""
+    hf, ours = pair
+    ids, mask = source[0][:2], source[1][:2]
+    assert mask[1].sum() < mask.shape[1]
+    spy = CacheShapes(ours)
+    kw = dict(num_beams=3, num_return_sequences=3, max_length=12)
+    assert_same(beam_search(spy, ids, mask, gen_config(**kw), None), hf_beam(hf, ids, mask, **kw))
+    nh = ours.config.decoder.num_attention_heads
+    hs = ours.config.decoder.hidden_size // nh
+    s = ids.shape[1]
+    assert len(spy.steps) > 3
+    for step in spy.steps:
+        assert (step["copies"], step["rows"], step["memory"], step["keep"]) == (3, 6, (2, s, nh * hs), (2, 1, 1, s))
+        assert step["cross"] == {((2, nh, s, hs), (2, nh, s, hs))} and step["self_rows"] == {6}
+        # the same arrays: computed once, at the first step
+        assert all(a is b for a, b in zip(step["cross_k"], spy.steps[0]["cross_k"]))
+
+
 @pytest.mark.parametrize("eos, early_stopping", [(EOS, True), (14, "never"), ([16, 38], False)], ids=str)
 def test_backends(saved, source, xp, eos, early_stopping):
     """The same tokens on either array module, returned as arrays of the model's backend."""

@@ -338,6 +338,21 @@ def test_top_k_1_sampling_is_greedy(model, inputs):
     np.testing.assert_array_equal(sampled, np.repeat(greedy, 2, axis=0))  # interleaved: row0, row0, row1, ...
 
 
+@pytest.mark.parametrize("kwargs", [dict(seed=3, temperature=1.5), dict(seed=8, top_k=0, use_cache=False)],
+                         ids=["cached", "uncached"])
+def test_several_sequences_equal_sampling_repeated_sources(model, inputs, kwargs):
+    """num_return_sequences=2 keeps each source's encoder side once, for its 2 rows; sources repeated by hand are
+    2 rows with one each (every row a source of its own). The same draws (one generator, rows in the same order)
+    and the same scores: the same ids."""
+    ids, mask = inputs
+    common = dict(do_sample=True, max_new_tokens=12, return_dict_in_generate=True, output_scores=True, **kwargs)
+    shared = model.generate(ids, mask, num_return_sequences=2, **common)
+    repeated = model.generate(np.repeat(ids, 2, axis=0), np.repeat(mask, 2, axis=0), **common)
+    np.testing.assert_array_equal(shared.sequences, repeated.sequences)
+    for ours, ref in zip(shared.scores, repeated.scores):
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_seeds_repeat_and_differ(model, inputs):
     kwargs = dict(do_sample=True, top_k=0, temperature=2.0, max_new_tokens=12)
     first = model.generate(*inputs, seed=1, **kwargs)

@@ -108,6 +108,20 @@ def test_generate_matches(pair, settings):
     np.testing.assert_array_equal(seq2seq.to_numpy(out), ref)
 
 
+def test_sampling_several_sequences_equals_repeated_sources(pair):
+    """num_return_sequences=2 (each source's cross keys/values once, its 2 rows attending together) gives the ids
+    and scores of the sources repeated by hand (a copy per row), draw for draw: no oracle for sampling's draws."""
+    name, hf, ours = pair
+    ids, mask, _ = batch(VOCAB, seed=5)
+    common = dict(do_sample=True, seed=4, max_new_tokens=12, eos_token_id=7, decoder_start_token_id=2,
+                  pad_token_id=0, return_dict_in_generate=True, output_scores=True)
+    shared = ours.generate(ids, attention_mask=mask, num_return_sequences=2, **common)
+    repeated = ours.generate(np.repeat(ids, 2, axis=0), attention_mask=np.repeat(mask, 2, axis=0), **common)
+    np.testing.assert_array_equal(shared.sequences, repeated.sequences)
+    for got, want in zip(shared.scores, repeated.scores):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_round_trip_through_our_checkpoint(pair, tmp_path):
     name, hf, ours = pair
     ours.save_pretrained(tmp_path)

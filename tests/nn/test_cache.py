@@ -70,8 +70,42 @@ def test_reorder_beams_moves_only_the_self_attention_history(model, order):
     cache = model.start_decoding(ids, attention_mask=mask).reorder(np.repeat(np.arange(2), beams))
     model.decode_step(dec[[0, 0, 0, 1, 1, 1], :3], cache)
     cross = [layer.cross_k for layer in cache.layers]
+    assert all(k.shape == (2, 4, 7, 6) for k in cross)  # once per source: [B, nh, S, hs]
     order = np.array(order)  # within each source's beams, as beam search does
     cache.reorder_beams(order)
     assert all(a is layer.cross_k for a, layer in zip(cross, cache.layers))
     logits = model.decode_step(dec[[0, 0, 0, 1, 1, 1]][order, 3:4], cache)
+    np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)
+
+
+def test_repeating_rows_keeps_the_encoder_side_once_per_source(model):
+    ids, mask, dec = inputs(batch=2)
+    cache = model.start_decoding(ids, attention_mask=mask)
+    memory, keep = cache.memory, cache.memory_keep
+    cache.reorder(np.repeat(np.arange(2), 3))  # [B] -> [B*3] rows, as encode_sources asks for 3 beams
+    assert (cache.copies, cache.batch_size) == (3, 6)
+    assert cache.memory is memory and cache.memory_keep is keep  # [B, S, C] and [B, 1, 1, S], not repeated
+    model.decode_step(dec[[0, 0, 0, 1, 1, 1], :2], cache)
+    assert all(layer.cross_k.shape == layer.cross_v.shape == (2, 4, 7, 6) for layer in cache.layers)
+    assert all(layer.self_k.shape[0] == 6 for layer in cache.layers)
+
+
+@pytest.mark.parametrize("order, copies", [([2, 0, 1, 5, 5, 3], 3), ([5, 0, 3, 3], 1), ([3, 4, 5, 0, 1, 2], 1),
+                                           ([0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3], 1),
+                                           ([0, 2, 2, 1, 1, 0, 3, 3, 5, 5, 4, 3], 6)],
+                         ids=["within-sources", "mixed", "sources-swapped", "uneven", "each-source-doubled"])
+def test_reorder_of_shared_rows_follows_the_chosen_rows(model, order, copies):
+    """Any index: rows that stay with their own source keep one encoder side per source (``copies`` follows);
+    any other falls back to a copy per row. Either way decoding goes on as a full forward pass of those rows."""
+    ids, mask, dec = inputs(batch=2)
+    rows = np.repeat(np.arange(2), 3)  # [B*3]: each row's source
+    with seq2seq.no_grad():
+        full = model(ids[rows], attention_mask=mask[rows], decoder_input_ids=dec[rows]).logits  # [B*3, T, V]
+    cache = model.start_decoding(ids, attention_mask=mask).reorder(rows)
+    model.decode_step(dec[rows, :3], cache)
+    order = np.array(order)
+    cache.reorder(order)
+    assert cache.copies == copies and cache.batch_size == len(order)
+    assert all(layer.cross_k.shape[0] == len(order) // copies for layer in cache.layers)
+    logits = model.decode_step(dec[rows][order, 3:4], cache)
     np.testing.assert_allclose(logits, full[order, 3], rtol=1e-5, atol=1e-6)
