@@ -67,14 +67,17 @@ def test_fused_equals_plain_forward_and_gradients(kind, dropout_p, shape, probab
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("b", [1, 3])
-def test_one_query_inference_equals_plain(kind, dtype, b):
-    """A decode step's attention (one query per row, no graph) takes the short path; the same values as the plain
-    form, the output laid out as q (a head-split view of a [B, 1, C] projection, as in a decoder)."""
+@pytest.mark.parametrize("t", [1, 4])
+def test_few_queries_inference_equals_plain(kind, dtype, b, t, monkeypatch):
+    """A decode step's attention (one query per row, or a source's beams together; no graph) takes the short path;
+    the same values as the plain form, the output laid out as q (a head-split view of a [B, T, C] projection)."""
+    taken = []
+    monkeypatch.setattr(fused_attention, "_few_queries", lambda *a: taken.append(1) or few_queries(*a))
     nh, s, hs = 3, 7, 4
     rng = np.random.default_rng(3)
-    q = (rng.standard_normal((b, 1, nh * hs)) * 3).astype(dtype).reshape(b, 1, nh, hs).transpose(0, 2, 1, 3)
+    q = (rng.standard_normal((b, t, nh * hs)) * 3).astype(dtype).reshape(b, t, nh, hs).transpose(0, 2, 1, 3)
     k, v = ((rng.standard_normal((b, nh, s, hs)) * 3).astype(dtype) for _ in range(2))
-    keep = make_keep(np, kind, b, 1, s)
+    keep = make_keep(np, kind, b, t, s)
     with seq2seq.no_grad():
         got = Attention(keep)(q, k, v).data
         with fast_cpu.disabled():
@@ -82,6 +85,10 @@ def test_one_query_inference_equals_plain(kind, dtype, b):
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, want, **tol)
     assert [st for st, n in zip(got.strides, got.shape) if n > 1] == [st for st, n in zip(q.strides, q.shape) if n > 1]
+    assert taken == [1]
+
+
+few_queries = fused_attention._few_queries
 
 
 def test_fused_equals_plain_in_float32():

@@ -34,6 +34,7 @@ from .native import can_set_blas_threads
 from .parallel import blas_on_calling_threads, for_each_task, row_dots, scratch
 
 _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
+_FEW_QUERIES = 16  # inference with up to this many queries a row and head (and few scores) takes _few_queries
 _KEEP_PROBABILITIES_UP_TO = 4  # keys per head-size unit up to which forward keeps the probabilities for backward
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 _ONE_SEQUENCE_SPREAD_FROM = 1 << 22  # one sequence's head products (T * S * hs) this large may use OpenBLAS's threads
@@ -55,8 +56,8 @@ class FusedAttention:
     def forward(self, q, k, v):
         b, nh, t, hs = q.shape
         s = k.shape[2]
-        if t == 1 and not self.for_backward and self.kept is None and b * nh * s <= _CHUNK:
-            return _one_query(q, k, v, self.blocked, self.scale)  # a decode step's: small, on this thread
+        if t <= _FEW_QUERIES and not self.for_backward and self.kept is None and b * nh * t * s <= _CHUNK:
+            return _few_queries(q, k, v, self.blocked, self.scale)  # a decode step's: small, on this thread
         # the scale multiplies q (T * hs values) rather than the scores (T * S)
         qs = q * q.dtype.type(self.scale)  # [B, nh, T, hs]
         kt = np.swapaxes(k, -1, -2)  # [B, nh, S, hs] -> [B, nh, hs, S] (a view)
@@ -175,22 +176,23 @@ class FusedAttention:
         return dropped
 
 
-def _one_query(q, k, v, blocked, scale):
-    """Inference with one query per row and head (a decode step): q ``[B, nh, 1, hs]`` -> ``[B, nh, 1, hs]``.
+def _few_queries(q, k, v, blocked, scale):
+    """Inference with a few queries per row and head (a decode step: one, or the rows of a source's beams taken
+    together, nn/source_rows.py): q ``[B, nh, T, hs]`` -> ``[B, nh, T, hs]``.
 
-    The scores are few (``[B, nh, 1, S]``), so the blocks, threads and scratch buffers of the general form would
+    The scores are few (``[B, nh, T, S]``), so the blocks, threads and scratch buffers of the general form would
     cost more than the arithmetic; here it is a handful of NumPy calls on this thread. The same arithmetic as the
     blocks' (scaled queries, the row maximum subtracted, probabilities times the reciprocal of their sum), except
     that the row sums are NumPy's ``sum``.
     """
-    scores = (q * q.dtype.type(scale)) @ np.swapaxes(k, -1, -2)  # [B, nh, 1, hs] @ [B, nh, hs, S] -> [B, nh, 1, S]
+    scores = (q * q.dtype.type(scale)) @ np.swapaxes(k, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
     if blocked is not None and blocked.any():
         np.copyto(scores, np.finfo(scores.dtype).min, where=blocked)  # finite, as in _masked_scores
     scores -= scores.max(axis=-1, keepdims=True)
     p = np.exp(scores, out=scores)
-    p *= 1 / p.sum(axis=-1, keepdims=True)  # [B, nh, 1, S]
+    p *= 1 / p.sum(axis=-1, keepdims=True)  # [B, nh, T, S]
     # laid out as q (see FusedAttention.forward)
-    return np.matmul(p, v, out=np.empty_like(q, shape=q.shape[:3] + v.shape[-1:]))  # [B, nh, 1, S] @ [B, nh, S, hs]
+    return np.matmul(p, v, out=np.empty_like(q, shape=q.shape[:3] + v.shape[-1:]))  # [B, nh, T, S] @ [B, nh, S, hs]
 
 
 def _blocks(batch, nh, t, s, hs, blocked):

@@ -177,8 +177,8 @@ class Context:
 class DecodeStep:
     """The kernel step of a decoder for ``rows = sources * copies`` rows and up to ``max_length`` positions.
 
-    ``memory`` ``[sources, S, C]`` is the encoder output at the decoder's width (``DecoderCache.memory`` before it
-    is repeated per beam), ``memory_keep`` its padding mask ``[sources, 1, 1, S]`` or None; each source serves
+    ``memory`` ``[sources, S, C]`` is the encoder output at the decoder's width (``DecoderCache.memory``, kept once
+    per source), ``memory_keep`` its padding mask ``[sources, 1, 1, S]`` or None; each source serves
     ``copies`` adjacent rows (its beams or samples). ``step(ids)`` is one step; ``run()`` is what a graph captures.
     """
 
