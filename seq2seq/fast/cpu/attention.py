@@ -11,12 +11,12 @@ probabilities are 0), so a batch padded to its longest source spends nothing on 
 attention computes them).
 
 What backward needs of the probabilities ``[B, nh, T, S]`` depends on their size. Up to ``S = 4 hs`` keys they are
-kept (each block softmaxes straight into an array of its own, over its keys): then they are no larger than the feed-forward activation
-``[B, T, 4C]`` that every layer keeps anyway. Beyond that, as flash attention does, forward keeps only each score
-row's maximum and log-sum-exp (``[B, nh, T, 1]`` each) and backward recomputes the probabilities from q and k,
-block by block: one more [T, hs] x [hs, S] product and an exp per score, to avoid keeping the largest activation of
-training on long inputs (bert-base at 512 tokens: 12 MiB per sequence and layer). Keeping them where they are small
-is faster (measured: benchmarks/RESULTS.md).
+kept (each block softmaxes straight into an array of its own, over its keys): then they are no larger than the
+feed-forward activation ``[B, T, 4C]`` that every layer keeps anyway. Beyond that, as flash attention does,
+forward keeps only each score row's maximum and log-sum-exp (``[B, nh, T, 1]`` each) and backward recomputes the
+probabilities from q and k, block by block: one more [T, hs] x [hs, S] product and an exp per score, to avoid
+keeping the largest activation of training on long inputs (bert-base at 512 tokens: 12 MiB per sequence and
+layer). Keeping them where they are small is faster (measured: benchmarks/RESULTS.md).
 
 Every score row is computed on its own, so the results are bit-for-bit the same whatever the number of threads
 (the blocks depend on the shapes, never on the threads).
