@@ -19,9 +19,9 @@ on the machine (both within 1.5e-6 of the float64 GELU, as erf's is):
 Which is faster is a matter of NumPy's ``tanh``: with its AVX-512 loop (an AVX-512 Xeon) the ``tanh`` form took a
 [2048, 1536] activation in 7.1 ms on 2 cores against erf's 11.6; where ``tanh`` runs 256 bits wide at best (an
 AVX2 AMD EPYC: 4-5 ns a value, 25 times a multiplication) the ``rational`` form takes a [1024, 3072] one in 12.9 ms
-on one core against 16.8 through erf and the ``tanh`` form's 23.1 (benchmarks/RESULTS.md). ``PHI_FORM`` is chosen once, from the CPU
-features NumPy dispatches ``tanh`` on, never by timing: a machine computes the same values on every run. float64
-(gradient checks) goes through the exact erf, float16 through float32's.
+on one core against 16.8 through erf and the ``tanh`` form's 23.1 (benchmarks/RESULTS.md). ``PHI_FORM`` is
+chosen once, from the CPU features NumPy dispatches ``tanh`` on, never by timing: a machine computes the same values
+on every run. float64 (gradient checks) goes through the exact erf, float16 through float32's.
 
 **GELU's backward recovers Phi as y / x** instead of keeping it from forward: storing it would hold one more
 ``[N, 4C]`` array per layer until backward. Phi(0) = 1/2.
