@@ -69,6 +69,27 @@ def test_unsupported_models_are_named(model):
     assert decode_step.unsupported(silu, max_length=8) == "activation 'silu' has no kernel"
 
 
+@pytest.mark.parametrize("decoder", ["bert", "bart", "gpt2"])
+def test_refill_writes_the_new_weights_into_the_steps_own_copies(decoder):
+    """The fused q|k|v and cross k|v and the row-major word table are refilled in place: the same arrays (graphs
+    captured on them stay valid), the values a freshly made step would hold, no second copy made first."""
+    model = tiny_bert2bert(decoder=decoder)
+    ids, mask = sources()
+    cache = model.start_decoding(ids, mask)
+    step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=1, max_length=8, launch=None,
+                                  product=np.matmul)
+    own = [step.family.embedding["word"]] + [a for w in step.family.layers for a in (*w.qkv, *w.cross_kv)]
+    for p in model.parameters():
+        p.data *= -2.0  # in place, as an optimizer changes them
+    step.refill(model, cache.memory, cache.memory_keep)
+    fresh = decode_step.FAMILIES[decoder](model.decoder)
+    now = [step.family.embedding["word"]] + [a for w in step.family.layers for a in (*w.qkv, *w.cross_kv)]
+    want = [fresh.embedding["word"]] + [a for w in fresh.layers for a in (*w.qkv, *w.cross_kv)]
+    assert all(a is b for a, b in zip(now, own))
+    for got, expected in zip(now, want):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("decoder", ["bert", "gpt2", "bart"])
 def test_kernel_step_on_the_gpu_equals_the_eager_cupy_step(gpu, decoder):

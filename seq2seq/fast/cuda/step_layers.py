@@ -36,10 +36,13 @@ def norm(layer_norm):
     return layer_norm.weight.data, layer_norm.bias.data, layer_norm.eps
 
 
-def fuse(*pairs):
-    """Side by side: ``(w [in, out] ...), (b [out] ...)`` -> ``(w [in, sum of outs], b [sum of outs])``."""
+def fuse(*pairs, into=None):
+    """Side by side: ``(w [in, out] ...), (b [out] ...)`` -> ``(w [in, sum of outs], b [sum of outs])``, written
+    into the pair ``into`` when given (a step's own fused copy, refilled without a new one: ``DecodeStep.refill``)."""
     xp = get_array_module(pairs[0][0])
-    return xp.concatenate([w for w, _ in pairs], axis=1), xp.concatenate([b for _, b in pairs])
+    w_out, b_out = (None, None) if into is None else into
+    return (xp.concatenate([w for w, _ in pairs], axis=1, out=w_out),  # [in, out_i] ... -> [in, sum of outs]
+            xp.concatenate([b for _, b in pairs], out=b_out))
 
 
 @dataclasses.dataclass
@@ -61,22 +64,30 @@ class LayerWeights:
     scales: tuple = (None, None)
 
 
-def bert_layer(layer, act):
+def _fused_into(into, name):
+    """``into``'s fused pair ``name`` (a LayerWeights field), or None without ``into``."""
+    return None if into is None else getattr(into, name)
+
+
+def bert_layer(layer, act, *, into=None):
+    """``into``: the LayerWeights of a step made before, whose fused copies take the new values in place."""
     sa, ca, ffn = layer.self_attention, layer.cross_attention, layer.ffn
-    return LayerWeights(sa.num_heads, fuse(in_out(sa.query), in_out(sa.key), in_out(sa.value)), in_out(sa.out),
-                        in_out(ca.query), fuse(in_out(ca.key), in_out(ca.value)), in_out(ca.out), in_out(ffn.up),
-                        in_out(ffn.down), (norm(sa.norm), norm(ca.norm), norm(ffn.norm)), act)
+    qkv = fuse(in_out(sa.query), in_out(sa.key), in_out(sa.value), into=_fused_into(into, "qkv"))
+    cross_kv = fuse(in_out(ca.key), in_out(ca.value), into=_fused_into(into, "cross_kv"))
+    return LayerWeights(sa.num_heads, qkv, in_out(sa.out), in_out(ca.query), cross_kv, in_out(ca.out),
+                        in_out(ffn.up), in_out(ffn.down), (norm(sa.norm), norm(ca.norm), norm(ffn.norm)), act)
 
 
-def bart_layer(layer, act):
+def bart_layer(layer, act, *, into=None):
     sa, ca = layer.self_attention, layer.cross_attention
-    return LayerWeights(sa.num_heads, fuse(in_out(sa.q_proj), in_out(sa.k_proj), in_out(sa.v_proj)),
-                        in_out(sa.out_proj), in_out(ca.q_proj), fuse(in_out(ca.k_proj), in_out(ca.v_proj)),
-                        in_out(ca.out_proj), in_out(layer.fc1), in_out(layer.fc2),
+    qkv = fuse(in_out(sa.q_proj), in_out(sa.k_proj), in_out(sa.v_proj), into=_fused_into(into, "qkv"))
+    cross_kv = fuse(in_out(ca.k_proj), in_out(ca.v_proj), into=_fused_into(into, "cross_kv"))
+    return LayerWeights(sa.num_heads, qkv, in_out(sa.out_proj), in_out(ca.q_proj), cross_kv, in_out(ca.out_proj),
+                        in_out(layer.fc1), in_out(layer.fc2),
                         (norm(layer.self_norm), norm(layer.cross_norm), norm(layer.final_norm)), act)
 
 
-def gpt2_layer(block, act):
+def gpt2_layer(block, act, *, into=None):  # GPT-2's weights come fused (c_attn): nothing to copy, ``into`` unused
     sa, ca, mlp = block.self_attention, block.cross_attention, block.mlp
     return LayerWeights(sa.num_heads, conv1d(sa.qkv_attn), conv1d(sa.proj), conv1d(ca.q_attn), conv1d(ca.kv_attn),
                         conv1d(ca.proj), conv1d(mlp.up), conv1d(mlp.down),
@@ -132,12 +143,10 @@ class StepLayer:
         ctx.product(a, self.w.up[0], out=self.hidden)  # [rows, C] -> [rows, F]
         return ctx.launch(plans.bias_activation(self.hidden, self.w.up[1], self.w.act, out=self.activated))
 
-    def refill(self, weights, memory, ctx):
-        """Take new sources (``memory`` of the same shape) and the model's current weights, written into this
-        layer's own arrays in place (the fused copies, the encoder side), so that captured graphs stay valid. The
-        other weights are views of the model's arrays: they follow in-place changes by themselves."""
-        for mine, theirs in ((self.w.qkv, weights.qkv), (self.w.cross_kv, weights.cross_kv)):
-            mine[0][...], mine[1][...] = theirs
+    def refill(self, memory, ctx):
+        """Take new sources (``memory`` of the same shape), written into this layer's own arrays in place, so that
+        captured graphs stay valid. (The fused weight copies are written in place by the family's builder,
+        ``DecodeStep.refill``; the other weights are views of the model's arrays and follow in-place changes.)"""
         for mine, theirs in zip((self.k_enc, self.v_enc), self._encoder_side(memory, ctx)):
             mine[...] = theirs
 
