@@ -106,16 +106,16 @@ class FusedAttention:
             # q, not the scaled copy qs: the graph holds q anyway (backward applies the scale instead)
             self.q, self.k, self.v = q, k, v
             self.probs, self.row_max, self.log_sum = probs, row_max, log_sum
+            self.blocks, self.query_chunks = blocks, query_chunks  # backward goes through the same blocks
         return out
 
     def backward(self, gout):
         q, k, v = self.q, self.k, self.v
-        b, nh, t, hs = q.shape
-        s = k.shape[2]
+        t, hs, s = q.shape[2], q.shape[3], k.shape[2]
         # each in its input's memory layout (see forward's ``out``): the gradients of head-split views reach the
         # [B, T, C] projections as views
         gq, gk, gv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-        blocks, query_chunks = _blocks(b, nh, t, s, hs, self.blocked)
+        blocks, query_chunks = self.blocks, self.query_chunks  # forward's (self.probs[i] is block i's)
 
         def block(i):
             rows, heads, keys = blocks[i]
