@@ -92,10 +92,6 @@ def sources(batch=2, src=5):
 
 def make_step(model, cache, *, copies=1, max_length=8, launch, product=np.matmul):
     """A DecodeStep for the sources of ``cache`` (a DecoderCache of ``copies`` rows per source)."""
-    assert cache.batch_size % copies == 0
-    # the cache keeps each source's encoder side once (nn/cache.py), unless a reorder gave every row its own
-    step = 1 if cache.memory.shape[0] * copies == cache.batch_size else copies
-    memory = cache.memory[::step]  # [sources, S, C]
-    keep = None if cache.memory_keep is None else cache.memory_keep[::step]
-    return decode_step.DecodeStep(model, memory, keep, copies=copies, max_length=max_length, launch=launch,
-                                  product=product)
+    assert cache.copies == copies  # the cache keeps each source's encoder side once (nn/cache.py)
+    return decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies, max_length=max_length,
+                                  launch=launch, product=product)
