@@ -3,6 +3,7 @@
     python benchmarks/generate.py           # bert2bert-base workloads + a small model (per-token overhead)
     python benchmarks/generate.py --quick   # fewer repeats
     python benchmarks/generate.py --ctranslate2   # also CTranslate2 on a bert2bert-shaped BART (`pip install .[bench]`)
+    python benchmarks/generate.py --eager   # also our eager step (cuda_graph=False) against our fused CPU step
 
 Source 128 tokens, exactly 64 new tokens (no eos, min_new_tokens = max_new_tokens = 64). Deterministic modes
 (greedy, beam search) are first checked to produce identical token ids; sampling cannot match transformers'
@@ -12,6 +13,10 @@ With ``--ctranslate2`` the bert2bert-base workloads also run CTranslate2 and tra
 shape (benchmarks/ctranslate2_ref.py), timed in the same interleaved rounds as ours; "ct2 ratio" is CTranslate2's
 tokens/s over transformers' on that BART, and "ours/ct2" our ratio over CTranslate2's (above 1: further ahead of
 transformers than CTranslate2 is).
+
+With ``--eager`` our engine also decodes through the model's eager step (``generate(cuda_graph=False)``: the
+autograd's ops under no_grad) in the same rounds; "fused gain" is the eager path's time over the default path's
+(fast/cpu/decode_step.py), whose ids must be the eager path's.
 """
 import argparse
 import os
@@ -52,6 +57,8 @@ def main():
     parser.add_argument("--only", help="run only the workloads whose name contains this text")
     parser.add_argument("--ctranslate2", action="store_true",
                         help="also time CTranslate2 against transformers on a bert2bert-shaped BART")
+    parser.add_argument("--eager", action="store_true",
+                        help="also time our eager decode step (cuda_graph=False) against the default fused one")
     args = parser.parse_args()
     if args.ctranslate2:
         try:
@@ -74,6 +81,8 @@ def main():
     header = f"{'workload':<22}{'ours tok/s':>12}{'transformers tok/s':>20}{'ratio':>8}  ids"
     if reference is not None:
         header = f"{header:<79}{'ct2 tok/s':>10}{'BART tf tok/s':>15}{'ct2 ratio':>10}{'ours/ct2':>10}  ct2 ids"
+    if args.eager:
+        header = f"{header}{'eager tok/s':>14}{'fused gain':>12}"
     print(header)
     pairs = {}
     for name, size, batch, extra in workloads():
@@ -94,9 +103,12 @@ def main():
         kwargs = dict(max_new_tokens=NEW, min_new_tokens=NEW, **extra)
         t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
 
-        def run_ours():
+        def run_ours(**path):
             return ours.generate(ids, attention_mask=mask, eos_token_id=None, decoder_start_token_id=start,
-                                 pad_token_id=pad, seed=0, **kwargs)
+                                 pad_token_id=pad, seed=0, **path, **kwargs)
+
+        def run_eager():
+            return run_ours(cuda_graph=False)
 
         def run_hf():
             with torch.no_grad():
@@ -114,6 +126,9 @@ def main():
         if with_ct2:
             fns.update(ct2=run_ct2, bart=run_bart)
             ct2_same = same_ids(run_ct2(), run_bart(), extra)
+        if args.eager:
+            fns.update(eager=run_eager)
+            assert np.array_equal(run_eager(), run_ours()), "the fused step's ids differ from the eager step's"
         t = interleaved(fns, repeats=repeats)  # all engines in the same rounds: the machine's drift hits each alike
         tokens = batch * NEW
         ratio = t["hf"] / t["ours"]
@@ -122,6 +137,8 @@ def main():
             ct2_ratio = t["bart"] / t["ct2"]
             line = (f"{line:<79}{tokens / t['ct2']:>10.1f}{tokens / t['bart']:>15.1f}{ct2_ratio:>10.2f}"
                     f"{ratio / ct2_ratio:>10.2f}  {ct2_same}")
+        if args.eager:
+            line = f"{line}{tokens / t['eager']:>14.1f}{t['eager'] / t['ours']:>12.2f}"
         print(line, flush=True)
 
 

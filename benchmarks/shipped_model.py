@@ -3,6 +3,7 @@
     python benchmarks/shipped_model.py                 # the 50 test-split descriptions in tests/fixtures/debian
     python benchmarks/shipped_model.py --data /work/data/debian/test.jsonl   # the whole test split, if built
     python benchmarks/shipped_model.py --spread 10 --repeats 10
+    python benchmarks/shipped_model.py --eager          # also our eager decode step (cuda_graph=False)
 
 One description at a time (batch 1), as `python -m seq2seq summarize`/`generate` runs it. The description of median
 token length in the split (sources cut to 128 tokens, as the model card's evaluation), then ``--spread``
@@ -10,9 +11,12 @@ descriptions around it in length order. Decoding as the card's evaluation (weigh
 generation_config.json: at most 32 new tokens, no 3-gram twice) with beam 4, and greedy with the same settings.
 Outputs stop at eos, so the two engines do the same work only if their ids are identical: that is checked first.
 transformers loads the folder as the model card shows: float32, the tied decoder copied from the encoder.
-Only ``generate`` is timed (tokenizing takes well under a millisecond).
+Only ``generate`` is timed (tokenizing takes well under a millisecond). With ``--eager`` the median description
+also runs our eager decode step (``generate(cuda_graph=False)``) in the same rounds, against our default fused CPU
+step (fast/cpu/decode_step.py), whose ids must be the eager step's.
 """
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -73,6 +77,7 @@ def main():
     parser.add_argument("--spread", type=int, default=10, help="descriptions around the median to time as well")
     parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds for the median description")
     parser.add_argument("--spread-repeats", type=int, default=3, help="interleaved rounds for each of the spread")
+    parser.add_argument("--eager", action="store_true", help="also time our eager decode step on the median")
     args = parser.parse_args()
     import torch  # noqa: PLC0415
 
@@ -95,8 +100,9 @@ def main():
     print(f"{os.path.relpath(args.model, ROOT)} on {os.path.relpath(args.data, ROOT)} ({len(rows)} descriptions, "
           f"median {lengths[median]} tokens); batch 1, float32, {common}")
 
-    def measure(i, repeats):
-        """{decoding: (ours s, transformers s, new tokens with eos, ids column)} for row i, four runs interleaved."""
+    def measure(i, repeats, *, eager=False):
+        """{decoding: (ours s, transformers s, new tokens with eos, ids column, our eager step's s or None)} for row
+        i, the runs interleaved."""
         ids = encoded[i]
         hf_ids = hf_tokenizer([rows[i]["source"]], truncation=True, max_length=MAX_SOURCE_LEN)["input_ids"]
         assert hf_ids == ids.tolist(), f"tokenizers differ on {rows[i]['package']}"
@@ -104,8 +110,8 @@ def main():
         t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
         fns, checks = {}, {}
         for name, kwargs in decodings.items():
-            def run_ours(kwargs=kwargs):
-                return ours.generate(ids, attention_mask=mask, **kwargs)
+            def run_ours(kwargs=kwargs, **path):
+                return ours.generate(ids, attention_mask=mask, **path, **kwargs)
 
             def run_hf(kwargs=kwargs):
                 with torch.no_grad():
@@ -114,14 +120,20 @@ def main():
             a, b = run_ours(), run_hf()
             checks[name] = (a.shape[1] - 1, "identical" if a.shape == b.shape and np.array_equal(a, b) else "DIFFER")
             fns[(name, "ours")], fns[(name, "hf")] = run_ours, run_hf
+            if eager:
+                fns[(name, "eager")] = functools.partial(run_ours, cuda_graph=False)
+                assert np.array_equal(fns[(name, "eager")](), a), "the fused step's ids differ from the eager step's"
         t = interleaved(fns, repeats=repeats)
-        return {name: (t[(name, "ours")], t[(name, "hf")], *checks[name]) for name in decodings}
+        return {name: (t[(name, "ours")], t[(name, "hf")], *checks[name], t.get((name, "eager")))
+                for name in decodings}
 
     print(f"\nthe median description ({rows[median]['package']}, {lengths[median]} tokens), "
           f"medians of {args.repeats} interleaved rounds:")
-    print(f"{'decoding':<10}{'ours ms':>10}{'transformers ms':>17}{'ratio':>8}{'new tokens':>12}  ids")
-    for name, (a, b, new, same) in measure(median, args.repeats).items():
-        print(f"{name:<10}{a * 1e3:>10.1f}{b * 1e3:>17.1f}{b / a:>8.2f}{new:>12}  {same}", flush=True)
+    print(f"{'decoding':<10}{'ours ms':>10}{'transformers ms':>17}{'ratio':>8}{'new tokens':>12}  {'ids':<9}"
+          + (f"{'eager ms':>10}{'fused gain':>12}" if args.eager else ""))
+    for name, (a, b, new, same, eager) in measure(median, args.repeats, eager=args.eager).items():
+        extra = f"{eager * 1e3:>10.1f}{eager / a:>12.2f}" if eager else ""
+        print(f"{name:<10}{a * 1e3:>10.1f}{b * 1e3:>17.1f}{b / a:>8.2f}{new:>12}  {same:<9}{extra}", flush=True)
 
     print(f"\n{len(window)} descriptions around the median ({min(lengths[i] for i in window)}-"
           f"{max(lengths[i] for i in window)} tokens), medians of {args.spread_repeats} interleaved rounds each, ms:")
@@ -130,7 +142,7 @@ def main():
     spread = {name: [] for name in decodings}
     for i in window:
         result = measure(i, args.spread_repeats)
-        cells = "".join(f"{a * 1e3:>14.1f}{b * 1e3:>12.1f}{new:>5}" for a, b, new, _ in result.values())
+        cells = "".join(f"{a * 1e3:>14.1f}{b * 1e3:>12.1f}{new:>5}" for a, b, new, *_ in result.values())
         ids_column = "identical" if all(r[3] == "identical" for r in result.values()) else "DIFFER"
         print(f"{rows[i]['package'][:31]:<32}{lengths[i]:>7}{cells}  {ids_column}", flush=True)
         for name, r in result.items():

@@ -22,10 +22,13 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cpu/parallel.py`` elementwise work in cache-sized blocks of rows, on every CPU core (``cpu/workers.py``: the
                        threads it wakes)
     ``cpu/thin.py``    products of a few rows (a decode step's) in column chunks of the weight, on every core
-                       (one row: each weight whole, on the calling thread)
+                       (one row: each weight whole, on the calling thread, but for one wider than the cache)
     ``cpu/linear.py``, ``cpu/layer_norm.py``, ``cpu/cross_entropy.py``, ``cpu/gelu.py``, ``cpu/attention.py``,
     ``cpu/optim.py``   the fused forms of nn/'s linear, layer norm, cross-entropy, erf, GELU and attention, and of
                        AdamW's update
+    ``decoder_weights.py`` a decoder's weights as a decode step reads them, for each family (views, no copies)
+    ``cpu/decode_step.py`` a decoder step of generation as those fused forms called on arrays, over buffers made
+                       once: the eager step's logits without the autograd (its layers: ``cpu/step_layers.py``)
     ``cuda/kernels.py`` the CUDA kernels of ``kernels/*.cu``, compiled through CuPy and launched (imported only in
                        a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
                        ``cuda/reference.py`` what each computes, in NumPy

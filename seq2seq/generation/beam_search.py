@@ -123,7 +123,7 @@ def top_k(values, k):
 # ---- the algorithm ------------------------------------------------------------------------------------------------
 
 def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=None, stopping=None, rng=None,
-                kernel=False):
+                kernel=None):
     """Beam search over ``model`` (``start_decoding``/``decode_step``) for the sources ``input_ids`` ``[B, S]`` (or
     their encoding ``hidden`` ``[B, S, C]``, see sources.py).
 
@@ -131,7 +131,7 @@ def beam_search(model, input_ids, attention_mask, config, processors, *, hidden=
     the decoder start token; ``num_return_sequences <= num_beams``); ``processors`` maps (running ids ``[N,
     cur_len]``, log-probs ``[N, V]``) to log-probs, or is None; ``stopping`` (stopping.py) marks candidates that
     end as if with eos, or is None. With ``config.do_sample`` the candidates are drawn with ``rng`` (beam sampling).
-    ``kernel``: decode through the kernel step (kernel_path.py). Returns a BeamSearchOutput.
+    ``kernel``: decode through a fused step, ``"cuda"`` or ``"cpu"`` (kernel_path.py). Returns a BeamSearchOutput.
     """
     eos = eos_ids(config.eos_token_id) or []
     fill = (config.pad_token_id or eos[0]) if eos else -1  # transformers' fill value, quirk included

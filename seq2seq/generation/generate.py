@@ -15,8 +15,9 @@ processors.py), the stopping criteria beyond eos (stopping.py) and a given encod
 sources.py); ``encode_sources`` runs the encoder once; ``make_step`` is the step function, cached or not;
 ``choose_tokens`` is argmax or an inverse-CDF draw with an explicit ``numpy.random.Generator``; ``decode`` is the
 loop, yielding each step's tokens, which both ``generate`` (collect them) and ``generate_stream`` (hand them out as
-they come) consume. On a GPU, ``generate`` decodes through CUDA kernels replayed from graphs where it can
-(``cuda_graph``, kernel_path.py): the same loops, the logits from another step function.
+they come) consume. ``generate`` decodes through a fused decoder step where it can (kernel_path.py): CUDA kernels
+replayed from graphs on a GPU, the fused CPU forms without the autograd on the CPU (``cuda_graph=False``: the
+eager step): the same loops, the logits from another step function.
 
 One boundary: every argument is resolved and checked once per call, before the first step, and nothing deeper
 checks it again. ``validate`` checks what generate itself reads (lengths, beams, seed, token ids against the
@@ -231,7 +232,7 @@ def make_step(model, cache, *, use_cache=True):
     With the cache only the newest token of each row is fed (the cache holds the rest). Without it the decoder
     recomputes the whole prefix every step, over the encoder output computed once (transformers' use_cache=False).
     """
-    if use_cache:  # the model's decode_step, or the kernel step (kernel_path.py) when the cache is one
+    if use_cache:  # the model's decode_step, or a fused step (kernel_path.py) when the cache is one
         def step(sequences):
             return kernel_path.decode_step_logits(model, sequences[:, -1:], cache)  # [N, 1] -> [N, V]
     else:
@@ -301,8 +302,8 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     ``decoder_start_token_id``; with ``return_dict_in_generate=True`` a ``GenerateOutput``.
 
     ``tokenizer`` is needed for ``stop_strings``; ``encoder_outputs`` replaces encoding ``input_ids`` (sources.py);
-    ``cuda_graph`` picks the decoder's kernel step on a GPU (None: where it applies) or the eager one (False);
-    True on a model the kernels cannot run for raises (kernel_path.py).
+    ``cuda_graph``: None (a fused decoder step where one applies: CUDA kernels on a GPU, the CPU step on NumPy),
+    False (the eager step), True (the kernel step; on a model the kernels cannot run for it raises): kernel_path.py.
     """
     run = plan(model, input_ids, generation_config, tokenizer=tokenizer, encoder_outputs=encoder_outputs, **kwargs)
     config = run.config
@@ -365,8 +366,9 @@ def generate_stream(model, input_ids=None, attention_mask=None, generation_confi
     if config.num_beams > 1:
         raise GenerationError("generate_stream works for greedy decoding and sampling only: beam search knows its "
                               "best sequences only at the end; use generate(num_beams=...)")
+    cpu = kernel_path.cpu_serves(model, config) and "cpu"  # the CPU step; never a held kernel step (kernel_path)
     cache = encode_sources(model, input_ids, attention_mask, config, copies=config.num_return_sequences,
-                           hidden=run.hidden)  # now, so that bad inputs raise here
+                           hidden=run.hidden, kernel=cpu)  # now, so that bad inputs raise here
     steps = decode(model, cache, config, run.processors, rng=np.random.default_rng(config.seed),
                    stopping=run.stopping)
     return (tokens for tokens, _ in steps)

@@ -15,7 +15,7 @@ the sources' as always. Processors that read the source ids are skipped with a w
 from ..core.autograd import Tensor
 from ..core.errors import GenerationError
 from ..core.inputs import token_ids
-from .kernel_path import kernel_decoding
+from .kernel_path import fused_decoding
 
 
 def encoder_hidden_states(model, encoder_outputs):
@@ -53,19 +53,19 @@ def encoder_input_ids(model, input_ids, hidden, *, needed):
     return ids
 
 
-def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=None, kernel=False):
+def encode_sources(model, input_ids, attention_mask, config, *, copies, hidden=None, kernel=None):
     """The sources encoded once (or ``hidden``, their encoding) in a DecoderCache of ``B * copies`` decoder rows:
     each source serving ``copies`` adjacent rows (row0, row0, row1, row1, ...), as transformers'
-    ``_expand_inputs_for_generation`` orders them, its encoder side kept once (nn/cache.py). With ``kernel`` a
-    KernelDecoding (kernel_path.py) of as many rows instead, which also keeps one encoder side per source (the
-    model's last one, refilled, when it fits).
+    ``_expand_inputs_for_generation`` orders them, its encoder side kept once (nn/cache.py). With ``kernel`` (a
+    fused step, ``"cuda"`` or ``"cpu"``: kernel_path.choose) that step over as many rows instead, which also keeps
+    one encoder side per source (on a GPU, the model's last one, refilled, when it fits).
 
     ``model.start_decoding`` converts and checks ``input_ids`` and ``attention_mask``: the one look they get.
     """
     given = {} if hidden is None else {"encoder_outputs": hidden}  # a model that encodes is all the rest needs
     cache = model.start_decoding(input_ids, attention_mask, capacity=config.max_length, **given)
     if kernel:
-        return kernel_decoding(model, cache, copies=copies, max_length=config.max_length)
+        return fused_decoding(kernel, model, cache, copies=copies, max_length=config.max_length)
     if copies > 1:
         xp = model.xp
         # [B] -> [B * copies] rows; the encoder side stays [B, ...] (DecoderCache.reorder: each source in place)

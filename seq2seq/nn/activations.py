@@ -137,3 +137,12 @@ def get_activation(name):
         raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
     factory = ACTIVATIONS[name]
     return lambda x: factory()(x)
+
+
+def array_activation(name):
+    """The activation for a ``hidden_act`` name as a function of a raw array: its ``forward``, no autograd (what the
+    CPU decode step calls, fast/cpu/decode_step.py: the same arithmetic as the Tensor op's)."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+    factory = ACTIVATIONS[name]
+    return lambda x: factory().forward(x)

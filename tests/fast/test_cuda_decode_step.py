@@ -78,15 +78,19 @@ def test_refill_writes_the_new_weights_into_the_steps_own_copies(decoder):
     cache = model.start_decoding(ids, mask)
     step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=1, max_length=8, launch=None,
                                   product=np.matmul)
-    own = [step.family.embedding["word"]] + [a for w in step.family.layers for a in (*w.qkv, *w.cross_kv)]
+
+    def copies(step):  # the step's own arrays: the row-major word table, each layer's fused pairs
+        return [step.word] + [a for layer in step.layers for a in (*layer.qkv_weights, *layer.cross_kv_weights)]
+
+    own = copies(step)
     for p in model.parameters():
         p.data *= -2.0  # in place, as an optimizer changes them
     step.refill(model, cache.memory, cache.memory_keep)
-    fresh = decode_step.FAMILIES[decoder](model.decoder)
-    now = [step.family.embedding["word"]] + [a for w in step.family.layers for a in (*w.qkv, *w.cross_kv)]
-    want = [fresh.embedding["word"]] + [a for w in fresh.layers for a in (*w.qkv, *w.cross_kv)]
+    fresh = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=1, max_length=8, launch=None,
+                                   product=np.matmul)
+    now = copies(step)
     assert all(a is b for a, b in zip(now, own))
-    for got, expected in zip(now, want):
+    for got, expected in zip(now, copies(fresh)):
         np.testing.assert_array_equal(got, expected)
 
 

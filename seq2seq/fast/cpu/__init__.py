@@ -18,6 +18,8 @@ which is the arithmetic CuPy runs.
 ``linear.py``, ``layer_norm.py``, ``cross_entropy.py``, ``gelu.py``  fused forms of nn/'s ops (and of ``erf``)
 ``attention.py`` attention in blocks of batch elements, scores consumed while in the cache (nn/attention.py's)
 ``optim.py``    AdamW's update and gradient clipping's scaling, blockwise (training/optim.py's plain forms)
+``decode_step.py``, ``step_layers.py``  a decoder step of generation as the forms above called on arrays, without
+                the autograd: the model's eager step, bit for bit, for what generate needs (generation/kernel_path.py)
 """
 import contextlib
 import threading

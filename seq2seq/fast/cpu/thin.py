@@ -33,6 +33,10 @@ the whole weight is one contiguous sweep, while a column chunk reads a short pie
 thread, 32.9 ms in chunks on one thread and 36.3 ms on two; that machine's memory gives one core about 20 GB/s and
 two cores barely more (OpenBLAS's own two threads: 22.4 ms). From two rows on the products are bound by
 arithmetic and the chunks on every core win (4 rows: 37.7 ms in chunks on two threads, 57.6 ms whole on one).
+A weight larger than the CPU's last-level cache (``ONE_ROW_SPREAD`` values, an LM head) goes in chunks on every
+core even for one row: its rows are long enough that a chunk reads long pieces of each, and then two cores do
+read faster than one (a [384, 30522] LM head: 1.70 ms whole on one thread, 1.14 ms in 4 chunks on two; [768,
+30522]: 3.81 against 3.24 ms; a [128, 30522] one, 16 MB, which the cache holds: no gain).
 
 The same chunks serve products of up to ``MAX_ROWS`` rows (a source, a batch of 8 sources of 128 tokens): there
 OpenBLAS splits each product over its own threads, and on a machine whose other core is busy with another program
@@ -60,6 +64,7 @@ MIN_CHUNK = 384  # no chunk narrower than this (but the last)
 MAX_ROWS = 1024  # products of up to this many rows go in chunks (linear.py)
 ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
 SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
+ONE_ROW_SPREAD = 1 << 23  # one row's weight of this many values (32 MiB of float32) goes in chunks on every core
 
 
 def is_thin_layout(w):
@@ -87,27 +92,48 @@ def _chunks(width, pieces, align, min_chunk):
 def thin_products(x2, pairs):
     """``[x2 @ w + b for w, b in pairs]`` for rows ``x2`` ``[N, in]`` and weights ``w`` ``[in, out]`` (row-major,
     see ``is_thin_layout``), each bias ``b`` ``[out]`` or None: C-ordered ``[N, out]`` arrays, in order."""
-    rows = x2.shape[0]
-    padded = rows if rows == 1 else -(-rows // ROW_GROUP) * ROW_GROUP
-    if padded == rows:
-        x2 = np.ascontiguousarray(x2)  # once, not in every chunk's product
-    else:  # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
-        x2 = np.concatenate([x2, np.zeros((padded - rows, x2.shape[1]), dtype=x2.dtype)])  # [padded, in]
-    outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(x2, w)) for w, _ in pairs]
-    cuts = whole if rows == 1 else chunks  # one row: each weight whole, on this thread (see "One row" above)
-    tasks = [(w, y, columns) for (w, _), y in zip(pairs, outs) for columns in cuts(w.shape[1])]
+    return ThinProducts(x2.shape[0], pairs, dtype=x2.dtype)(x2)
 
-    def product(i):
-        w, y, cols = tasks[i]
-        np.matmul(x2, w[:, cols], out=y[:, cols])  # [N, in] @ [in, chunk] -> [N, chunk]
 
-    with blas_on_calling_threads():
-        if rows == 1 or sum(w.size for w, _ in pairs) < SMALL:
-            for i in range(len(tasks)):
-                product(i)
+class ThinProducts:
+    """``thin_products`` for ``rows`` rows of ``dtype`` by ``pairs``, worked out once: the padded input, the
+    outputs and the column tasks. A call computes the products into those outputs: a decode step keeps one of these
+    per group of weights (``decode_step.py``) and calls it every step, so its results are overwritten by the next
+    call (copy what must outlive it); ``thin_products`` makes a fresh one per call."""
+
+    def __init__(self, rows, pairs, *, dtype):
+        self.rows, self.biases = rows, [b for _, b in pairs]
+        padded = rows if rows == 1 else -(-rows // ROW_GROUP) * ROW_GROUP
+        # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
+        self.x = None if padded == rows else np.zeros((padded, pairs[0][0].shape[0]), dtype=dtype)  # [padded, in]
+        self.outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(dtype, w)) for w, _ in pairs]
+        # each weight whole on one row (see "One row" above), but one wider than the CPU's cache spread over cores
+        cuts = [chunks if rows > 1 or w.size >= ONE_ROW_SPREAD else whole for w, _ in pairs]
+        self.tasks = [(w[:, columns], y[:, columns]) for (w, _), y, cut in zip(pairs, self.outs, cuts)
+                      for columns in cut(w.shape[1])]
+        spread = rows > 1 and sum(w.size for w, _ in pairs) >= SMALL
+        self.threaded = spread or (rows == 1 and chunks in cuts)
+        self.results = [y[:rows] for y in self.outs]  # [N, out] each (C-ordered: the first rows of C-ordered arrays)
+
+    def __call__(self, x2):
+        if self.x is not None:
+            self.x[:self.rows] = x2
+            x2 = self.x
         else:
-            for_each_task(product, len(tasks))  # each thread takes the next chunk until none is left
-    for y, (_, b) in zip(outs, pairs):
-        if b is not None:
-            y += b  # after the product, as the plain form adds it
-    return [y[:rows] for y in outs]  # [N, out] each (C-ordered: the first rows of C-ordered arrays)
+            x2 = np.ascontiguousarray(x2)  # once, not in every chunk's product
+        tasks = self.tasks
+
+        def product(i):
+            w, y = tasks[i]
+            np.matmul(x2, w, out=y)  # [N, in] @ [in, chunk] -> [N, chunk]
+
+        with blas_on_calling_threads():
+            if self.threaded:
+                for_each_task(product, len(tasks))  # each thread takes the next chunk until none is left
+            else:
+                for i in range(len(tasks)):
+                    product(i)
+        for y, b in zip(self.outs, self.biases):
+            if b is not None:
+                y += b  # after the product, as the plain form adds it
+        return self.results

@@ -34,88 +34,20 @@ writes them again (generate does, each call, for the step a model keeps: generat
 Beam search reorders the cache by a gather of rows, ``take`` into the static buffers (array indexing, no kernel of
 ours, outside any graph). BART's decoder is built the same way (post-LN; its embeddings scaled and offset, its LM
 head the tied product alone); GPT-2's is pre-LN (step_layers.py), its embedding fusing the first block's ln_1, its
-LM head reading what the last block's ln_f wrote. A ``Family`` holds what differs: the embedding launch, the
-layers and the head.
+LM head reading what the last block's ln_f wrote. A ``Family`` (../decoder_weights.py, shared with the CPU's step)
+holds what differs: the embedding, the layers and the head.
 """
-import dataclasses
 import functools
 
 import numpy as np
 
 from ...core.backend import get_array_module
 from ...core.errors import InputError
+from ..decoder_weights import ACTIVATION_FIELD, FAMILIES, family_of, max_positions
 from . import plans
-from .step_layers import PostLNStepLayer, PreLNStepLayer, bart_layer, bert_layer, gpt2_layer, in_out, norm
+from .step_layers import KERNEL_ACTIVATIONS, PostLNStepLayer, PreLNStepLayer
 
-KERNEL_ACTIVATIONS = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh":
-                      "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}  # config name -> bias_activation.cu
 KERNEL_DTYPES = ("float32", "float16")
-ACTIVATION_FIELD = {"bert": "hidden_act", "bart": "activation_function", "gpt2": "activation_function"}
-POSITIONS_FIELD = {"bert": "max_position_embeddings", "bart": "max_position_embeddings", "gpt2": "n_positions"}
-
-
-@dataclasses.dataclass
-class Family:
-    """What one decoder family's step takes from the model: ``embedding`` (plans.embed's keywords besides ids and
-    positions), ``layers`` (step_layers.LayerWeights), ``pre_ln``, ``final_norm`` (GPT-2's ln_f), ``transform``
-    (BERT's LM-head transform: ``((w, b), activation, norm)``, or None) and ``vocab`` (``(w [C, V], b or None)``:
-    the tied word embeddings, transposed)."""
-
-    embedding: dict
-    layers: list
-    vocab: tuple
-    pre_ln: bool = False
-    final_norm: tuple = None
-    transform: tuple = None
-
-
-def _row_major(table, into):
-    """The tied table is kept column-major (nn/layers.lm_head_layout) and embeddings.cu reads rows: one row-major
-    copy per step object (the vocabulary product reads the original, transposed, as it lies), written into the
-    copy of the Family ``into`` when given."""
-    if into is None:
-        return get_array_module(table).ascontiguousarray(table)  # [V, C]
-    word = into.embedding["word"]
-    word[...] = table
-    return word
-
-
-def _layers(build, layers, act, into):
-    """``build(layer, act)`` for each layer, into the matching LayerWeights of ``into`` (a Family) when given."""
-    mine = [None] * len(layers) if into is None else into.layers
-    return [build(layer, act, into=weights) for layer, weights in zip(layers, mine)]
-
-
-def bert_family(decoder, *, into=None):
-    act = KERNEL_ACTIVATIONS[decoder.config.hidden_act]
-    emb, head = decoder.embeddings, decoder.lm_head
-    gamma, beta, eps = norm(emb.norm)
-    return Family(dict(word=_row_major(emb.word.weight.data, into), position_table=emb.position.weight.data,
-                       type_table=emb.token_type.weight.data, gamma=gamma, beta=beta, eps=eps),
-                  _layers(bert_layer, decoder.layers, act, into), (head.weight.data.T, head.bias.data),
-                  transform=(in_out(head.dense), act, norm(head.norm)))
-
-
-def bart_family(decoder, *, into=None):
-    act = KERNEL_ACTIVATIONS[decoder.config.activation_function]
-    gamma, beta, eps = norm(decoder.norm_embedding)
-    table = decoder.embed_tokens.weight.data
-    offset = decoder.embed_positions.num - decoder.config.max_position_embeddings  # BART's 2
-    return Family(dict(word=_row_major(table, into), position_table=decoder.embed_positions.weight.data,
-                       position_offset=offset, word_scale=decoder.embed_scale, gamma=gamma, beta=beta, eps=eps),
-                  _layers(bart_layer, decoder.layers, act, into), (table.T, None))
-
-
-def gpt2_family(decoder, *, into=None):
-    act = KERNEL_ACTIVATIONS[decoder.config.activation_function]
-    layers = _layers(gpt2_layer, decoder.layers, act, into)
-    gamma, beta, eps = layers[0].norms[0]  # the first block's ln_1, fused into the embedding
-    table = decoder.wte.weight.data
-    return Family(dict(word=_row_major(table, into), position_table=decoder.wpe.weight.data, gamma=gamma, beta=beta,
-                       eps=eps, with_sum=True), layers, (table.T, None), pre_ln=True, final_norm=norm(decoder.ln_f))
-
-
-FAMILIES = {"bert": bert_family, "bart": bart_family, "gpt2": gpt2_family}
 
 
 def unsupported(model, *, max_length):
@@ -127,7 +59,7 @@ def unsupported(model, *, max_length):
     dtype = model.parameters()[0].data.dtype.name
     act = getattr(config, ACTIVATION_FIELD[kind])
     head_size = decoder.vocab_parameters()[0].data.shape[1] // decoder.layers[0].self_attention.num_heads
-    positions = getattr(config, POSITIONS_FIELD[kind])
+    positions = max_positions(model)
     reasons = [(dtype not in KERNEL_DTYPES, f"dtype {dtype} has no kernels (only {KERNEL_DTYPES})"),
                (act not in KERNEL_ACTIVATIONS, f"activation {act!r} has no kernel"),
                (head_size > plans.DA_MAX_HEAD, f"head size {head_size} above {plans.DA_MAX_HEAD}"),
@@ -205,9 +137,11 @@ class DecodeStep:
         keep = None if memory_keep is None else xp.ascontiguousarray(memory_keep.reshape(sources, -1))  # [B, S]
         self.ctx = Context(xp, launch=launch, product=product, rows=rows, max_length=max_length,
                            source_of_row=source_of_row, keep=keep)
-        self.family = FAMILIES[model.config.decoder.model_type](model.decoder)
-        word = self.family.embedding["word"]
-        self.dtype, (v, c) = word.dtype, word.shape
+        self.family = family_of(model)
+        # embeddings.cu reads rows of the word table, which the model keeps column-major (nn/layers.lm_head_layout):
+        # a row-major copy of its own (the vocabulary product reads the original, transposed, as it lies)
+        self.word = xp.ascontiguousarray(self.family.embedding["word"])  # [V, C]
+        self.dtype, (v, c) = self.word.dtype, self.word.shape
         kind = PreLNStepLayer if self.family.pre_ln else PostLNStepLayer
         self.layers = [kind(weights, memory, self.ctx, dtype=self.dtype) for weights in self.family.layers]
         self.ids = xp.zeros((rows, 1), dtype=np.int64)  # the step's input tokens, written before each step
@@ -232,9 +166,10 @@ class DecodeStep:
                              f"{'without' if memory_keep is None else 'with'} one")
         # the step's own copies (fused q|k|v and cross k|v, the row-major word table) written in place, with no
         # new copy made first: ~235 MB less to allocate for bert2bert-base
-        FAMILIES[model.config.decoder.model_type](model.decoder, into=self.family)
-        for layer in self.layers:
-            layer.refill(memory, self.ctx)
+        self.family = family_of(model)
+        self.word[...] = self.family.embedding["word"]
+        for layer, weights in zip(self.layers, self.family.layers):
+            layer.refill(weights, memory, self.ctx)
         if memory_keep is not None:
             self.ctx.keep[...] = memory_keep.reshape(self.ctx.keep.shape)
         self.ctx.lengths[...] = 0
@@ -256,7 +191,7 @@ class DecodeStep:
         rows = self.rows
         if family.pre_ln:  # the residual stream x and its normed copy a, through every block
             x, a = self.x0.reshape(rows, 1, -1), self.a0.reshape(rows, 1, -1)  # [rows, C] -> [rows, 1, C] views
-            ctx.launch(plans.embed(self.ids, positions=ctx.positions, out=(x, a), **family.embedding))
+            ctx.launch(plans.embed(self.ids, positions=ctx.positions, out=(x, a), **self._embedding()))
             x, a = self.x0, self.a0
             norms = [layer.norms[0] for layer in family.layers[1:]] + [family.final_norm]
             for layer, next_norm in zip(self.layers, norms):
@@ -264,17 +199,21 @@ class DecodeStep:
             h = a  # ln_f(x)
         else:
             ctx.launch(plans.embed(self.ids, positions=ctx.positions, out=self.x0.reshape(rows, 1, -1),
-                                   **family.embedding))
+                                   **self._embedding()))
             h = self.x0
             for layer in self.layers:
                 h = layer(h, ctx)
         if family.transform is not None:  # BERT: LayerNorm(act(h @ Wd + bd))
             (w, b), act, head_norm = family.transform
             ctx.product(h, w, out=self.head_in)  # [rows, C] -> [rows, C]
-            ctx.launch(plans.bias_activation(self.head_in, b, act, out=self.head_hidden))
+            ctx.launch(plans.bias_activation(self.head_in, b, KERNEL_ACTIVATIONS[act], out=self.head_hidden))
             h = ctx.launch(plans.add_layer_norm(self.head_hidden, self.zeros_c, self.zero_bias, *head_norm,
                                                 out=self.head_out))
         return ctx.linear(h, *family.vocab, self.logits)  # [rows, C] -> [rows, V]
+
+    def _embedding(self):
+        """plans.embed's keywords: the family's, the word table our row-major copy."""
+        return {**self.family.embedding, "word": self.word}
 
     def step(self, token_ids):
         """Logits ``[rows, V]`` (the static buffer: copy it to keep it) after the tokens ``[rows]``, run eagerly."""

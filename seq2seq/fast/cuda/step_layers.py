@@ -11,87 +11,27 @@ with cross-attention, each holding its weights in the step's layout, its static 
 
 The post-LN kernel folds the output projection's bias into the norm; the pre-LN one has no bias, so GPT-2 adds it
 after the product. GPT-2's ``a`` leaving a block is normed by the *next* block's ln_1 (or ln_f after the last):
-each norm sits where the residual is formed, so no block normalises separately. Readers of the model's layer
-objects (``bert_layer``, ``bart_layer``, ``gpt2_layer``) gather the weights as ``[in, out]`` matrices: transposed
-views of torch-layout ``[out, in]`` Linear weights, GPT-2's Conv1D weights as they are stored.
+each norm sits where the residual is formed, so no block normalises separately. The weights come from
+../decoder_weights.py (``LayerWeights``: ``[in, out]`` views of the model's arrays); a layer keeps fused copies of
+q|k|v and of the cross-attention's k|v (one product each), refilled in place (``refill``).
 """
-import dataclasses
-
 from ...core.backend import get_array_module
 from . import plans
 
-
-def in_out(linear):
-    """A Linear's ``(weight [in, out], bias)``: a transposed view of its ``[out, in]`` weight, no copy."""
-    return linear.weight.data.T, linear.bias.data
+KERNEL_ACTIVATIONS = {"gelu": "gelu", "gelu_python": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh":
+                      "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}  # config name -> bias_activation.cu
 
 
-def conv1d(conv):
-    """A GPT-2 Conv1D's ``(weight [in, out], bias)``, as stored."""
-    return conv.weight.data, conv.bias.data
-
-
-def norm(layer_norm):
-    """A LayerNorm's ``(gamma, beta, eps)``."""
-    return layer_norm.weight.data, layer_norm.bias.data, layer_norm.eps
-
-
-def fuse(*pairs, into=None):
-    """Side by side: ``(w [in, out] ...), (b [out] ...)`` -> ``(w [in, sum of outs], b [sum of outs])``, written
-    into the pair ``into`` when given (a step's own fused copy, refilled without a new one: ``DecodeStep.refill``)."""
+def fuse(pairs, *, into=None):
+    """Side by side: ``((w [in, out], b [out]) ...)`` -> ``(w [in, sum of outs], b [sum of outs])``, a copy (or
+    written into the pair ``into``: a step's own fused copy, refilled without a new one, ``DecodeStep.refill``).
+    One pair (GPT-2's, fused already) is returned as it is."""
+    if len(pairs) == 1:
+        return pairs[0]
     xp = get_array_module(pairs[0][0])
     w_out, b_out = (None, None) if into is None else into
     return (xp.concatenate([w for w, _ in pairs], axis=1, out=w_out),  # [in, out_i] ... -> [in, sum of outs]
             xp.concatenate([b for _, b in pairs], out=b_out))
-
-
-@dataclasses.dataclass
-class LayerWeights:
-    """One decoder layer's weights as ``(w [in, out], b)`` pairs; ``norms``: the three ``(gamma, beta, eps)`` in
-    order (post-LN: after self-attention, cross-attention and FFN; pre-LN: before them); ``scales``: the self- and
-    cross-attention's score scales (None: 1/sqrt(hs)); ``act``: bias_activation.cu's name of the activation."""
-
-    heads: int
-    qkv: tuple
-    self_out: tuple
-    cross_q: tuple
-    cross_kv: tuple
-    cross_out: tuple
-    up: tuple
-    down: tuple
-    norms: tuple
-    act: str
-    scales: tuple = (None, None)
-
-
-def _fused_into(into, name):
-    """``into``'s fused pair ``name`` (a LayerWeights field), or None without ``into``."""
-    return None if into is None else getattr(into, name)
-
-
-def bert_layer(layer, act, *, into=None):
-    """``into``: the LayerWeights of a step made before, whose fused copies take the new values in place."""
-    sa, ca, ffn = layer.self_attention, layer.cross_attention, layer.ffn
-    qkv = fuse(in_out(sa.query), in_out(sa.key), in_out(sa.value), into=_fused_into(into, "qkv"))
-    cross_kv = fuse(in_out(ca.key), in_out(ca.value), into=_fused_into(into, "cross_kv"))
-    return LayerWeights(sa.num_heads, qkv, in_out(sa.out), in_out(ca.query), cross_kv, in_out(ca.out),
-                        in_out(ffn.up), in_out(ffn.down), (norm(sa.norm), norm(ca.norm), norm(ffn.norm)), act)
-
-
-def bart_layer(layer, act, *, into=None):
-    sa, ca = layer.self_attention, layer.cross_attention
-    qkv = fuse(in_out(sa.q_proj), in_out(sa.k_proj), in_out(sa.v_proj), into=_fused_into(into, "qkv"))
-    cross_kv = fuse(in_out(ca.k_proj), in_out(ca.v_proj), into=_fused_into(into, "cross_kv"))
-    return LayerWeights(sa.num_heads, qkv, in_out(sa.out_proj), in_out(ca.q_proj), cross_kv, in_out(ca.out_proj),
-                        in_out(layer.fc1), in_out(layer.fc2),
-                        (norm(layer.self_norm), norm(layer.cross_norm), norm(layer.final_norm)), act)
-
-
-def gpt2_layer(block, act, *, into=None):  # GPT-2's weights come fused (c_attn): nothing to copy, ``into`` unused
-    sa, ca, mlp = block.self_attention, block.cross_attention, block.mlp
-    return LayerWeights(sa.num_heads, conv1d(sa.qkv_attn), conv1d(sa.proj), conv1d(ca.q_attn), conv1d(ca.kv_attn),
-                        conv1d(ca.proj), conv1d(mlp.up), conv1d(mlp.down),
-                        (norm(block.ln_1), norm(block.ln_cross), norm(block.ln_2)), act, (sa.scale, ca.scale))
 
 
 class StepLayer:
@@ -99,6 +39,8 @@ class StepLayer:
 
     def __init__(self, weights, memory, ctx, *, dtype):
         self.w, rows = weights, ctx.rows
+        self.act = KERNEL_ACTIVATIONS[weights.act]
+        self.qkv_weights, self.cross_kv_weights = fuse(weights.qkv), fuse(weights.cross_kv)  # [C, 3C], [C, 2C]
         c = weights.self_out[0].shape[1]
         f = weights.up[0].shape[1]
         self.heads, self.hs = weights.heads, c // weights.heads
@@ -116,7 +58,7 @@ class StepLayer:
         """The cross-attention keys and values of each source, once: ``[sources, S, C] -> [sources, heads, S, hs]``
         each (outside any graph)."""
         sources, s, c = memory.shape
-        w, b = self.w.cross_kv
+        w, b = self.cross_kv_weights
         kv = ctx.product(memory.reshape(sources * s, c), w) + b  # [sources * S, C] @ [C, 2C] -> [sources * S, 2C]
         kv = kv.reshape(sources, s, 2, self.heads, self.hs)  # -> [sources, S, 2, heads, hs]
         return tuple(ctx.xp.ascontiguousarray(kv[:, :, i].transpose(0, 2, 1, 3)) for i in range(2))
@@ -124,7 +66,7 @@ class StepLayer:
     def self_attention(self, a, ctx):
         """decode_self_attention over this step's q, k, v from ``a`` ``[rows, C]``; its k, v join the cache."""
         rows, c = a.shape
-        qkv = ctx.linear(a, *self.w.qkv, self.qkv)  # [rows, C] -> [rows, 3C]
+        qkv = ctx.linear(a, *self.qkv_weights, self.qkv)  # [rows, C] -> [rows, 3C]
         q, k, v = (qkv[:, i * c:(i + 1) * c].reshape(rows, self.heads, self.hs) for i in range(3))  # views
         return ctx.launch(plans.decode_self_attention(q, k, v, self.k_cache, self.v_cache, ctx.lengths,
                                                       scale=self.w.scales[0], out=self.attention,
@@ -141,12 +83,16 @@ class StepLayer:
     def feed_forward_hidden(self, a, ctx):
         """``act(a @ W1 + b1)`` ``[rows, F]``: the product, then the bias and activation in one launch."""
         ctx.product(a, self.w.up[0], out=self.hidden)  # [rows, C] -> [rows, F]
-        return ctx.launch(plans.bias_activation(self.hidden, self.w.up[1], self.w.act, out=self.activated))
+        return ctx.launch(plans.bias_activation(self.hidden, self.w.up[1], self.act, out=self.activated))
 
-    def refill(self, memory, ctx):
-        """Take new sources (``memory`` of the same shape), written into this layer's own arrays in place, so that
-        captured graphs stay valid. (The fused weight copies are written in place by the family's builder,
-        ``DecodeStep.refill``; the other weights are views of the model's arrays and follow in-place changes.)"""
+    def refill(self, weights, memory, ctx):
+        """Take the model's current ``weights`` (views of the same arrays) and new sources (``memory`` of the same
+        shape), written into this layer's own arrays in place, so that captured graphs stay valid: the fused copies
+        and the encoder side. (The other weights are views of the model's arrays and follow in-place changes.)"""
+        self.w = weights
+        self.qkv_weights = fuse(weights.qkv, into=self.qkv_weights if len(weights.qkv) > 1 else None)
+        self.cross_kv_weights = fuse(weights.cross_kv, into=self.cross_kv_weights if len(weights.cross_kv) > 1
+                                     else None)
         for mine, theirs in zip((self.k_enc, self.v_enc), self._encoder_side(memory, ctx)):
             mine[...] = theirs
 
