@@ -49,7 +49,7 @@ class FusedAttention:
     """
 
     def __init__(self, keep, *, scale, kept=None, kept_scale=1.0, for_backward=False):
-        self.blocked = None if keep is None else ~keep  # [B or 1, 1, T or 1, S]
+        self.blocked = None if keep is None or keep.all() else ~keep  # [B or 1, 1, T or 1, S]; None: nothing blocked
         self.scale, self.kept, self.kept_scale, self.for_backward = scale, kept, kept_scale, for_backward
         self.probs = self.row_max = self.log_sum = None
 
@@ -186,11 +186,12 @@ def _few_queries(q, k, v, blocked, scale):
     that the row sums are NumPy's ``sum``.
     """
     scores = (q * q.dtype.type(scale)) @ np.swapaxes(k, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
-    if blocked is not None and blocked.any():
+    if blocked is not None:
         np.copyto(scores, np.finfo(scores.dtype).min, where=blocked)  # finite, as in _masked_scores
-    scores -= scores.max(axis=-1, keepdims=True)
+    # the ufuncs' own reductions: what .max() and .sum() call, without their Python wrappers (a step makes 24 of these)
+    scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)
     p = np.exp(scores, out=scores)
-    p *= 1 / p.sum(axis=-1, keepdims=True)  # [B, nh, T, S]
+    p *= 1 / np.add.reduce(p, axis=-1, keepdims=True)  # [B, nh, T, S]
     # laid out as q (see FusedAttention.forward)
     return np.matmul(p, v, out=np.empty_like(q, shape=q.shape[:3] + v.shape[-1:]))  # [B, nh, T, S] @ [B, nh, S, hs]
 

@@ -94,12 +94,19 @@ def _odd_rational(x, numerator, denominator, clamp, *, out, name):
     """t P(t^2) / Q(t^2) into ``out``, t = x clamped to [-clamp, clamp], P and Q by their coefficients (highest
     power first), with in-place ufuncs on this thread's scratch buffers ``name``."""
     t, s, q = scratch(x.shape, x.dtype, name=name, count=3)
-    np.clip(x, -clamp, clamp, out=t)
+    _clamp(x, -clamp, clamp, out=t)
     np.multiply(t, t, out=s)
     _horner(numerator, s, out=out)  # the numerator, built in the output itself
     out *= t
     _horner(denominator, s, out=q)
     np.divide(out, q, out=out)
+
+
+def _clamp(x, low, high, *, out):
+    """``np.clip(x, low, high, out=out)`` as two ufuncs, the bounds in x's dtype: the same values (NaN stays NaN),
+    without np.clip's Python wrapper, which costs more than the pass itself on a decode step's few values."""
+    kind = x.dtype.type
+    return np.minimum(np.maximum(x, kind(low), out=out), kind(high), out=out)
 
 
 def _horner(coefficients, s, *, out):
@@ -143,13 +150,13 @@ def _rational_block(x, out):
     out += np.float32(0.5)  # Phi(x)
     # Why clip: at the clamp the approximation, rounded, misses 0 and 1 by ~6e-8, which x far out in the tails
     # (-1e30) would magnify; clipped, Phi is exactly 0 and 1 there, and GELU -0 and x
-    np.clip(out, 0, 1, out=out)
+    _clamp(out, 0, 1, out=out)
     out *= x  # x Phi(x)
 
 
 def _tanh_block(x, out):
     t, s = scratch(x.shape, x.dtype, name="gelu", count=2)
-    np.clip(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to exactly 1 (or 0)
+    _clamp(x, -_PHI_CLAMP, _PHI_CLAMP, out=t)  # beyond it Phi rounds to exactly 1 (or 0)
     np.multiply(t, t, out=s)
     r = out  # R(t^2), by Horner, built in the output itself
     _horner(_PHI_R, s, out=r)

@@ -14,6 +14,8 @@ partial sums anyway.)
 ``mean`` and ``rstd`` are shaped ``[..., 1]`` like ``x`` with its last axis 1, as the plain form keeps them, so
 that either form's backward can follow either form's forward.
 """
+import functools
+
 import numpy as np
 
 from .parallel import BLOCK_VALUES, as_rows, blas_on_calling_threads, for_each_block, row_dots, scratch
@@ -27,13 +29,13 @@ def layer_norm_forward(x, gamma, beta, eps):
     c = x2.shape[1]
     mean = np.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
     rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)  # [N, 1]
-    averaging = np.full(c, 1.0 / c, dtype=x.dtype)  # [C]: row @ averaging = the row's mean
+    averaging = _averaging(c, x.dtype)  # [C]: row @ averaging = the row's mean
 
     def block(rows):
         xb, yb, mb, rb = x2[rows], y2[rows], mean[rows], rstd[rows]
-        mb[:, 0] = row_dots(xb, averaging)  # the rows' means, [n]
+        row_dots(xb, averaging, out=mb[:, 0])  # the rows' means, [n]
         np.subtract(xb, mb, out=yb)  # centred
-        rb[:, 0] = row_dots(yb, yb)  # sum of squares, [n]
+        row_dots(yb, yb, out=rb[:, 0])  # sum of squares, [n]
         rb *= 1.0 / c  # biased variance
         rb += eps
         np.sqrt(rb, out=rb)
@@ -51,6 +53,14 @@ def layer_norm_forward(x, gamma, beta, eps):
     return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)  # [N, 1] -> [..., 1] views
 
 
+@functools.lru_cache(maxsize=None)
+def _averaging(c, dtype):
+    """``[C]`` of 1/C (read-only: one array shared by every call of that width and dtype)."""
+    averaging = np.full(c, 1.0 / c, dtype=dtype)
+    averaging.flags.writeable = False
+    return averaging
+
+
 def layer_norm_backward(gy, x, mean, rstd, gamma, *, needs):
     """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted; None for each one not wanted."""
     need_x, need_gamma, need_beta = needs
@@ -59,7 +69,7 @@ def layer_norm_backward(gy, x, mean, rstd, gamma, *, needs):
     c = x2.shape[1]
     gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
     gx2 = None if gx is None else as_rows(gx)
-    averaging = np.full(c, 1.0 / c, dtype=gy.dtype)  # [C]
+    averaging = _averaging(c, gy.dtype)  # [C]
     ones = np.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
 
     def block(rows):

@@ -104,10 +104,12 @@ def blas_on_calling_threads():
     return blas_one_thread()
 
 
-def row_dots(a, b):
+def row_dots(a, b, *, out=None):
     """``sum(a * b, axis=-1)`` in one pass, without writing the products out (``vecdot`` from NumPy 2 on;
-    ``einsum`` does the same before)."""
-    return _vecdot(a, b) if _vecdot is not None else np.einsum("...i,...i->...", a, b)
+    ``einsum`` does the same before), into ``out`` when given."""
+    if _vecdot is not None:
+        return _vecdot(a, b, out=out)
+    return np.einsum("...i,...i->...", a, b, out=out)
 
 
 _vecdot = getattr(np, "vecdot", None)

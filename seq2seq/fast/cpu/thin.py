@@ -131,8 +131,8 @@ class ThinProducts:
             if self.threaded:
                 for_each_task(product, len(tasks))  # each thread takes the next chunk until none is left
             else:
-                for i in range(len(tasks)):
-                    product(i)
+                for w, y in tasks:
+                    np.matmul(x2, w, out=y)  # [N, in] @ [in, out] -> [N, out]
         for y, b in zip(self.outs, self.biases):
             if b is not None:
                 y += b  # after the product, as the plain form adds it
