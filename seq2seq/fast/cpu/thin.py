@@ -33,10 +33,11 @@ the whole weight is one contiguous sweep, while a column chunk reads a short pie
 thread, 32.9 ms in chunks on one thread and 36.3 ms on two; that machine's memory gives one core about 20 GB/s and
 two cores barely more (OpenBLAS's own two threads: 22.4 ms). From two rows on the products are bound by
 arithmetic and the chunks on every core win (4 rows: 37.7 ms in chunks on two threads, 57.6 ms whole on one).
-A weight larger than the CPU's last-level cache (``ONE_ROW_SPREAD`` values, an LM head) goes in chunks on every
-core even for one row: its rows are long enough that a chunk reads long pieces of each, and then two cores do
-read faster than one (a [384, 30522] LM head: 1.70 ms whole on one thread, 1.14 ms in 4 chunks on two; [768,
-30522]: 3.81 against 3.24 ms; a [128, 30522] one, 16 MB, which the cache holds: no gain).
+A weight of ``ONE_ROW_SPREAD`` values or more (an LM head) goes in chunks on every core even for one row: its rows
+are long enough that a chunk reads long pieces of each, and then two cores do read faster than one (medians of
+repeated products, 2-vCPU AMD EPYC: a [768, 30522] LM head 3.81 ms whole on one thread, 3.24 ms in 4 chunks on
+two; [384, 30522] 1.70 against 1.14 ms; the shipped model's [384, 18915] 1.18-1.30 against 0.68-1.22 ms; in a
+bert2bert-base step, where it comes from memory, the chunked [768, 30522] head read 27 GB/s).
 
 The same chunks serve products of up to ``MAX_ROWS`` rows (a source, a batch of 8 sources of 128 tokens): there
 OpenBLAS splits each product over its own threads, and on a machine whose other core is busy with another program
@@ -64,7 +65,7 @@ MIN_CHUNK = 384  # no chunk narrower than this (but the last)
 MAX_ROWS = 1024  # products of up to this many rows go in chunks (linear.py)
 ROW_GROUP = 4  # more than one row are padded with zero rows to a whole number of these (see above)
 SMALL = 1 << 18  # weights of fewer values (1 MiB of float32) run on the calling thread: waking a core costs more
-ONE_ROW_SPREAD = 1 << 23  # one row's weight of this many values (32 MiB of float32) goes in chunks on every core
+ONE_ROW_SPREAD = 1 << 22  # one row's weight of this many values (16 MiB of float32) goes in chunks on every core
 
 
 def is_thin_layout(w):
