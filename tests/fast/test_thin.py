@@ -159,3 +159,21 @@ def test_thin_products_never_use_a_weight_as_it_was_before_an_optimizer_step(rng
     for b, a, p in zip(before, after, plain):
         assert not np.allclose(a, b)
         np.testing.assert_allclose(a, p, rtol=1e-5, atol=1e-5)
+
+
+def test_one_row_by_a_weight_past_one_row_spread_goes_in_chunks_on_every_core(monkeypatch, rng, threads):
+    """An LM head's product of one row is spread over the cores in fixed chunks: close to the plain product, and
+    the same bits for any number of threads."""
+    monkeypatch.setattr(thin, "ONE_ROW_SPREAD", 96 * 3000)
+    pairs = weights(rng, [(96, 3000), (96, 700)])  # the first that large, the second not
+    x = rng.standard_normal((1, 96)).astype(np.float32)
+    products = thin.ThinProducts(1, pairs, dtype=np.float32)
+    assert products.threaded and len(products.tasks) == len(thin.chunks(3000)) + 1
+    threads(1)
+    expected = [y.copy() for y in products(x)]
+    for (w, b), y in zip(pairs, expected):
+        np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-4)
+    for n in (2, 3):
+        threads(n)
+        for got, want in zip(thin.thin_products(x, pairs), expected):
+            np.testing.assert_array_equal(got, want)

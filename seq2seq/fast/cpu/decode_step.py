@@ -6,8 +6,8 @@ around the fused CPU forms that do the work. That is most of a small model's ste
 step of ~31 ms at one row (benchmarks/RESULTS.md). Here the same fused forms are called on the arrays directly,
 over buffers made once per generate call:
 
-    x = embed(ids, position)                     # word (* scale) (+ type 0) + position, LayerNorm (GPT-2: kept
-                                                 #   as the residual stream, block 0's ln_1 normalising a copy)
+    x = embed(ids, position)                     # word (* scale) (+ type 0) + position, LayerNorm (GPT-2: no
+                                                 #   norm here, its blocks norm their inputs)
     for each layer:                              # post-LN (BERT, BART) / pre-LN (GPT-2): step_layers.py
         q, k, v = ThinProducts(x)                # one prepared call for the three weights (thin.py)
         k, v -> the cache at this position; a = FusedAttention(q, cache)          (attention.py)
@@ -20,8 +20,10 @@ over buffers made once per generate call:
 The arithmetic is ``model.decode_step``'s, call for call, so the logits are the same numbers, bit for bit
 (tests/fast/test_cpu_decode_step.py): the products in the same column chunks, the attention through the same
 ``FusedAttention`` (one query per row over the cache laid out as ``nn/cache.py`` lays it out, a source's rows
-grouped over its keys as ``nn/source_rows.py`` groups them), the same LayerNorm and activation forms. It is one
-model, not a second implementation: only the Python around the arithmetic is gone.
+grouped over its keys as ``nn/source_rows.py`` groups them), the same LayerNorm and activation forms. The
+decoder's structure is written a second time here, as the GPU's kernel step writes it (the price of a step without
+the autograd, paid once for three families through ``Family``); its arithmetic is not, and a test holds the two
+paths to the same bits for every family, so that a change to either shows at once.
 
 The weights are the model's own arrays (``../decoder_weights.py``: views, no copies), so a step made after an
 optimizer changed them in place reads the new values; generation makes a step per call (kernel_path.py). Beam
@@ -106,19 +108,16 @@ class CpuDecodeStep:
         """Logits ``[rows, V]`` after the tokens ``[rows]`` (or ``[rows, 1]``): a buffer the next step overwrites
         (copy it to keep it)."""
         ids = np.asarray(token_ids).reshape(self.rows)
-        with blas_on_calling_threads():  # held once for the step, not per product
-            x = self.embed(ids)  # [rows, C]
-            e = self.family.embedding
-            if self.family.pre_ln:  # the residual stream and its normed copy (the first block's ln_1)
-                h = x
-                for layer in self.layers:
-                    h = layer(h, self.length)
-                h = _norm(h, self.family.final_norm)  # ln_f
-            else:
-                h = _norm(x, (e["gamma"], e["beta"], e["eps"]))
-                for layer in self.layers:
-                    h = layer(h, self.length)
-            if self.family.transform is not None:  # BERT: LayerNorm(act(h Wd + bd))
+        family = self.family
+        with blas_on_calling_threads():  # held once for the step, not entered and left by every product
+            h = self.embed(ids)  # [rows] -> [rows, C]
+            if not family.pre_ln:  # BERT, BART: the embedding's own LayerNorm (GPT-2's blocks norm their input)
+                h = _norm(h, (family.embedding["gamma"], family.embedding["beta"], family.embedding["eps"]))
+            for layer in self.layers:
+                h = layer(h, self.length)  # [rows, C] -> [rows, C]
+            if family.pre_ln:
+                h = _norm(h, family.final_norm)  # GPT-2's ln_f
+            if family.transform is not None:  # BERT: LayerNorm(act(h Wd + bd))
                 h = _norm(self.head_act(self.head_dense(h)[0]), self.head_norm)
             (logits,) = self.vocab(h)  # [rows, C] -> [rows, V]
         self.length += 1
