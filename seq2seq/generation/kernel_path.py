@@ -111,7 +111,7 @@ def kernel_decoding(model, cache, *, copies, max_length):
            tuple(id(p.data) for p in model.parameters()))
     held = _HELD.get(model)
     if held is not None and held.key == key:
-        held.graphed.refill(model, cache.memory, cache.memory_keep)
+        held.step.refill(model, cache.memory, cache.memory_keep)
         return held
     _HELD.pop(model, None)  # its buffers go before the new ones are allocated
     _HELD[model] = KernelDecoding(model, cache, copies=copies, max_length=max_length, key=key)
@@ -123,37 +123,12 @@ def release(model):
     _HELD.pop(model, None)
 
 
-class KernelDecoding:
-    """The kernel step in the place of a ``DecoderCache``: what the decode loops read of a cache (``batch_size``,
-    ``reorder_beams``) and ``decode(ids)``, the logits after each row's newest token. ``key``: what it was made
-    for (kernel_decoding)."""
+class FusedDecoding:
+    """A fused step in the place of a ``DecoderCache``: what the decode loops read of a cache (``batch_size``,
+    ``reorder_beams``) and ``decode(ids)``, the logits after each row's newest token. ``self.step`` is the step
+    (``rows``, ``step(token_ids)`` -> its logits buffer, ``reorder_beams(index)``)."""
 
-    def __init__(self, model, cache, *, copies, max_length, key=None):
-        from ..fast.cuda import decode_step, graphs  # noqa: PLC0415 - imported on the kernel path only
-        launch, product, capture = runtime()
-        with capture.context():  # on the stream of the products (the encoder's keys and values are some)
-            step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies,
-                                          max_length=max_length, launch=launch, product=product)
-        self.graphed, self.key = graphs.GraphedStep(step, capture=capture), key
-
-    @property
-    def batch_size(self):
-        return self.graphed.rows
-
-    def decode(self, newest):
-        """Logits ``[rows, V]`` after the tokens ``newest`` ``[rows, 1]``: a copy, the step's buffer being reused."""
-        return self.graphed.step(newest[:, -1]).copy()
-
-    def reorder_beams(self, index):
-        self.graphed.reorder_beams(index)
-
-
-class CpuDecoding:
-    """The CPU step in the place of a ``DecoderCache`` (as ``KernelDecoding``)."""
-
-    def __init__(self, model, cache, *, copies, max_length):
-        self.step = cpu_step.CpuDecodeStep(model, cache.memory, cache.memory_keep, copies=copies,
-                                           max_length=max_length, activation=array_activation)
+    step = None
 
     @property
     def batch_size(self):
@@ -167,8 +142,29 @@ class CpuDecoding:
         self.step.reorder_beams(index)
 
 
+class KernelDecoding(FusedDecoding):
+    """The kernel step, replayed from CUDA graphs (graphs.GraphedStep). ``key``: what it was made for
+    (kernel_decoding)."""
+
+    def __init__(self, model, cache, *, copies, max_length, key=None):
+        from ..fast.cuda import decode_step, graphs  # noqa: PLC0415 - imported on the kernel path only
+        launch, product, capture = runtime()
+        with capture.context():  # on the stream of the products (the encoder's keys and values are some)
+            step = decode_step.DecodeStep(model, cache.memory, cache.memory_keep, copies=copies,
+                                          max_length=max_length, launch=launch, product=product)
+        self.step, self.key = graphs.GraphedStep(step, capture=capture), key
+
+
+class CpuDecoding(FusedDecoding):
+    """The CPU step (fast/cpu/decode_step.py), made for this call."""
+
+    def __init__(self, model, cache, *, copies, max_length):
+        self.step = cpu_step.CpuDecodeStep(model, cache.memory, cache.memory_keep, copies=copies,
+                                           max_length=max_length, activation=array_activation)
+
+
 def decode_step_logits(model, newest, cache):
     """The logits ``[N, V]`` after ``newest`` ``[N, 1]``: a fused step's, or ``model.decode_step``'s."""
-    if isinstance(cache, (KernelDecoding, CpuDecoding)):
+    if isinstance(cache, FusedDecoding):
         return cache.decode(newest)
     return model.decode_step(newest, cache)
