@@ -29,6 +29,13 @@ def test_row_blocks_cover_every_row_once(rows, row_values, block_values):
     assert all(block.stop - block.start >= 1 for block in blocks)
 
 
+def test_row_blocks_share_the_rows_evenly_and_give_two_cores_a_block_each_from_a_quarter_block_on():
+    assert parallel.row_blocks(128, 3072, block_values=1 << 18) == [slice(0, 64), slice(64, 128)]  # not 85 + 43
+    assert parallel.row_blocks(67, 3072, block_values=1 << 18) == [slice(0, 34), slice(34, 67)]  # 206K values
+    assert parallel.row_blocks(20, 3072, block_values=1 << 18) == [slice(0, 20)]  # under a quarter: one block
+    assert parallel.row_blocks(1, 1 << 20, block_values=1 << 18) == [slice(0, 1)]  # never less than a row
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4], indirect=True)
 def test_for_each_block_returns_results_in_block_order(threads):
     seen = []
