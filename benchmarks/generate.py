@@ -54,6 +54,7 @@ def same_ids(a, b, extra):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds of every engine (default 3; --quick 2)")
     parser.add_argument("--only", help="run only the workloads whose name contains this text")
     parser.add_argument("--ctranslate2", action="store_true",
                         help="also time CTranslate2 against transformers on a bert2bert-shaped BART")
@@ -70,7 +71,7 @@ def main():
     import seq2seq  # noqa: PLC0415
     seq2seq.tune_cpu()  # as the command line does: OpenBLAS's idle threads sleep, malloc keeps freed memory
 
-    repeats = 2 if args.quick else 3
+    repeats = args.repeats or (2 if args.quick else 3)
     print(f"{machine()}, torch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"source {SRC} tokens, {NEW} new tokens, float32")
     reference = None
