@@ -29,6 +29,7 @@ forms use this, on NumPy arrays: on a GPU each kernel is parallel already, and C
 
 The number of threads is the number of cores this process may run on, or ``SEQ2SEQ_NUM_THREADS`` when set.
 """
+import math
 import os
 import threading
 
@@ -129,7 +130,7 @@ def scratch(shape, dtype, *, name, count=1):
     """``count`` arrays of ``shape`` and ``dtype`` for temporaries, private to this thread and reused by every later
     call with the same ``name`` (their contents are garbage). Two uses that are alive at once need two names.
     """
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buffers = _local.__dict__.setdefault("buffers", {})
     key = (name, np.dtype(dtype).str)
     buffer = buffers.get(key)
