@@ -158,3 +158,17 @@ def test_a_model_the_step_does_not_serve_decodes_eagerly_with_its_errors():
     ids, mask = sources()
     with pytest.raises(InputError, match="decoder_input_ids"):
         model.generate(ids, mask, max_length=40, min_length=40)
+
+
+def test_a_float64_model_decodes_through_the_cpu_step_as_eagerly():
+    model = tiny_bert2bert()
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64, order="K")  # the layouts kept (thin products read them as they lie)
+    assert cpu_step.unsupported(model, max_length=8) is None
+    ids, mask = sources()
+    kwargs = dict(max_new_tokens=6, num_beams=3, eos_token_id=4, return_dict_in_generate=True, output_scores=True)
+    fused, eager = model.generate(ids, mask, **kwargs), model.generate(ids, mask, cuda_graph=False, **kwargs)
+    assert fused.scores[0].dtype == np.float32  # generate's scores, whatever the model's dtype
+    np.testing.assert_array_equal(fused.sequences, eager.sequences)
+    for got, want in zip(fused.scores, eager.scores):
+        np.testing.assert_array_equal(got, want)
