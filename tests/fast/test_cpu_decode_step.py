@@ -53,7 +53,7 @@ def test_cpu_step_logits_are_the_models_decode_step_bit_for_bit(decoder, hidden_
     assert step.length == 6
 
 
-@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("rows", [1, 2, 4])
 def test_cpu_step_is_bit_identical_for_any_number_of_threads(monkeypatch, threads, rows):
     """Its products go in fixed column chunks whichever thread runs them (a one-row LM head too, once it is
     larger than ONE_ROW_SPREAD: lowered here so that the tiny model's is)."""

@@ -44,7 +44,7 @@ def test_thin_products_equal_the_plain_products(rng, rows, shapes, bias):
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("rows", [1, 2, 4])
 def test_thin_products_are_bit_identical_for_any_threads(monkeypatch, rng, threads, rows):
     pairs = weights(rng, [(96, 1100), (96, 500), (96, 33)])
     x = rng.standard_normal((rows, 96)).astype(np.float32)

@@ -19,8 +19,10 @@ on this project's 2-core machines:
   the time of one product on one core, in 4 chunks the same time; benchmarks/RESULTS.md).
 - **Rows in groups of four.** OpenBLAS's GEMM works on rows four at a time and handles the rest with slower
   kernels: on one core a [768, 3072] weight took 0.94 ms for 2 rows, 1.35 for 3, 0.85 for 4, 1.2-1.5 for 5 to 7
-  and 1.02 for 8 (benchmarks/RESULTS.md). So 2 to 3 rows are multiplied as 4, 5 to 7 as 8, and so on, the extra
-  rows zeros; one row stays one (a matrix-vector product, 0.43 ms).
+  and 1.02 for 8 (benchmarks/RESULTS.md). So 3 rows are multiplied as 4, 5 to 7 as 8, and so on, the extra
+  rows zeros; one row stays one (a matrix-vector product, 0.43 ms), and two rows are two of those, each chunk
+  read by both while in the cache (two matrix-vector products of [768, 3072]: 0.36 ms, against 0.70-0.78 ms for
+  the 4-row product; over 24 such weights read from memory, 0.63-0.67 against 0.73-0.76 ms each).
 - **Several weights that multiply the same rows in one go** (``thin_products``: a self-attention block's query,
   key and value): their chunks are shared out together, so that the cores stay busy over all of them and the
   threads are woken once. No concatenated copy of the weights is made, so none can go stale when an optimizer
@@ -104,7 +106,8 @@ class ThinProducts:
 
     def __init__(self, rows, pairs, *, dtype):
         self.rows, self.biases = rows, [b for _, b in pairs]
-        padded = rows if rows == 1 else -(-rows // ROW_GROUP) * ROW_GROUP
+        padded = rows if rows <= 2 else -(-rows // ROW_GROUP) * ROW_GROUP
+        self.by_row = rows == 2  # two matrix-vector products per chunk (see "Rows in groups of four")
         # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
         self.x = None if padded == rows else np.zeros((padded, pairs[0][0].shape[0]), dtype=dtype)  # [padded, in]
         self.outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(dtype, w)) for w, _ in pairs]
@@ -126,14 +129,18 @@ class ThinProducts:
 
         def product(i):
             w, y = tasks[i]
-            np.matmul(x2, w, out=y)  # [N, in] @ [in, chunk] -> [N, chunk]
+            if self.by_row:
+                for r in range(self.rows):
+                    np.matmul(x2[r], w, out=y[r])  # [in] @ [in, chunk] -> [chunk]
+            else:
+                np.matmul(x2, w, out=y)  # [N, in] @ [in, chunk] -> [N, chunk]
 
         with blas_on_calling_threads():
             if self.threaded:
                 for_each_task(product, len(tasks))  # each thread takes the next chunk until none is left
             else:
-                for w, y in tasks:
-                    np.matmul(x2, w, out=y)  # [N, in] @ [in, out] -> [N, out]
+                for i in range(len(tasks)):
+                    product(i)
         for y, b in zip(self.outs, self.biases):
             if b is not None:
                 y += b  # after the product, as the plain form adds it
