@@ -13,6 +13,7 @@ import pytest
 import seq2seq
 from seq2seq.core.distributed import SingleProcess
 from seq2seq.core.errors import InputError
+from seq2seq.fast.cpu.native import blas_one_thread
 from seq2seq.training.data import IGNORE_INDEX, Seq2SeqDataset
 from seq2seq.training.data_parallel import (RowsOfGenerator, allreduce_gradients, broadcast_parameters, row_shards,
                                             skip_draws)
@@ -66,7 +67,13 @@ class Member:
 
 
 def run_ranks(world_size, work):
-    """``work(comm)`` on ``world_size`` threads, one a rank; their results in rank order (an error re-raised)."""
+    """``work(comm)`` on ``world_size`` threads, one a rank; their results in rank order (an error re-raised).
+
+    OpenBLAS's thread count is one setting for the whole process, and our fused forms hold it at 1 while their
+    blocks run (``blas_one_thread``). Ranks that are threads of one process would then race for it: a rank's large
+    product would run on OpenBLAS's threads or on one, depending on what another rank was doing at that moment,
+    and OpenBLAS's results differ in the last bits with its thread count (benchmarks/RESULTS.md). Held at 1 for the
+    whole run, every rank's products are the same calls. (Ranks under mpirun are processes, each with its own.)"""
     group, results, errors = ThreadGroup(world_size), [None] * world_size, []
 
     def run(rank):
@@ -77,10 +84,11 @@ def run_ranks(world_size, work):
             group.barrier.abort()
 
     threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with blas_one_thread():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     return results
