@@ -37,8 +37,6 @@ left at the default (tests/fast/test_cuda_kernels.py checks the first).
 """
 import weakref
 
-import numpy as np
-
 from ..core.backend import backend_of
 from ..core.errors import GenerationError
 from ..fast import cpu as fast_cpu
@@ -77,7 +75,7 @@ def _records_nothing(config):
 def cpu_serves(model, config):
     """Whether the CPU step serves a generate call of this resolved config: a NumPy model with the fused CPU
     forms on (not inside ``fast.cpu.disabled()``), and what ``cpu_step.unsupported`` accepts."""
-    return (model.xp is np and fast_cpu.enabled(np) and _records_nothing(config)
+    return (fast_cpu.enabled(model.xp) and _records_nothing(config)
             and cpu_step.unsupported(model, max_length=config.max_length) is None)
 
 

@@ -131,18 +131,21 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name):
-    """The activation for a ``hidden_act`` name, as a function of one Tensor."""
+def _factory(name):
+    """The Function factory for a ``hidden_act`` name, or ConfigError naming the supported ones."""
     if name not in ACTIVATIONS:
         raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
-    factory = ACTIVATIONS[name]
+    return ACTIVATIONS[name]
+
+
+def get_activation(name):
+    """The activation for a ``hidden_act`` name, as a function of one Tensor."""
+    factory = _factory(name)
     return lambda x: factory()(x)
 
 
 def array_activation(name):
     """The activation for a ``hidden_act`` name as a function of a raw array: its ``forward``, no autograd (what the
     CPU decode step calls, fast/cpu/decode_step.py: the same arithmetic as the Tensor op's)."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
-    factory = ACTIVATIONS[name]
+    factory = _factory(name)
     return lambda x: factory().forward(x)

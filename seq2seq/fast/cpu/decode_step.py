@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..decoder_weights import family_of, max_positions
+from ..decoder_weights import FAMILIES, family_of, max_positions
 from .attention import FusedAttention
 from .layer_norm import layer_norm_forward
 from .parallel import blas_on_calling_threads
@@ -43,13 +43,13 @@ from .thin import ThinProducts, is_thin_layout
 
 def unsupported(model, *, max_length):
     """Why ``model`` cannot decode through ``CpuDecodeStep`` up to ``max_length`` positions, or None if it can."""
-    if model.config.decoder.model_type not in ("bert", "bart", "gpt2"):
+    if model.config.decoder.model_type not in FAMILIES:
         return f"the {model.config.decoder.model_type!r} decoder has no CPU step"
     if max_length > max_positions(model):  # the eager step raises the position error at the step it happens
         return f"max_length {max_length} exceeds the decoder's {max_positions(model)} positions"
     family = family_of(model)
-    weights = [w for layer in family.layers for pair in (*layer.qkv, layer.self_out, layer.cross_q,
-                                                         layer.cross_out, layer.up, layer.down) for w in pair[:1]]
+    weights = [pair[0] for layer in family.layers for pair in (*layer.qkv, layer.self_out, layer.cross_q,
+                                                               layer.cross_out, layer.up, layer.down)]
     weights.append(family.vocab[0])
     if not all(is_thin_layout(w) for w in weights):  # weights the model keeps row-major [out, in]
         return "a weight is not laid out [in, out] row-major (nn/layers.thin_input_layout)"

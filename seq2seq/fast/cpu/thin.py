@@ -108,7 +108,7 @@ class ThinProducts:
         self.rows, self.biases = rows, [b for _, b in pairs]
         padded = rows if rows <= 2 else -(-rows // ROW_GROUP) * ROW_GROUP
         self.by_row = rows == 2  # two matrix-vector products per chunk (see "Rows in groups of four")
-        # rows of zeros up to a whole group: the product of 4 rows costs less than that of 2 or 3 (see above)
+        # rows of zeros up to a whole group: the product of 4 rows costs less than that of 3 (see above)
         self.x = None if padded == rows else np.zeros((padded, pairs[0][0].shape[0]), dtype=dtype)  # [padded, in]
         self.outs = [np.empty((padded, w.shape[1]), dtype=np.result_type(dtype, w)) for w, _ in pairs]
         # each weight whole on one row (see "One row" above), but one wider than the CPU's cache spread over cores
