@@ -39,6 +39,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
     ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
+    ``linear_cross_entropy.py``  the LM head's projection and the loss as one op (its backward slices the vocabulary)
     ``activations.py`` GELU, ReLU, ... picked by ``hidden_act``
     ``source_rows.py`` several decoder rows per source: their queries grouped over one copy of its keys/values
     ``attention.py``   masks and scaled dot-product attention

@@ -136,8 +136,9 @@ class Tensor:
             gys = [None if slot is None else pending.pop(slot, None) for slot in slots]
             if all(g is None for g in gys):
                 continue
-            gys = [xp.zeros(shape, dtype=dtype) if g is None else g
-                   for g, (shape, dtype) in zip(gys, function.output_specs)]
+            if function.fills_missing_grads:
+                gys = [xp.zeros(shape, dtype=dtype) if g is None else g
+                       for g, (shape, dtype) in zip(gys, function.output_specs)]
             gxs = function.backward(*gys)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
@@ -222,6 +223,10 @@ class Function:
     outputs = ()  # a weak reference to the Slot of each output
     needs_input_grad = ()
     records = False  # True while a graph is being recorded through this call
+    # An output no gradient reached gets zeros of its shape in backward; a function with several outputs whose
+    # backward takes None for those instead sets this False (nn/linear_cross_entropy.py: its unused logits output
+    # would otherwise cost an array as large as the logits)
+    fills_missing_grads = True
 
     def __call__(self, *inputs):
         inputs = [as_tensor(x) for x in inputs]

@@ -101,7 +101,16 @@ class BartDecoder:
         """The parameters whose rows are indexed by token id: the token embeddings (also the LM head)."""
         return [self.embed_tokens.weight]
 
+    def vocab_projection(self):
+        """``(weight [V, C], None)``: the LM head is the token embedding table (tied), no bias."""
+        return self.embed_tokens.weight, None
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
+        # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]
+        return linear(self.hidden(ids, keep, memory, memory_keep, cache=cache), self.embed_tokens.weight)
+
+    def hidden(self, ids, keep, memory, memory_keep, *, cache=None):
+        """What ``vocab_projection`` multiplies: ``[B, T] -> [B, T, C]``, the last layer's output."""
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.config.max_position_embeddings, name="decoder_input_ids")
@@ -112,4 +121,4 @@ class BartDecoder:
         h = self.dropout(self.norm_embedding(h + self.embed_positions(positions)))
         h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
         self.state.records.hidden_state(h)  # the last hidden state
-        return linear(h, self.embed_tokens.weight)  # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]
+        return h

@@ -49,8 +49,11 @@ class BertLMHead:
         self.bias = view.param("bias", (config.vocab_size,), init=zeros)
 
     def __call__(self, h):
-        h = self.norm(self.act(self.dense(h)))
-        return linear(h, self.weight, self.bias)  # [B, T, C] @ [C, V] -> [B, T, V]
+        return linear(self.transform(h), self.weight, self.bias)  # [B, T, C] @ [C, V] -> [B, T, V]
+
+    def transform(self, h):
+        """What the projection onto the vocabulary multiplies: LayerNorm(act(dense(h))), ``[B, T, C]``."""
+        return self.norm(self.act(self.dense(h)))
 
 
 class BertDecoder:
@@ -72,14 +75,22 @@ class BertDecoder:
         and the LM head's bias."""
         return [self.embeddings.word.weight, self.lm_head.bias]
 
+    def vocab_projection(self):
+        """``(weight [V, C], bias [V])`` of the projection onto the vocabulary, the last step of the LM head."""
+        return self.lm_head.weight, self.lm_head.bias
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
         """``keep``: decoder padding mask ``[B, 1, 1, T]`` or None; ``memory_keep``: encoder padding mask or None.
 
         With a ``cache`` (a DecoderCache, inference only), ``ids`` are the next positions after the
         ``cache.length`` already decoded: their keys/values are appended and the cache advances.
         """
+        return linear(self.hidden(ids, keep, memory, memory_keep, cache=cache), *self.vocab_projection())
+
+    def hidden(self, ids, keep, memory, memory_keep, *, cache=None):
+        """What ``vocab_projection`` multiplies: ``[B, T] -> [B, T, C]``, the LM head's transform included."""
         start = cache.length if cache is not None else 0
         h = self.embeddings(ids, past_length=start, name="decoder_input_ids")  # [B, T] -> [B, T, C]
         h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
         self.state.records.hidden_state(h)  # the last hidden state
-        return self.lm_head(h)  # [B, T, C] -> [B, T, V]
+        return self.lm_head.transform(h)

@@ -112,7 +112,15 @@ class Gpt2Decoder:
         """The parameters whose rows are indexed by token id: the token embeddings (also the LM head)."""
         return [self.wte.weight]
 
+    def vocab_projection(self):
+        """``(weight [V, C], None)``: the LM head is the token embedding table itself (weight tying), no bias."""
+        return self.wte.weight, None
+
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
+        return linear(self.hidden(ids, keep, memory, memory_keep, cache=cache), self.wte.weight)  # -> [B, T, V]
+
+    def hidden(self, ids, keep, memory, memory_keep, *, cache=None):
+        """What ``vocab_projection`` multiplies: ``[B, T] -> [B, T, C]``, after ln_f."""
         xp = get_array_module(ids)
         start, t = (cache.length if cache is not None else 0), ids.shape[1]
         check_positions(start + t, self.wpe.num, name="decoder_input_ids")
@@ -122,5 +130,4 @@ class Gpt2Decoder:
         h = run_decoder_layers(self.layers, h, keep, memory, memory_keep, cache=cache, records=self.state.records)
         h = self.ln_f(h)
         self.state.records.hidden_state(h)  # the last hidden state, after ln_f (as transformers')
-        # Why no separate weight: the LM head is the token embedding table itself (weight tying).
-        return linear(h, self.wte.weight)  # [B, T, C] @ [C, V] -> [B, T, V]
+        return h

@@ -4,6 +4,9 @@
     logits = decoder(decoder_input_ids, memory)           # [B, T] -> [B, T, V]
     loss   = cross_entropy(logits, labels)                # labels IGNORE_INDEX (-100) ignored
 
+(The decoder's last step, the projection onto the vocabulary, and the loss run as one op when there are labels:
+nn/linear_cross_entropy.py says why.)
+
 With ``labels`` and no ``decoder_input_ids``, the decoder reads the labels shifted one step right ("teacher
 forcing"): ``[start, y1, y2, ...]`` predicts ``[y1, y2, y3, ...]``. This mirrors transformers'
 ``EncoderDecoderModel`` and reads and writes its checkpoints: ``encoder.*`` and ``decoder.*`` tensors in
@@ -25,13 +28,13 @@ from ..core.autograd import Tensor, no_grad
 from ..core.backend import check_dtype, to_backend, to_numpy, xp_for
 from ..core.errors import ConfigError, InputError
 from ..core.inputs import IGNORE_INDEX, as_mask, check_batch_size, check_labels_shape, token_ids
-from ..core.ops import reshape
 from ..generation import generate as generation
 from ..generation.config import GenerationConfig
 from ..nn.attention import padding_mask
 from ..nn.cache import DecoderCache
-from ..nn.functional import cross_entropy
+from ..nn.functional import linear
 from ..nn.layers import Linear, RunState
+from ..nn.linear_cross_entropy import linear_cross_entropy
 from ..nn.record import NOT_RECORDING, Recording, as_tuple, records_for, reporting
 from ..nn.weights import ParamStore
 from . import hub
@@ -192,13 +195,15 @@ class EncoderDecoderModel:
                               decoder=records_for(self.config.decoder, output_attentions, output_hidden_states))
         with self.record(recording):
             memory = self._run_encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
-            logits = self._run_decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep)  # -> [B, T, V]
-        loss = None
-        if labels is not None:
-            v = logits.shape[-1]
-            # [B, T, V] -> [B*T, V] -> (); label_smoothing as the Trainer's label_smoothing_factor (0: plain NLL)
-            loss = cross_entropy(reshape(logits, (-1, v)), labels.reshape(-1), IGNORE_INDEX,
-                                 label_smoothing=label_smoothing)
+            h = self._run_decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep, project=False)
+        weight, bias = self.decoder.vocab_projection()  # [V, C], [V] or None
+        if labels is None:
+            logits, loss = linear(h, weight, bias), None  # [B, T, C] -> [B, T, V]
+        else:
+            # [B, T, C] -> [B, T, V], and [B*T, V] -> () against the labels; label_smoothing as the Trainer's
+            # label_smoothing_factor (0: plain NLL). One op, so that backward never holds the logits' gradient whole.
+            logits, loss = linear_cross_entropy(h, weight, bias, labels.reshape(-1), IGNORE_INDEX,
+                                                label_smoothing=label_smoothing)
         encoder, decoder = recording.encoder, recording.decoder
         return Seq2SeqOutput(logits=logits.data, loss=loss, encoder_last_hidden_state=memory.data,
                              encoder_attentions=as_tuple(encoder.attentions),
@@ -222,9 +227,11 @@ class EncoderDecoderModel:
         with reporting(self.state, self.recording.encoder):
             return self.encoder(ids, keep)
 
-    def _run_decoder(self, ids, keep, memory, memory_keep, *, cache=None):
+    def _run_decoder(self, ids, keep, memory, memory_keep, *, cache=None, project=True):
+        """The decoder's logits ``[B, T, V]``, or with ``project=False`` what its vocabulary projection multiplies."""
         with reporting(self.state, self.recording.decoder):
-            return self.decoder(ids, keep, memory, memory_keep, cache=cache)
+            run = self.decoder if project else self.decoder.hidden
+            return run(ids, keep, memory, memory_keep, cache=cache)
 
     def _to_decoder_width(self, memory):
         """The encoder output as the decoder's cross-attention reads it: ``[B, S, C_enc] -> [B, S, C_dec]``."""

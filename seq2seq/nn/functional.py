@@ -129,6 +129,12 @@ class LayerNorm(Function):
     mean(g * xhat) (the variance depends on x too); gx = rstd * (term 1 - term 2 - term 3). gamma's and beta's
     gradients are sums over rows. The fused CPU form (``fast/cpu/layer_norm.py``) runs both passes on blocks of
     rows on every core.
+
+    What is kept for backward is the output y, not the input x, wherever xhat = (y - beta) / gamma can be had back
+    to within a few float32 roundings (``recovers_xhat``), as Apex's "memory-efficient" LayerNorm does. Why: the
+    layer after a LayerNorm (a linear layer, attention's projections) keeps y as its own input anyway, while x, a
+    residual sum, is kept by nothing else: keeping y frees one array of the activations' size per LayerNorm until
+    backward (54 MiB of a MiniLM bert2bert's training step, 16 x 128 tokens; benchmarks/RESULTS.md). torch keeps x.
     """
 
     def __init__(self, eps):
@@ -144,18 +150,25 @@ class LayerNorm(Function):
             var = (centred * centred).mean(axis=-1, keepdims=True)  # [..., 1]
             rstd = 1.0 / xp.sqrt(var + self.eps)
             y = centred * rstd * gamma + beta
-        # Why keep x, mean and rstd rather than xhat: the graph holds x anyway, so xhat would be one more array of
-        # the activations' size per LayerNorm; backward rebuilds it in one pass.
-        self.x, self.mean, self.rstd, self.gamma = x, mean, rstd, gamma
+        # Why x or y, with mean and rstd, rather than xhat: the graph holds one of them anyway, so xhat would be one
+        # more array of the activations' size per LayerNorm; backward rebuilds it in one pass.
+        self.mean, self.rstd, self.gamma = mean, rstd, gamma
+        self.x, self.y, self.beta = (None, y, beta) if self.records and recovers_xhat(gamma, beta) else (x, None, None)
         return y
+
+    def xhat(self):
+        """The normalised input, ``[..., C]``, from what forward kept (the plain form's; fast/cpu has its own)."""
+        if self.x is not None:
+            return (self.x - self.mean) * self.rstd
+        return (self.y - self.beta) / self.gamma
 
     def backward(self, gy):
         xp = get_array_module(gy)
         if fast_cpu.enabled(xp):
-            return fast_layer_norm.layer_norm_backward(gy, self.x, self.mean, self.rstd, self.gamma,
-                                                       needs=self.needs_input_grad)
+            return fast_layer_norm.layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
+                                                       beta=self.beta, needs=self.needs_input_grad)
         need_x, need_gamma, need_beta = self.needs_input_grad
-        xhat = (self.x - self.mean) * self.rstd  # [..., C]
+        xhat = self.xhat()  # [..., C]
         c = xhat.shape[-1]
         gx = ggamma = gbeta = None
         if need_x:
@@ -168,6 +181,21 @@ class LayerNorm(Function):
         if need_beta:
             gbeta = gy.reshape(-1, c).sum(axis=0)  # [N, C] -> [C]
         return gx, ggamma, gbeta
+
+
+RECOVERY_LIMIT = 64  # the largest |beta / gamma| from which LayerNorm's backward recovers xhat from its output
+
+
+def recovers_xhat(gamma, beta):
+    """Whether xhat = (y - beta) / gamma comes back close enough from y = xhat * gamma + beta, rounded.
+
+    Rounding y leaves an error of about float32's epsilon times |y|, which the division turns into
+    eps * (|xhat| + |beta / gamma|) in xhat: small while |beta / gamma| is, at most ``RECOVERY_LIMIT`` (4e-6 in
+    float32; the real MiniLM's LayerNorms reach 58). A gamma of 0 (nothing to divide by) says no: 0 / 0 is NaN.
+    """
+    xp = get_array_module(gamma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return bool(xp.max(xp.abs(beta) / xp.abs(gamma)) <= RECOVERY_LIMIT)
 
 
 class MaskedSoftmax(Function):
@@ -256,11 +284,17 @@ class CrossEntropy(Function):
         with np.errstate(invalid="ignore", divide="ignore"):
             return (nll.sum() / self.count).astype(logits.dtype)
 
+    def row_weights(self, gy):
+        """Each row's share of the loss's gradient ``gy``, ``[N, 1]``: gy / count for the rows counted, 0 for the
+        ignored ones."""
+        xp = get_array_module(gy)
+        # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
+        return (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N] -> [N, 1]
+
     def backward(self, gy):
         xp = get_array_module(gy)
         n, v = self.x.shape
-        # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
-        weight = (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N, 1]
+        weight = self.row_weights(gy)  # [N, 1]
         # d(-log p_label)/dx = p - onehot(label); with smoothing p - (1 - eps) onehot(label) - eps / V
         if fast_cpu.enabled(xp):
             p = fast_cross_entropy.cross_entropy_grad(self.x, self.m, self.log_sum, self.safe, weight,

@@ -154,11 +154,11 @@ def test_fused_results_are_bit_identical_on_one_and_two_threads(kind, probabilit
 
 
 def test_what_is_kept_of_the_scores_size_depends_on_the_number_of_keys():
-    """Inference keeps nothing. Training keeps the probabilities when S <= 4 hs (no larger than a layer's
+    """Inference keeps nothing. Training keeps the probabilities when S <= 2 hs (no larger than half a layer's
     feed-forward activation); with more keys it keeps q, k, v and two numbers per score row (backward recomputes
     the probabilities), never a [B, nh, T, S] array."""
     q = seq2seq.Tensor(np.ones((2, 3, 5, 4), np.float32), requires_grad=True)
-    k = seq2seq.Tensor(np.ones((2, 3, 17, 4), np.float32), requires_grad=True)  # S = 17 > 4 hs = 16
+    k = seq2seq.Tensor(np.ones((2, 3, 9, 4), np.float32), requires_grad=True)  # S = 9 > 2 hs = 8
     with seq2seq.no_grad():
         op = Attention()
         op(q, k, k)
@@ -168,19 +168,19 @@ def test_what_is_kept_of_the_scores_size_depends_on_the_number_of_keys():
     op(q, k, k)
     assert op.fused.probs is None and op.fused.row_max.shape == op.fused.log_sum.shape == (2, 3, 5, 1)
     saved = [a for a in vars(op.fused).values() if isinstance(a, np.ndarray)]
-    assert max(a.size for a in saved) == 2 * 3 * 17 * 4  # k and v: the largest arrays kept
-    short = seq2seq.Tensor(np.ones((2, 3, 16, 4), np.float32), requires_grad=True)  # S = 16 = 4 hs
+    assert max(a.size for a in saved) == 2 * 3 * 9 * 4  # k and v: the largest arrays kept
+    short = seq2seq.Tensor(np.ones((2, 3, 8, 4), np.float32), requires_grad=True)  # S = 8 = 2 hs
     op = Attention()
     op(q, short, short)
     assert op.fused.row_max is None and op.fused.log_sum is None
     probs = np.concatenate(op.fused.probs)  # one array per block, here blocks of whole batch elements
-    assert probs.shape == (2, 3, 5, 16)
+    assert probs.shape == (2, 3, 5, 8)
     np.testing.assert_allclose(probs.sum(axis=-1), 1, rtol=1e-6)
 
 
 def test_kept_probabilities_cover_only_the_keys_seen():
     """With padding the kept probabilities of a block span the keys its rows may see, not every key."""
-    q, k, v, _ = inputs(8, 2, 3, 5, 16, 4, np.float32)
+    q, k, v, _ = inputs(8, 2, 3, 5, 16, 8, np.float32)  # S = 16 = 2 hs: kept
     mask = np.ones((2, 16), np.int64)
     mask[:, 10:] = 0  # both sources padded after 10 keys
     op = Attention(padding_mask(mask))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seq2seq.nn import functional as nn_ops
-from seq2seq.core.autograd import Tensor
+from seq2seq.core.autograd import Tensor, no_grad
 from seq2seq.core.backend import to_numpy
 from seq2seq.core.errors import InputError
 from seq2seq.core.gradcheck import check_grad
@@ -94,6 +94,45 @@ def test_layer_norm_gradient(xp, rng, form, x_shape, eps):
     c = x_shape[-1]
     x, gamma, beta = 3 * rng.standard_normal(x_shape) + 1, rng.standard_normal(c), rng.standard_normal(c)
     assert check_grad(lambda *t: nn_ops.layer_norm(*t, eps=eps), *(xp.asarray(a) for a in (x, gamma, beta)))
+
+
+LAYER_NORM_KEEPS = {  # gamma, beta -> what forward keeps for backward (see nn_ops.recovers_xhat)
+    "output": (lambda g, b: (g, b), "y"),
+    "input_as_a_gamma_is_0": (lambda g, b: (np.where(np.arange(g.size) == 1, 0, g), b), "x"),
+    "input_as_beta_dwarfs_gamma": (lambda g, b: (g, np.where(np.arange(b.size) == 2, 65 * np.abs(g), b)), "x"),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_NORM_KEEPS))
+def test_layer_norm_keeps_its_output_where_xhat_comes_back_from_it(xp, rng, form, case):
+    """Backward rebuilds xhat from the output y (which the next layer keeps anyway) unless a gamma is 0 or some
+    |beta / gamma| exceeds RECOVERY_LIMIT: then from the input, as before. Gradients match torch's either way."""
+    adjust, kept = LAYER_NORM_KEEPS[case]
+    x = 3 * f32(rng, 2, 3, 6) + 1
+    gamma, beta = (a.astype(np.float32) for a in adjust(rng.uniform(0.5, 1.5, 6), rng.uniform(-2, 2, 6)))
+    op = nn_ops.LayerNorm(1e-5)
+    tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in (x, gamma, beta)]
+    y = op(*tensors)
+    assert (op.x is None and op.y is y.data) if kept == "y" else (op.y is None and op.x is tensors[0].data)
+    if torch is not None:
+        gy = f32(rng, *y.shape)
+        y.backward(xp.asarray(gy))
+        targs = [torch.from_numpy(a).requires_grad_() for a in (x, gamma, beta)]
+        F.layer_norm(targs[0], (6,), targs[1], targs[2], 1e-5).backward(torch.from_numpy(gy))
+        for ours, theirs in zip(tensors, targs):
+            np.testing.assert_allclose(to_numpy(ours.grad), theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
+    assert check_grad(lambda *t: nn_ops.layer_norm(*t, eps=1e-5),
+                      *(xp.asarray(a.astype(np.float64)) for a in (x, gamma, beta)))
+
+
+def test_layer_norm_keeps_nothing_large_of_its_own_in_inference(xp, rng, form):
+    """Under no_grad nothing asks for xhat back: no check of gamma and beta is made (the input is referenced,
+    as forward's argument, not copied)."""
+    x = xp.asarray(f32(rng, 4, 6))
+    op = nn_ops.LayerNorm(1e-5)
+    with no_grad():
+        op(x, xp.asarray(np.ones(6, np.float32)), xp.asarray(np.zeros(6, np.float32)))
+    assert op.y is None and op.x is x
 
 
 # ---- masked softmax -----------------------------------------------------------------------------------------------

@@ -10,13 +10,15 @@ rows may see: with a padding mask, the keys past the end of the longest of its s
 probabilities are 0), so a batch padded to its longest source spends nothing on the padding's keys (torch's
 attention computes them).
 
-What backward needs of the probabilities ``[B, nh, T, S]`` depends on their size. Up to ``S = 4 hs`` keys they are
-kept (each block softmaxes straight into an array of its own, over its keys): then they are no larger than the
-feed-forward activation ``[B, T, 4C]`` that every layer keeps anyway. Beyond that, as flash attention does,
+What backward needs of the probabilities ``[B, nh, T, S]`` depends on their size. Up to ``S = 2 hs`` keys they are
+kept (each block softmaxes straight into an array of its own, over its keys): then they are no larger than half
+the feed-forward activation ``[B, T, 4C]`` that every layer keeps anyway. Beyond that, as flash attention does,
 forward keeps only each score row's maximum and log-sum-exp (``[B, nh, T, 1]`` each) and backward recomputes the
 probabilities from q and k, block by block: one more [T, hs] x [hs, S] product and an exp per score, to avoid
-keeping the largest activation of training on long inputs (bert-base at 512 tokens: 12 MiB per sequence and
-layer). Keeping them where they are small is faster (measured: benchmarks/RESULTS.md).
+keeping the largest activation of training (bert-base at 512 tokens: 12 MiB per sequence and layer). Keeping them
+where they are small is faster; where they are as large as the feed-forward activation, memory won: a MiniLM
+bert2bert's training step (16 x 128 tokens, hs 32) needs 66 MiB less at its peak without them, for 4 ms more
+backward per encoder layer (benchmarks/RESULTS.md).
 
 Every score row is computed on its own, so the results are bit-for-bit the same whatever the number of threads
 (the blocks depend on the shapes, never on the threads).
@@ -35,7 +37,7 @@ from .parallel import blas_on_calling_threads, for_each_task, row_dots, scratch
 
 _CHUNK = 1 << 18  # score values per block (1 MiB of float32): a block's scores stay in the cache
 _FEW_QUERIES = 16  # inference with up to this many queries a row and head (and few scores) takes _few_queries
-_KEEP_PROBABILITIES_UP_TO = 4  # keys per head-size unit up to which forward keeps the probabilities for backward
+_KEEP_PROBABILITIES_UP_TO = 2  # keys per head-size unit up to which forward keeps the probabilities for backward
 _BLAS_SPLITS_FROM = 1 << 18  # m * n * k from which OpenBLAS splits one product over its own threads
 _ONE_SEQUENCE_SPREAD_FROM = 1 << 22  # one sequence's head products (T * S * hs) this large may use OpenBLAS's threads
 

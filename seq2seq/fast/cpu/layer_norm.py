@@ -61,22 +61,29 @@ def _averaging(c, dtype):
     return averaging
 
 
-def layer_norm_backward(gy, x, mean, rstd, gamma, *, needs):
-    """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted; None for each one not wanted."""
+def layer_norm_backward(gy, mean, rstd, gamma, *, x=None, y=None, beta=None, needs):
+    """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted; None for each one not wanted. xhat comes
+    from forward's input ``x`` (with ``mean``), or, when that is None, from its output ``y`` and ``beta`` (see
+    ``nn.functional.LayerNorm``)."""
     need_x, need_gamma, need_beta = needs
-    gy2, x2 = as_rows(np.ascontiguousarray(gy)), as_rows(np.ascontiguousarray(x))  # [N, C]
+    kept = x if x is not None else y  # [..., C]
+    gy2, kept2 = as_rows(np.ascontiguousarray(gy)), as_rows(np.ascontiguousarray(kept))  # [N, C]
     mean2, rstd2 = mean.reshape(-1, 1), rstd.reshape(-1, 1)  # [..., 1] -> [N, 1]
-    c = x2.shape[1]
-    gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
+    c = kept2.shape[1]
+    gx = np.empty(kept.shape, dtype=gy.dtype) if need_x else None
     gx2 = None if gx is None else as_rows(gx)
     averaging = _averaging(c, gy.dtype)  # [C]
-    ones = np.ones(x2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
+    ones = np.ones(kept2.shape[0], dtype=gy.dtype)  # [N]: ones[rows] @ rows = the column sums
 
     def block(rows):
         gyb, mb, rb = gy2[rows], mean2[rows], rstd2[rows]
         xhat, g = scratch(gyb.shape, gyb.dtype, name="layer_norm", count=2)
-        np.subtract(x2[rows], mb, out=xhat)
-        xhat *= rb
+        if x is not None:
+            np.subtract(kept2[rows], mb, out=xhat)
+            xhat *= rb
+        else:  # from the output, as the plain form: (y - beta) / gamma
+            np.subtract(kept2[rows], beta, out=xhat)
+            xhat /= gamma
         gamma_part = ones[rows] @ np.multiply(gyb, xhat, out=g) if need_gamma else None  # [n] @ [n, C]
         beta_part = ones[rows] @ gyb if need_beta else None  # [C]
         if need_x:  # the plain form's three terms (nn/functional.py)

@@ -71,6 +71,7 @@ class Worker:
             try:
                 job()
             finally:
+                job = None  # not kept while asleep: a job's closure can hold a call's large temporaries
                 self._busy.release()
 
     def offer(self, job):
