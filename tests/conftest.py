@@ -14,6 +14,7 @@ import pytest
 
 from seq2seq.core.backend import has_cupy, xp_for
 from seq2seq.fast import cpu as fast_cpu
+from seq2seq.fast import cuda_enabled
 
 
 # ---- backends ---------------------------------------------------------------------------------------------------
@@ -28,12 +29,12 @@ def xp(request):
 
 @pytest.fixture(params=["fused", "plain"])
 def form(request, xp):
-    """An op's fused CPU form (NumPy's default), or its plain form (inside ``fast_cpu.disabled()``: what CuPy
-    runs); the fused form is skipped where there is none (CuPy)."""
+    """An op's fused form (NumPy's CPU forms; on CuPy the CUDA forms of fast/cuda/eager.py, for the ops that have
+    one: the others run plain there), or its plain form (inside ``fast_cpu.disabled()``)."""
     if request.param == "plain":
         with fast_cpu.disabled():
             yield request.param
-    elif not fast_cpu.enabled(xp):
+    elif not (fast_cpu.enabled(xp) or cuda_enabled(xp, "float32")):
         pytest.skip("no fused form on this backend: the plain form is the one it runs")
     else:
         yield request.param

@@ -7,7 +7,8 @@ activation tensor in the model: ``[B, T, 4C]``).
 Exact GELU needs ``erf``, which NumPy lacks: ``core/special.py`` has it (a rational approximation accurate to
 about 1e-7 in float32, exact in float64). GELU and ``erf`` also have a fused CPU form (``fast/cpu/gelu.py``:
 blockwise, in place, on every core, with a cheaper float32 Phi), taken on NumPy through one explicit branch,
-``if fast_cpu.enabled(xp):``. The other activations are plain only.
+``if fast_cpu.enabled(xp):``; GELU and its tanh form a fused CUDA form on CuPy (``fast/cuda/eager.py``: one kernel
+each way), ``elif cuda_enabled(xp, dtype):``. The other activations are plain only.
 """
 import math
 
@@ -16,6 +17,7 @@ from ..core.autograd import Function
 from ..core.backend import get_array_module
 from ..core.errors import ConfigError
 from ..fast import cpu as fast_cpu
+from ..fast import cuda_enabled
 from ..fast.cpu import gelu as fast_gelu
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -31,6 +33,12 @@ def erf(x):
     return special.erf(x)
 
 
+def _cuda():
+    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there."""
+    from ..fast.cuda import eager  # noqa: PLC0415 - the GPU side only
+    return eager
+
+
 class Gelu(Function):
     """Exact GELU: x * Phi(x), Phi the standard normal CDF = (1 + erf(x / sqrt 2)) / 2.
 
@@ -43,6 +51,8 @@ class Gelu(Function):
         xp = get_array_module(x)
         if fast_cpu.enabled(xp):
             y = fast_gelu.gelu_forward(x)
+        elif cuda_enabled(xp, x.dtype):
+            y = _cuda().activation_forward(x, "gelu")  # one kernel
         else:
             y = x * (0.5 * (1 + special.erf(x * _SQRT_HALF)))  # x Phi(x)
         self.x, self.y = x, y
@@ -52,6 +62,8 @@ class Gelu(Function):
         xp = get_array_module(gy)
         if fast_cpu.enabled(xp):
             return fast_gelu.gelu_backward(gy, self.x, self.y)
+        if cuda_enabled(xp, gy.dtype):
+            return _cuda().activation_backward(gy, self.x, "gelu")
         x = self.x
         cdf = 0.5 * (1 + special.erf(x * _SQRT_HALF))  # Phi(x)
         pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI  # phi(x)
@@ -64,6 +76,9 @@ class GeluTanh(Function):
     def forward(self, x):
         xp = get_array_module(x)
         self.x = x
+        if cuda_enabled(xp, x.dtype):  # one kernel each way; backward recomputes t
+            self.t = None
+            return _cuda().activation_forward(x, "gelu_tanh")
         inner = x * x
         inner *= 0.044715
         inner += 1
@@ -77,6 +92,8 @@ class GeluTanh(Function):
 
     def backward(self, gy):
         x, t = self.x, self.t
+        if t is None:
+            return _cuda().activation_backward(gy, x, "gelu_tanh")
         du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
         return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 

@@ -7,8 +7,9 @@ the largest arrays in the model, where every extra pass over memory costs time.
 
 Each op here is its plain form: a few lines of ``xp`` math, the definition of the op and what CuPy runs. Linear,
 layer norm and cross-entropy also have a fused CPU form (``fast/cpu/``: blockwise, in place, on every core), taken
-on NumPy through one explicit branch, ``if fast_cpu.enabled(xp):``. Both forms keep the same state for backward,
-so either backward can follow either forward.
+on NumPy through one explicit branch, ``if fast_cpu.enabled(xp):``; layer norm a fused CUDA form on CuPy
+(``fast/cuda/eager.py``), ``elif cuda_enabled(xp, dtype):``. The forms keep the same state for backward, so any
+backward can follow any forward.
 
 Shapes use: B batch, T query length, S key length, C channels (hidden size), V vocabulary, N = B * T rows.
 
@@ -22,9 +23,16 @@ from ..core.backend import get_array_module, memory_order
 from ..core.errors import InputError
 from ..core.inputs import IGNORE_INDEX
 from ..fast import cpu as fast_cpu
+from ..fast import cuda_enabled
 from ..fast.cpu import cross_entropy as fast_cross_entropy
 from ..fast.cpu import layer_norm as fast_layer_norm
 from ..fast.cpu import linear as fast_linear
+
+
+def _cuda():
+    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there."""
+    from ..fast.cuda import eager  # noqa: PLC0415 - the GPU side only
+    return eager
 
 
 class Linear(Function):
@@ -144,6 +152,8 @@ class LayerNorm(Function):
         xp = get_array_module(x)
         if fast_cpu.enabled(xp):
             y, mean, rstd = fast_layer_norm.layer_norm_forward(x, gamma, beta, self.eps)
+        elif cuda_enabled(xp, x.dtype):
+            y, mean, rstd = _cuda().layer_norm_forward(x, gamma, beta, self.eps)  # one kernel; float32 statistics
         else:
             mean = x.mean(axis=-1, keepdims=True)  # [..., C] -> [..., 1]
             centred = x - mean
@@ -167,6 +177,9 @@ class LayerNorm(Function):
         if fast_cpu.enabled(xp):
             return fast_layer_norm.layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
                                                        beta=self.beta, needs=self.needs_input_grad)
+        if cuda_enabled(xp, gy.dtype):
+            return _cuda().layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
+                                               beta=self.beta, needs=self.needs_input_grad)
         need_x, need_gamma, need_beta = self.needs_input_grad
         xhat = self.xhat()  # [..., C]
         c = xhat.shape[-1]

@@ -11,8 +11,9 @@ from seq2seq.fast.cuda import decode_step
 TYPES = ("f32", "f16", "bf16")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 ENTRIES = {
-    "bias_activation": [f"bias_{a}_{t}" for a in ACTIVATIONS for t in TYPES],
-    "layer_norm": [f"add_layer_norm{v}_{t}" for v in ("", "_pre") for t in TYPES],
+    "bias_activation": [f"{k}_{t}" for a in ACTIVATIONS for k in (f"bias_{a}", f"{a}_backward") for t in TYPES],
+    "layer_norm": [f"{k}_{t}" for k in ("add_layer_norm", "add_layer_norm_pre", "layer_norm", "layer_norm_backward")
+                   for t in TYPES],
     "decode_attention": [f"decode_{v}_attention_{t}" for v in ("self", "cross") for t in TYPES],
     "embeddings": [f"embed_{t}" for t in TYPES],
     "flash_attention": [f"flash_attention_{t}" for t in TYPES],

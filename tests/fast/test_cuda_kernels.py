@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from cuda_testing import ACTIVATIONS, ENTRIES, HALF_SWITCH, TOL, back, float32_entries, storage
+import seq2seq
 from seq2seq.core.backend import has_cupy, to_numpy
+from seq2seq.core.errors import InputError
 from seq2seq.fast.cuda import kernels, plans, reference
 from seq2seq.nn import functional
 from seq2seq.nn.activations import get_activation
@@ -207,3 +209,100 @@ def test_layer_norm_kernels_match_the_reference(gpu, dtype, shape, rng):
     want_s, want_y = reference.add_layer_norm_pre(xf, rf, gf, bef, 1e-5)
     np.testing.assert_allclose(back(s, dtype), want_s, rtol=TOL[dtype], atol=TOL[dtype])
     np.testing.assert_allclose(back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])
+
+
+# ---- the training kernels: activations' backward, layer norm with its statistics, and its backward --------------
+
+def _activation_grad(act, v):
+    """d act(v) / dv through the package's own activation (nn/activations.py), in float64."""
+    x = seq2seq.Tensor(v.astype(np.float64), requires_grad=True)
+    get_activation(HIDDEN_ACT[act])(x).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_backward_reference_is_the_activations_derivative(act, rng):
+    v = rng.standard_normal((4, 9)).astype(np.float32) * 3
+    gy = rng.standard_normal((4, 9)).astype(np.float32)
+    np.testing.assert_allclose(reference.activation_backward(gy, v, act), gy * _activation_grad(act, v), rtol=2e-5,
+                               atol=2e-6)
+
+
+@pytest.mark.parametrize("from_output", [False, True], ids=["from_x", "from_y"])
+def test_layer_norm_references_match_layer_norm_and_its_backward(from_output, rng):
+    x = rng.standard_normal((5, 12)).astype(np.float32) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, 12).astype(np.float32), rng.uniform(-1, 1, 12).astype(np.float32)
+    gy = rng.standard_normal((5, 12)).astype(np.float32)
+    y, mean, rstd = reference.layer_norm(x, gamma, beta, 1e-5)
+    tensors = [seq2seq.Tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    plain = functional.layer_norm(*tensors, eps=1e-5)
+    plain.backward(gy)
+    np.testing.assert_allclose(y, plain.data, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, x.mean(axis=-1), rtol=1e-5, atol=1e-6)
+    assert mean.dtype == rstd.dtype == np.float32 and mean.shape == rstd.shape == (5,)
+    gx, gy_xhat = reference.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma, beta, from_output)
+    np.testing.assert_allclose(gx, tensors[0].grad, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gy_xhat.sum(axis=0), tensors[1].grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_backward_kernel_runs_on_the_cpu_emulation(emulator, act, rng):
+    v, gy = (rng.standard_normal((3, 70)).astype(np.float32) * 3 for _ in range(2))
+    got = emulator.run(plans.activation_backward(gy, v, act))
+    np.testing.assert_allclose(got, reference.activation_backward(gy, v, act), rtol=TOL["float32"],
+                               atol=TOL["float32"])
+
+
+@pytest.mark.parametrize("from_output", [False, True], ids=["from_x", "from_y"])
+@pytest.mark.parametrize("need_x", [True, False], ids=["gx", "no_gx"])
+def test_training_layer_norm_kernels_run_on_the_cpu_emulation(emulator, rng, from_output, need_x):
+    x = rng.standard_normal((4, 300)).astype(np.float32) + 2
+    gamma, beta = rng.uniform(0.5, 1.5, 300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    gy = rng.standard_normal((4, 300)).astype(np.float32)
+    y, mean, rstd = emulator.run(plans.layer_norm(x, gamma, beta, 1e-12))
+    want = reference.layer_norm(x, gamma, beta, 1e-12)
+    for got, expected in zip((y, mean, rstd), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    gx, gy_xhat = emulator.run(plans.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma,
+                                                         beta if from_output else None, from_output=from_output,
+                                                         need_x=need_x))
+    want_gx, want_gy_xhat = reference.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma, beta,
+                                                          from_output)
+    assert (gx is None) == (not need_x)
+    if need_x:
+        np.testing.assert_allclose(gx, want_gx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gy_xhat, want_gy_xhat, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_backward_from_the_output_needs_beta(rng):
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(InputError, match="needs beta"):
+        plans.layer_norm_backward(x, x, x[:, 0], x[:, 0], x[0], None, from_output=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", sorted(TOL))
+def test_activation_backward_kernel_matches_the_reference(gpu, act, dtype, rng):
+    (v, vf), (gy, gyf) = (storage(rng.standard_normal((65, 3072)) * 3, dtype) for _ in range(2))
+    got = back(kernels.run(plans.activation_backward(gpu.asarray(gy), gpu.asarray(v), act, dtype=dtype)), dtype)
+    np.testing.assert_allclose(got, reference.activation_backward(gyf, vf, act), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", sorted(TOL))
+@pytest.mark.parametrize("from_output", [False, True], ids=["from_x", "from_y"])
+def test_training_layer_norm_kernels_match_the_reference(gpu, dtype, from_output, rng):
+    (x, xf), (gy, gyf) = (storage(rng.standard_normal((9, 768)) + 2, dtype) for _ in range(2))
+    (g, gf), (b, bf) = storage(rng.uniform(0.5, 1.5, 768), dtype), storage(rng.standard_normal(768), dtype)
+    y, mean, rstd = kernels.run(plans.layer_norm(*(gpu.asarray(a) for a in (x, g, b)), 1e-12, dtype=dtype))
+    want_y, want_mean, want_rstd = reference.layer_norm(xf, gf, bf, 1e-12)
+    np.testing.assert_allclose(back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])
+    np.testing.assert_allclose(to_numpy(mean), want_mean, rtol=1e-5, atol=1e-5)
+    kept = y if from_output else gpu.asarray(x)
+    gx, gy_xhat = kernels.run(plans.layer_norm_backward(gpu.asarray(gy), kept, mean, rstd, gpu.asarray(g),
+                                                        gpu.asarray(b), from_output=from_output, dtype=dtype))
+    want_gx, want_gy_xhat = reference.layer_norm_backward(gyf, back(kept, dtype), to_numpy(mean), to_numpy(rstd),
+                                                          gf, bf, from_output)
+    np.testing.assert_allclose(back(gx, dtype), want_gx, rtol=4 * TOL[dtype], atol=4 * TOL[dtype])
+    np.testing.assert_allclose(to_numpy(gy_xhat), want_gy_xhat, rtol=4 * TOL[dtype], atol=4 * TOL[dtype])

@@ -39,9 +39,15 @@ def enabled(xp):
     return xp is np and not _switch.disabled
 
 
+def forced_plain():
+    """True inside ``disabled()`` in this thread: every op takes its plain form (the CUDA forms too)."""
+    return _switch.disabled
+
+
 @contextlib.contextmanager
 def disabled():
-    """Within the block, ops in this thread take their plain forms, as on CuPy (for tests and comparisons)."""
+    """Within the block, ops in this thread take their plain forms, on NumPy as on CuPy (for tests and comparisons):
+    the CUDA forms (``fast.cuda_enabled``) are off too."""
     previous, _switch.disabled = _switch.disabled, True
     try:
         yield

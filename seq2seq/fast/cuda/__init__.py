@@ -3,6 +3,10 @@
 in plain Python; ``reference.py`` says in NumPy what each kernel computes, with the same buffer layouts (the parity
 tests compare the two).
 
-Nothing here is imported when the package is: an op that has a kernel imports ``kernels`` inside its CuPy branch
-(``if xp is not np and kernels.available("layer_norm"): ...``), so NumPy-only installs never touch CUDA.
+``eager.py`` holds the fused CUDA forms of nn/'s ops for a CuPy model's eager path (activations and LayerNorm,
+forward and backward); ``decode_step.py``, ``step_layers.py`` and ``graphs.py`` the decode step of generation as
+kernel launches, captured as CUDA graphs; ``cublas.py`` the products inside a capture.
+
+Nothing here is imported when the package is: an op that has a CUDA form asks ``fast.cuda_enabled(xp, dtype)``
+(False at once for NumPy arrays) and imports ``eager`` inside that branch, so NumPy-only installs never touch CUDA.
 """

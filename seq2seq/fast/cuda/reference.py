@@ -64,6 +64,44 @@ def add_layer_norm_pre(x, residual, gamma, beta, eps):
     return s.astype(x.dtype), _layer_norm(s, gamma, beta, eps).astype(x.dtype)
 
 
+def activation_backward(gy, v, act):
+    """``gy * act'(v)`` elementwise, v the activation's input, in float32, returned in gy's dtype."""
+    xp = get_array_module(gy, v)
+    v32, gy32 = v.astype(np.float32), gy.astype(np.float32)
+    if act == "gelu":
+        grad = 0.5 * (1 + _erf(v32 * np.float32(_SQRT_HALF))) + v32 * xp.exp(-0.5 * v32 * v32) / math.sqrt(2 * math.pi)
+    elif act == "gelu_tanh":
+        t = xp.tanh(np.float32(_SQRT_2_OVER_PI) * (v32 + np.float32(0.044715) * v32 ** 3))
+        grad = 0.5 * (1 + t) + 0.5 * v32 * (1 - t * t) * np.float32(_SQRT_2_OVER_PI) * (1 + 3 * 0.044715 * v32 * v32)
+    elif act == "relu":
+        grad = (v32 > 0).astype(np.float32)
+    else:
+        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+    return (gy32 * grad).astype(gy.dtype)
+
+
+def layer_norm(x, gamma, beta, eps):
+    """``(y, mean, rstd)``: LayerNorm over the last axis of ``[N, C]`` (y in x's dtype) and each row's float32 mean
+    and 1 / sqrt(var + eps), ``[N]``."""
+    v = x.astype(np.float32)
+    mean = v.mean(axis=-1)
+    d = v - mean[:, None]
+    rstd = 1 / np.sqrt((d * d).mean(axis=-1) + np.float32(eps))
+    y = d * rstd[:, None] * gamma.astype(np.float32) + beta.astype(np.float32)
+    return y.astype(x.dtype), mean.astype(np.float32), rstd.astype(np.float32)
+
+
+def layer_norm_backward(gy, kept, mean, rstd, gamma, beta, from_output):
+    """``(gx, gy_xhat)`` of a LayerNorm over ``[N, C]`` rows: gx in gy's dtype, gy * xhat in float32 (its column
+    sums are gamma's gradient). xhat from forward's input (``kept`` = x) or, ``from_output``, its output (y)."""
+    gam = gamma.astype(np.float32)
+    k, gy32 = kept.astype(np.float32), gy.astype(np.float32)
+    xhat = (k - beta.astype(np.float32)) / gam if from_output else (k - mean[:, None]) * rstd[:, None]
+    g = gy32 * gam
+    gx = rstd[:, None] * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return gx.astype(gy.dtype), gy32 * xhat
+
+
 # ---- decode_attention.cu: one query per row ---------------------------------------------------------------------
 
 LOWEST = np.float32(np.finfo(np.float32).min)  # a masked score, as nn/attention.py fills it

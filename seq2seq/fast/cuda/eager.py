@@ -1,0 +1,70 @@
+"""The fused CUDA forms of nn/'s ops on the eager path (training, and the encoder's forward): each a few kernel
+launches where the plain form makes one CuPy kernel per arithmetic step.
+
+The plain forms (``nn/functional.py``, ``nn/activations.py``) run on CuPy as written: exact GELU is ~30 elementwise
+kernels over the model's largest activation, ``[B, T, 4C]``, forward and as many backward; a LayerNorm about ten
+each way. Each of those kernels reads and writes the whole array, so on a GPU they cost their memory traffic,
+not their arithmetic. Here an op is one launch forward and one backward (LayerNorm's backward adds CuPy's two
+column sums), planned by ``plans.py`` and run by ``kernels.run``:
+
+    activation_forward(x, act)          bias_activation.cu's act(x + 0)         (GELU, tanh-GELU, ReLU)
+    activation_backward(gy, x, act)     gy * act'(x)
+    layer_norm_forward(x, gamma, beta)  layer_norm.cu: y, and each row's float32 mean and rstd
+    layer_norm_backward(...)            gx per row, gy * xhat for gamma's column sums; beta's, gy's column sums
+
+An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
+
+    if fast_cpu.enabled(xp): ...          # NumPy
+    elif fast_cuda.enabled(xp): ...       # CuPy with a device, the kernels found: this file
+    else: ...                             # the plain form
+
+Every function takes ``run=``, the launcher: ``kernels.run`` on a GPU; the tests pass the CPU emulation of the
+kernels (tests/fast/cuda_on_cpu.py) with NumPy arrays, so the glue here (statistics' shapes, the column sums, the
+zero bias) is tested without a GPU. The arithmetic is float32 whatever the storage, as in every kernel.
+"""
+import functools
+
+import numpy as np
+
+from ...core.backend import get_array_module
+from . import kernels, plans
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}  # the kernels' activation names
+
+
+def activation_forward(x, act, *, run=kernels.run):
+    """``act(x)`` elementwise: the bias + activation kernel with a bias of zeros."""
+    x = get_array_module(x).ascontiguousarray(x)
+    return run(plans.bias_activation(x, _zeros(get_array_module(x), x.shape[-1], x.dtype.str), act))
+
+
+def activation_backward(gy, x, act, *, run=kernels.run):
+    """``gy * act'(x)``, x the activation's input."""
+    return run(plans.activation_backward(gy, x, act))
+
+
+def layer_norm_forward(x, gamma, beta, eps, *, run=kernels.run):
+    """``(y, mean, rstd)`` as ``nn.functional.LayerNorm`` keeps them: y like x, the statistics ``[..., 1]``
+    (float32, whatever x's dtype: the kernel's)."""
+    y, mean, rstd = run(plans.layer_norm(x, gamma, beta, eps))
+    stats_shape = x.shape[:-1] + (1,)
+    return y.reshape(x.shape), mean.reshape(stats_shape), rstd.reshape(stats_shape)
+
+
+def layer_norm_backward(gy, mean, rstd, gamma, *, x=None, y=None, beta=None, needs, run=kernels.run):
+    """``(gx, ggamma, gbeta)`` for ``needs`` = (x, gamma, beta) wanted, None for each one not wanted; xhat from
+    forward's input ``x`` or, when that is None, from its output ``y`` and ``beta`` (nn.functional.LayerNorm)."""
+    need_x, need_gamma, need_beta = needs
+    kept = x if x is not None else y
+    c = kept.shape[-1]
+    gx, gy_xhat = run(plans.layer_norm_backward(gy, kept, mean.reshape(-1), rstd.reshape(-1), gamma, beta,
+                                                from_output=x is None, need_x=need_x))
+    ggamma = gy_xhat.sum(axis=0).astype(gamma.dtype) if need_gamma else None  # [N, C] -> [C]
+    gbeta = gy.reshape(-1, c).sum(axis=0, dtype=np.float32).astype(gamma.dtype) if need_beta else None
+    return (None if gx is None else gx.reshape(kept.shape)), ggamma, gbeta
+
+
+@functools.lru_cache(maxsize=None)
+def _zeros(xp, width, dtype):
+    """A bias of zeros ``[width]`` of ``dtype``, made once per (array module, width, dtype); never written."""
+    return xp.zeros(width, dtype=dtype)

@@ -1,0 +1,113 @@
+"""Tests for seq2seq/fast/cuda/eager.py: the eager path's fused CUDA forms (activations, layer norm, forward and
+backward) against the plain forms of nn/.
+
+Without a GPU the forms run on NumPy arrays through the CPU emulation of the float32 kernels (``run=``), which
+tests everything around the launches: the statistics' shapes, the column sums, the zero bias. With a GPU (marker
+``gpu``) a CuPy model trains through them, against the same model with every fused form off.
+"""
+import contextlib
+
+import numpy as np
+import pytest
+
+import seq2seq
+from cuda_testing import ACTIVATIONS, tiny_bert2bert
+from seq2seq.core.autograd import Tensor
+from seq2seq.core.backend import to_numpy
+from seq2seq.fast import cpu as fast_cpu
+from seq2seq.fast import cuda_enabled
+from seq2seq.fast.cuda import eager
+from seq2seq.nn import functional
+from seq2seq.nn.activations import get_activation
+
+HIDDEN_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def plain_activation(act, x, gy):
+    """(y, gx) of the package's plain activation, float32."""
+    t = Tensor(x, requires_grad=True)
+    with fast_cpu.disabled():
+        y = get_activation(HIDDEN_ACT[act])(t)
+        y.backward(gy)
+    return y.data, t.grad
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(3, 7), (2, 3, 40)])
+def test_activations_forward_and_backward_equal_the_plain_ones(emulator, act, shape, rng):
+    x, gy = (rng.standard_normal(shape).astype(np.float32) * 3 for _ in range(2))
+    y = eager.activation_forward(x, act, run=emulator.run)
+    gx = eager.activation_backward(gy, x, act, run=emulator.run)
+    want_y, want_gx = plain_activation(act, x, gy)
+    assert y.shape == gx.shape == shape
+    np.testing.assert_allclose(y, want_y, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(gx, want_gx, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kept", ["x", "y"])
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, True)],
+                         ids=["all", "x_only", "params_only"])
+def test_layer_norm_forward_and_backward_equal_the_plain_ones(emulator, kept, needs, rng):
+    x = rng.standard_normal((2, 3, 40)).astype(np.float32) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, 40).astype(np.float32), rng.uniform(-1, 1, 40).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    y, mean, rstd = eager.layer_norm_forward(x, gamma, beta, 1e-5, run=emulator.run)
+    assert y.shape == x.shape and mean.shape == rstd.shape == (2, 3, 1) and mean.dtype == np.float32
+    saved = {"x": x, "y": None, "beta": None} if kept == "x" else {"x": None, "y": y, "beta": beta}
+    gx, ggamma, gbeta = eager.layer_norm_backward(gy, mean, rstd, gamma, needs=needs, run=emulator.run, **saved)
+    tensors = [Tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    with fast_cpu.disabled():
+        plain = functional.layer_norm(*tensors, eps=1e-5)
+        plain.backward(gy)
+    np.testing.assert_allclose(y, plain.data, rtol=1e-5, atol=1e-5)
+    for got, want, needed in zip((gx, ggamma, gbeta), tensors, needs):
+        if needed:
+            assert got.shape == want.data.shape and got.dtype == np.float32
+            np.testing.assert_allclose(got, want.grad, rtol=1e-4, atol=1e-5)
+        else:
+            assert got is None
+
+
+def test_cuda_forms_are_off_for_numpy_and_inside_disabled():
+    assert not cuda_enabled(np, "float32")
+    with fast_cpu.disabled():
+        assert fast_cpu.forced_plain()
+    assert not fast_cpu.forced_plain()
+
+
+@pytest.fixture
+def cupy_model():
+    if not seq2seq.core.backend.has_cupy():
+        pytest.skip("CuPy with a CUDA device is not available")
+    return tiny_bert2bert(backend="cupy")
+
+
+@pytest.mark.gpu
+def test_cuda_forms_are_on_for_cupy_float32_and_float16_only(cupy_model):
+    cupy = seq2seq.core.backend.xp_for("cupy")
+    assert cuda_enabled(cupy, "float32") and cuda_enabled(cupy, "float16")
+    assert not cuda_enabled(cupy, "float64")
+    with fast_cpu.disabled():
+        assert not cuda_enabled(cupy, "float32")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("decoder", ["bert", "gpt2", "bart"])
+def test_a_cupy_training_step_through_the_cuda_forms_equals_the_plain_one(decoder):
+    if not seq2seq.core.backend.has_cupy():
+        pytest.skip("CuPy with a CUDA device is not available")
+    rng = np.random.default_rng(0)
+    ids, labels = rng.integers(3, 97, (3, 9)), rng.integers(3, 97, (3, 6))
+    mask = np.ones_like(ids)
+    mask[1:, 6:] = 0
+    grads = []
+    for plain in (False, True):
+        model = tiny_bert2bert(backend="cupy", decoder=decoder)
+        with fast_cpu.disabled() if plain else contextlib.nullcontext():
+            out = model(ids, attention_mask=mask, labels=labels)
+            out.loss.backward()
+        grads.append((float(out.loss), {n: to_numpy(p.grad) for n, p in model.named_parameters()}))
+    (loss, fused), (plain_loss, plain_grads) = grads
+    assert abs(loss - plain_loss) <= 1e-5 * abs(plain_loss)
+    for name, g in plain_grads.items():
+        np.testing.assert_allclose(fused[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
