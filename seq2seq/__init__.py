@@ -31,16 +31,17 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
                        once: the eager step's logits without the autograd (its layers: ``cpu/step_layers.py``)
     ``cuda/kernels.py`` the CUDA kernels of ``kernels/*.cu``, compiled through CuPy and launched (imported only in
                        a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
-                       ``cuda/reference.py`` what each computes, in NumPy; ``cuda/eager.py`` the activations' and
-                       LayerNorm's CUDA forms, forward and backward, for a CuPy model's encoder and training
+                       ``cuda/reference.py`` what each computes, in NumPy; ``cuda/eager.py`` the activations',
+                       LayerNorm's and attention softmax's CUDA forms, forward and backward, for a CuPy model's
+                       encoder and training (launches: ``cuda/eager_plans.py``)
     ``cuda/cublas.py`` row-major products through a cuBLAS handle of our own (ctypes), which a CUDA graph can
                        capture; ``cuda/decode_step.py`` a decoder step of generation as launches and products over
                        static buffers (its BERT/BART and GPT-2 layers: ``cuda/step_layers.py``); ``cuda/graphs.py``
                        that step captured once per (rows, length bucket), replayed
 ``nn/``          the network's parts
     ``weights.py``     ``ParamStore``/``ParamView``: checkpoint keys -> parameters, layer by layer
-    ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, cross-entropy, embedding
-    ``linear_cross_entropy.py``  the LM head's projection and the loss as one op (its backward slices the vocabulary)
+    ``functional.py``  ops with hand-derived backward: linear, layer norm, softmax, embedding, dropout
+    ``loss.py``        the cross-entropy loss, and the LM head's projection with it as one op (backward by slices)
     ``activations.py`` GELU, ReLU, ... picked by ``hidden_act``
     ``source_rows.py`` several decoder rows per source: their queries grouped over one copy of its keys/values
     ``attention.py``   masks and scaled dot-product attention

@@ -224,7 +224,7 @@ class Function:
     needs_input_grad = ()
     records = False  # True while a graph is being recorded through this call
     # An output no gradient reached gets zeros of its shape in backward; a function with several outputs whose
-    # backward takes None for those instead sets this False (nn/linear_cross_entropy.py: its unused logits output
+    # backward takes None for those instead sets this False (nn/loss.py, LinearCrossEntropy: its unused logits output
     # would otherwise cost an array as large as the logits)
     fills_missing_grads = True
 

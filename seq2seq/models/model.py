@@ -5,7 +5,7 @@
     loss   = cross_entropy(logits, labels)                # labels IGNORE_INDEX (-100) ignored
 
 (The decoder's last step, the projection onto the vocabulary, and the loss run as one op when there are labels:
-nn/linear_cross_entropy.py says why.)
+nn/loss.py says why.)
 
 With ``labels`` and no ``decoder_input_ids``, the decoder reads the labels shifted one step right ("teacher
 forcing"): ``[start, y1, y2, ...]`` predicts ``[y1, y2, y3, ...]``. This mirrors transformers'
@@ -34,7 +34,7 @@ from ..nn.attention import padding_mask
 from ..nn.cache import DecoderCache
 from ..nn.functional import linear
 from ..nn.layers import Linear, RunState
-from ..nn.linear_cross_entropy import linear_cross_entropy
+from ..nn.loss import linear_cross_entropy
 from ..nn.record import NOT_RECORDING, Recording, as_tuple, records_for, reporting
 from ..nn.weights import ParamStore
 from . import hub

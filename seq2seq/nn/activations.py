@@ -19,6 +19,7 @@ from ..core.errors import ConfigError
 from ..fast import cpu as fast_cpu
 from ..fast import cuda_enabled
 from ..fast.cpu import gelu as fast_gelu
+from .functional import cuda_forms
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -31,12 +32,6 @@ def erf(x):
     if fast_cpu.enabled(xp):
         return fast_gelu.erf(x)
     return special.erf(x)
-
-
-def _cuda():
-    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there."""
-    from ..fast.cuda import eager  # noqa: PLC0415 - the GPU side only
-    return eager
 
 
 class Gelu(Function):
@@ -52,7 +47,7 @@ class Gelu(Function):
         if fast_cpu.enabled(xp):
             y = fast_gelu.gelu_forward(x)
         elif cuda_enabled(xp, x.dtype):
-            y = _cuda().activation_forward(x, "gelu")  # one kernel
+            y = cuda_forms().activation_forward(x, "gelu")  # one kernel
         else:
             y = x * (0.5 * (1 + special.erf(x * _SQRT_HALF)))  # x Phi(x)
         self.x, self.y = x, y
@@ -63,7 +58,7 @@ class Gelu(Function):
         if fast_cpu.enabled(xp):
             return fast_gelu.gelu_backward(gy, self.x, self.y)
         if cuda_enabled(xp, gy.dtype):
-            return _cuda().activation_backward(gy, self.x, "gelu")
+            return cuda_forms().activation_backward(gy, self.x, "gelu")
         x = self.x
         cdf = 0.5 * (1 + special.erf(x * _SQRT_HALF))  # Phi(x)
         pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI  # phi(x)
@@ -78,7 +73,7 @@ class GeluTanh(Function):
         self.x = x
         if cuda_enabled(xp, x.dtype):  # one kernel each way; backward recomputes t
             self.t = None
-            return _cuda().activation_forward(x, "gelu_tanh")
+            return cuda_forms().activation_forward(x, "gelu_tanh")
         inner = x * x
         inner *= 0.044715
         inner += 1
@@ -93,7 +88,7 @@ class GeluTanh(Function):
     def backward(self, gy):
         x, t = self.x, self.t
         if t is None:
-            return _cuda().activation_backward(gy, x, "gelu_tanh")
+            return cuda_forms().activation_backward(gy, x, "gelu_tanh")
         du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
         return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 

@@ -17,8 +17,9 @@ from ..core.backend import get_array_module
 from ..core.errors import InputError
 from ..core.ops import matmul, transpose
 from ..fast import cpu as fast_cpu
+from ..fast import cuda_enabled
 from ..fast.cpu.attention import FusedAttention
-from .functional import dropout_scale, masked_softmax
+from .functional import cuda_forms, dropout_scale, masked_softmax
 from .source_rows import group_rows, rows_per_source, ungroup_probabilities, ungroup_rows
 
 
@@ -87,7 +88,8 @@ class Attention(Function):
     """softmax((q * scale) k^T, masked) v, with dropout of the probabilities (BERT's, in training).
 
     q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]`` -> ``[B, nh, T, hs]``; scale 1/sqrt(hs) unless given. The
-    ``xp`` math below is the definition, and what CuPy runs. On NumPy the work goes to the fused CPU form,
+    ``xp`` math below is the definition, and what CuPy runs, its softmax and the softmax's backward one kernel each
+    (``fast/cuda/eager.py``) where ``cuda_enabled``. On NumPy the work goes to the fused CPU form,
     ``fast/cpu/attention.FusedAttention`` (blocks of batch elements on every core, the scores made and consumed
     while in the CPU cache, the probabilities kept or recomputed for backward), which computes the same values;
     backward takes the form that forward took.
@@ -136,6 +138,8 @@ class Attention(Function):
         """softmax((q * scale) k^T, masked): ``[B, nh, T, S]``."""
         xp = get_array_module(q)
         scores = (q * q.dtype.type(self.scale)) @ xp.swapaxes(k, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S]
+        if cuda_enabled(xp, scores.dtype):  # the mask, the maximum, exp and the sums in one kernel
+            return cuda_forms().masked_softmax(scores, self.keep)
         if self.keep is not None:
             # Why the lowest finite value, not -inf: a fully masked row (a padded query) softmaxes to a uniform
             # row instead of exp(-inf - -inf) = NaN
@@ -157,9 +161,12 @@ class Attention(Function):
         gp = gout @ xp.swapaxes(v, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
         if kept is not None:
             gp = gp * kept * kept_scale  # through the dropout
-        gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # softmax backward: p_j (dp_j - sum_k dp_k p_k)
-        if self.keep is not None:
-            gs = xp.where(self.keep, gs, gs.dtype.type(0))  # masked scores were a constant: no gradient
+        if cuda_enabled(xp, gp.dtype):  # the same, in one kernel
+            gs = cuda_forms().softmax_backward(gp, p, self.keep)
+        else:
+            gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # softmax backward: p_j (dp_j - sum_k dp_k p_k)
+            if self.keep is not None:
+                gs = xp.where(self.keep, gs, gs.dtype.type(0))  # masked scores were a constant: no gradient
         gq = xp.multiply(gs @ k, scale, out=xp.empty_like(q))  # [B, nh, T, S] @ [B, nh, S, hs] -> [B, nh, T, hs]
         gk = xp.multiply(xp.swapaxes(gs, -1, -2) @ q, scale, out=xp.empty_like(k))  # [B, nh, S, T] @ [B, nh, T, hs]
         return gq, gk, gv

@@ -1,5 +1,5 @@
-"""Neural-network ops with hand-derived backward passes: linear, layer norm, masked softmax,
-softmax-cross-entropy, embedding lookup and dropout.
+"""Neural-network ops with hand-derived backward passes: linear, layer norm, masked softmax, embedding lookup and
+dropout (the loss has a file of its own: loss.py).
 
 Each of these could be composed from the primitives in ``ops.py``, and the gradients would come for free. They are
 written as ``Function``s instead because their derivatives are worth reading written out, and because they run on
@@ -21,16 +21,15 @@ import numpy as np
 from ..core.autograd import Function
 from ..core.backend import get_array_module, memory_order
 from ..core.errors import InputError
-from ..core.inputs import IGNORE_INDEX
 from ..fast import cpu as fast_cpu
 from ..fast import cuda_enabled
-from ..fast.cpu import cross_entropy as fast_cross_entropy
 from ..fast.cpu import layer_norm as fast_layer_norm
 from ..fast.cpu import linear as fast_linear
 
 
-def _cuda():
-    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there."""
+def cuda_forms():
+    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there (this file's
+    ops, the activations' and attention's)."""
     from ..fast.cuda import eager  # noqa: PLC0415 - the GPU side only
     return eager
 
@@ -153,7 +152,7 @@ class LayerNorm(Function):
         if fast_cpu.enabled(xp):
             y, mean, rstd = fast_layer_norm.layer_norm_forward(x, gamma, beta, self.eps)
         elif cuda_enabled(xp, x.dtype):
-            y, mean, rstd = _cuda().layer_norm_forward(x, gamma, beta, self.eps)  # one kernel; float32 statistics
+            y, mean, rstd = cuda_forms().layer_norm_forward(x, gamma, beta, self.eps)  # one kernel; float32 statistics
         else:
             mean = x.mean(axis=-1, keepdims=True)  # [..., C] -> [..., 1]
             centred = x - mean
@@ -178,8 +177,8 @@ class LayerNorm(Function):
             return fast_layer_norm.layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
                                                        beta=self.beta, needs=self.needs_input_grad)
         if cuda_enabled(xp, gy.dtype):
-            return _cuda().layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
-                                               beta=self.beta, needs=self.needs_input_grad)
+            return cuda_forms().layer_norm_backward(gy, self.mean, self.rstd, self.gamma, x=self.x, y=self.y,
+                                                    beta=self.beta, needs=self.needs_input_grad)
         need_x, need_gamma, need_beta = self.needs_input_grad
         xhat = self.xhat()  # [..., C]
         c = xhat.shape[-1]
@@ -243,82 +242,6 @@ class MaskedSoftmax(Function):
         if self.keep is not None:
             xp.copyto(gx, 0, where=~self.keep)  # masked scores were replaced by a constant: no gradient
         return gx
-
-
-def check_label_smoothing(eps, *, name="label_smoothing"):
-    """Refuse a smoothing weight outside [0, 1] (as torch does), naming the argument that carried it."""
-    if not 0.0 <= eps <= 1.0:
-        raise InputError(f"{name} must be in [0, 1], got {eps}")
-
-
-class CrossEntropy(Function):
-    """Mean over the non-ignored rows of -log softmax(logits)[label]; rows labelled ``ignore_index`` are skipped.
-
-    logits ``[N, V]`` (any float dtype; computed in float32 at least), labels ``[N]`` integers. When every row is
-    ignored the mean is 0/0 = NaN, as in torch. The fused CPU form (``fast/cpu/cross_entropy.py``) runs the
-    ``[N, V]`` work on blocks of rows (one row = one position's softmax over the vocabulary).
-
-    ``label_smoothing`` eps aims each row at (1 - eps) on its label plus eps spread evenly over the vocabulary, as
-    ``torch.nn.functional.cross_entropy(label_smoothing=eps)`` and transformers' Trainer
-    (``label_smoothing_factor``): row loss (1 - eps) * -log p_label + eps * mean_j(-log p_j).
-    """
-
-    def __init__(self, labels, ignore_index=IGNORE_INDEX, *, label_smoothing=0.0):
-        check_label_smoothing(label_smoothing)
-        self.labels, self.ignore_index, self.eps = labels, ignore_index, float(label_smoothing)
-
-    def forward(self, logits):
-        xp = get_array_module(logits)
-        n, v = logits.shape
-        labels = self.labels.reshape(-1)
-        valid = labels != self.ignore_index
-        bad = valid & ((labels < 0) | (labels >= v))
-        if bool(bad.any()):
-            raise InputError(f"label {int(labels[bad][0])} is outside the vocabulary [0, {v}) "
-                             f"(use {self.ignore_index} to ignore a position)")
-        x = xp.ascontiguousarray(logits.astype(xp.promote_types(logits.dtype, xp.float32), copy=False))
-        # m: the row maxima; log_sum: log sum_j exp(x_j - m), kept apart from m (m + log_sum rounded at
-        # |m| = 1000 loses 6e-5); mean_shifted: mean_j(x_j) - m, for smoothing. Each [N, 1].
-        if fast_cpu.enabled(xp):
-            m, log_sum, mean_shifted = fast_cross_entropy.softmax_statistics(x, with_mean=bool(self.eps))
-        else:
-            m = x.max(axis=-1, keepdims=True)  # [N, V] -> [N, 1]
-            shifted = x - m  # the largest exponent becomes 0: no overflow
-            log_sum = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-            mean_shifted = shifted.mean(axis=-1, keepdims=True) if self.eps else None
-        safe = xp.where(valid, labels, 0)
-        picked = x[xp.arange(n), safe] - m[:, 0]  # the label's logit minus the max, [N]
-        self.x, self.m, self.log_sum, self.safe, self.valid, self.dtype = x, m, log_sum, safe, valid, logits.dtype
-        self.count = valid.sum()
-        nll = log_sum[:, 0] - picked  # -log p_label, [N]
-        if self.eps:  # mean_j(-log p_j) = log-sum-exp - mean_j(x_j), both taken relative to the max
-            nll = (1 - self.eps) * nll + self.eps * (log_sum[:, 0] - mean_shifted[:, 0])
-        nll = nll * valid
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (nll.sum() / self.count).astype(logits.dtype)
-
-    def row_weights(self, gy):
-        """Each row's share of the loss's gradient ``gy``, ``[N, 1]``: gy / count for the rows counted, 0 for the
-        ignored ones."""
-        xp = get_array_module(gy)
-        # max(count, 1): with every row ignored the gradient is zeros, as torch's, not 0 * inf = NaN
-        return (self.valid * (gy / xp.maximum(self.count, 1)))[:, None].astype(self.x.dtype)  # [N] -> [N, 1]
-
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        n, v = self.x.shape
-        weight = self.row_weights(gy)  # [N, 1]
-        # d(-log p_label)/dx = p - onehot(label); with smoothing p - (1 - eps) onehot(label) - eps / V
-        if fast_cpu.enabled(xp):
-            p = fast_cross_entropy.cross_entropy_grad(self.x, self.m, self.log_sum, self.safe, weight,
-                                                      smoothing=self.eps)
-        else:
-            p = xp.exp(self.x - self.m - self.log_sum)  # softmax, recomputed instead of kept: it is [N, V]
-            p[xp.arange(n), self.safe] -= 1 - self.eps
-            if self.eps:
-                p -= self.eps / v
-            p *= weight
-        return p.astype(self.dtype, copy=False)  # float16 logits get a float16 gradient
 
 
 class Embedding(Function):
@@ -392,10 +315,6 @@ def masked_softmax(scores, keep=None, scale=1.0):
 
 def softmax(x):
     return MaskedSoftmax()(x)
-
-
-def cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, *, label_smoothing=0.0):
-    return CrossEntropy(labels, ignore_index, label_smoothing=label_smoothing)(logits)
 
 
 def embedding(ids, weight):

@@ -44,7 +44,7 @@ from ..core.distributed import SingleProcess
 from ..core.errors import CheckpointNotFoundError, InputError
 from ..fast.cpu.native import tune
 from ..models.checkpoint import load_state_dict
-from ..nn.functional import check_label_smoothing
+from ..nn.loss import check_label_smoothing
 from .console import Progress, StopRequests, plot_history
 from .data import IGNORE_INDEX, BatchIterator
 from .data_parallel import allreduce_gradients, broadcast_parameters, dropout_rows, row_shards

@@ -11,7 +11,7 @@ import pytest
 from cuda_testing import TOL, back, storage
 from seq2seq.core.autograd import no_grad
 from seq2seq.core.errors import InputError
-from seq2seq.fast.cuda import plans, reference
+from seq2seq.fast.cuda import eager_plans, plans, reference
 from seq2seq.nn.attention import causal_mask, combine_masks, padding_mask, scaled_dot_product_attention
 from seq2seq.nn.cache import LayerCache
 
@@ -206,3 +206,49 @@ def test_decode_plan_refuses_more_keys_than_shared_memory_holds():
     enc = np.zeros((1, 1, 12_000, 64), np.float32)  # 12,000 scores + 5 * 64 floats > 48 KiB
     with pytest.raises(InputError, match="shared memory"):
         plans.decode_cross_attention(q, enc, enc)
+
+
+# ---- softmax.cu: the eager path's masked softmax and its backward ----------------------------------------------
+
+def softmax_masks(rng, b=2, t=5, s=300):
+    """Keep masks of every shape the attention gives, the last with a query that may see no key."""
+    padding = padding_mask(np.array([[1] * s, [1] * (s - 40) + [0] * 40]))  # [B, 1, 1, S]
+    causal = causal_mask(np, t, s)  # [1, 1, T, S]
+    both = combine_masks(padding, causal)  # [B, 1, T, S]
+    blind = both.copy()
+    blind[1, 0, 2] = False  # that row sees nothing: uniform, as the CPU path
+    return {"none": None, "padding": padding, "causal": causal, "padding_and_causal": both, "a_blind_row": blind}
+
+
+@pytest.mark.parametrize("kind", ["none", "padding", "causal", "padding_and_causal", "a_blind_row"])
+def test_masked_softmax_references_match_the_attentions(kind, rng):
+    keep = softmax_masks(rng)[kind]
+    q, k, v = normal(rng, 2, 3, 5, 8), normal(rng, 2, 3, 300, 8), normal(rng, 2, 3, 300, 8)
+    probs = reference.masked_softmax((q * 8 ** -0.5) @ np.swapaxes(k, -1, -2), keep)
+    np.testing.assert_allclose(probs @ v, attention(q, k, v, keep), rtol=1e-5, atol=1e-5)
+    gp = normal(rng, 2, 3, 5, 300)
+    gs = reference.softmax_backward(gp, probs, keep)
+    expected = probs * (gp - (gp * probs).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(gs, expected if keep is None else np.where(keep, expected, 0), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["none", "padding", "causal", "padding_and_causal", "a_blind_row"])
+def test_masked_softmax_kernels(launcher, kind, rng):
+    xp, dtype = launcher.xp, launcher.dtype
+    keep = softmax_masks(rng)[kind]
+    (s, sf), (gp, gpf) = storage(normal(rng, 2, 3, 5, 300) * 4, dtype), storage(normal(rng, 2, 3, 5, 300), dtype)
+    dev_keep = None if keep is None else xp.asarray(keep)
+    probs = launcher.run(eager_plans.masked_softmax(xp.asarray(s), dev_keep, dtype=dtype))
+    np.testing.assert_allclose(back(probs, dtype), reference.masked_softmax(sf, keep), rtol=TOL[dtype],
+                               atol=TOL[dtype])
+    gs = launcher.run(eager_plans.softmax_backward(xp.asarray(gp), probs, dev_keep, dtype=dtype))
+    np.testing.assert_allclose(back(gs, dtype), reference.softmax_backward(gpf, back(probs, dtype), keep),
+                               rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_masked_softmax_refuses_a_mask_it_cannot_read():
+    scores = np.zeros((1, 1, 2, 3), np.float32)
+    with pytest.raises(InputError, match="bool mask"):
+        eager_plans.masked_softmax(scores, np.ones((1, 1, 2, 3), np.int64))
+    with pytest.raises(InputError, match=r"\[B, nh, T, S\]"):
+        eager_plans.masked_softmax(scores[0], None)

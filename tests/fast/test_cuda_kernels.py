@@ -19,7 +19,7 @@ from cuda_testing import ACTIVATIONS, ENTRIES, HALF_SWITCH, TOL, back, float32_e
 import seq2seq
 from seq2seq.core.backend import has_cupy, to_numpy
 from seq2seq.core.errors import InputError
-from seq2seq.fast.cuda import kernels, plans, reference
+from seq2seq.fast.cuda import eager_plans, kernels, plans, reference
 from seq2seq.nn import functional
 from seq2seq.nn.activations import get_activation
 
@@ -248,7 +248,7 @@ def test_layer_norm_references_match_layer_norm_and_its_backward(from_output, rn
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_activation_backward_kernel_runs_on_the_cpu_emulation(emulator, act, rng):
     v, gy = (rng.standard_normal((3, 70)).astype(np.float32) * 3 for _ in range(2))
-    got = emulator.run(plans.activation_backward(gy, v, act))
+    got = emulator.run(eager_plans.activation_backward(gy, v, act))
     np.testing.assert_allclose(got, reference.activation_backward(gy, v, act), rtol=TOL["float32"],
                                atol=TOL["float32"])
 
@@ -259,13 +259,13 @@ def test_training_layer_norm_kernels_run_on_the_cpu_emulation(emulator, rng, fro
     x = rng.standard_normal((4, 300)).astype(np.float32) + 2
     gamma, beta = rng.uniform(0.5, 1.5, 300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
     gy = rng.standard_normal((4, 300)).astype(np.float32)
-    y, mean, rstd = emulator.run(plans.layer_norm(x, gamma, beta, 1e-12))
+    y, mean, rstd = emulator.run(eager_plans.layer_norm(x, gamma, beta, 1e-12))
     want = reference.layer_norm(x, gamma, beta, 1e-12)
     for got, expected in zip((y, mean, rstd), want):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    gx, gy_xhat = emulator.run(plans.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma,
-                                                         beta if from_output else None, from_output=from_output,
-                                                         need_x=need_x))
+    gx, gy_xhat = emulator.run(eager_plans.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma,
+                                                               beta if from_output else None,
+                                                               from_output=from_output, need_x=need_x))
     want_gx, want_gy_xhat = reference.layer_norm_backward(gy, y if from_output else x, mean, rstd, gamma, beta,
                                                           from_output)
     assert (gx is None) == (not need_x)
@@ -277,7 +277,7 @@ def test_training_layer_norm_kernels_run_on_the_cpu_emulation(emulator, rng, fro
 def test_layer_norm_backward_from_the_output_needs_beta(rng):
     x = np.ones((2, 4), np.float32)
     with pytest.raises(InputError, match="needs beta"):
-        plans.layer_norm_backward(x, x, x[:, 0], x[:, 0], x[0], None, from_output=True)
+        eager_plans.layer_norm_backward(x, x, x[:, 0], x[:, 0], x[0], None, from_output=True)
 
 
 @pytest.mark.gpu
@@ -285,7 +285,7 @@ def test_layer_norm_backward_from_the_output_needs_beta(rng):
 @pytest.mark.parametrize("dtype", sorted(TOL))
 def test_activation_backward_kernel_matches_the_reference(gpu, act, dtype, rng):
     (v, vf), (gy, gyf) = (storage(rng.standard_normal((65, 3072)) * 3, dtype) for _ in range(2))
-    got = back(kernels.run(plans.activation_backward(gpu.asarray(gy), gpu.asarray(v), act, dtype=dtype)), dtype)
+    got = back(kernels.run(eager_plans.activation_backward(gpu.asarray(gy), gpu.asarray(v), act, dtype=dtype)), dtype)
     np.testing.assert_allclose(got, reference.activation_backward(gyf, vf, act), rtol=TOL[dtype], atol=TOL[dtype])
 
 
@@ -295,13 +295,13 @@ def test_activation_backward_kernel_matches_the_reference(gpu, act, dtype, rng):
 def test_training_layer_norm_kernels_match_the_reference(gpu, dtype, from_output, rng):
     (x, xf), (gy, gyf) = (storage(rng.standard_normal((9, 768)) + 2, dtype) for _ in range(2))
     (g, gf), (b, bf) = storage(rng.uniform(0.5, 1.5, 768), dtype), storage(rng.standard_normal(768), dtype)
-    y, mean, rstd = kernels.run(plans.layer_norm(*(gpu.asarray(a) for a in (x, g, b)), 1e-12, dtype=dtype))
+    y, mean, rstd = kernels.run(eager_plans.layer_norm(*(gpu.asarray(a) for a in (x, g, b)), 1e-12, dtype=dtype))
     want_y, want_mean, want_rstd = reference.layer_norm(xf, gf, bf, 1e-12)
     np.testing.assert_allclose(back(y, dtype), want_y, rtol=TOL[dtype], atol=4 * TOL[dtype])
     np.testing.assert_allclose(to_numpy(mean), want_mean, rtol=1e-5, atol=1e-5)
     kept = y if from_output else gpu.asarray(x)
-    gx, gy_xhat = kernels.run(plans.layer_norm_backward(gpu.asarray(gy), kept, mean, rstd, gpu.asarray(g),
-                                                        gpu.asarray(b), from_output=from_output, dtype=dtype))
+    gx, gy_xhat = kernels.run(eager_plans.layer_norm_backward(gpu.asarray(gy), kept, mean, rstd, gpu.asarray(g),
+                                                              gpu.asarray(b), from_output=from_output, dtype=dtype))
     want_gx, want_gy_xhat = reference.layer_norm_backward(gyf, back(kept, dtype), to_numpy(mean), to_numpy(rstd),
                                                           gf, bf, from_output)
     np.testing.assert_allclose(back(gx, dtype), want_gx, rtol=4 * TOL[dtype], atol=4 * TOL[dtype])

@@ -18,6 +18,7 @@ from seq2seq.fast.cpu import optim as fast_optim
 from seq2seq.fast.cpu import parallel
 from seq2seq.fast.cpu.linear import FEW_ROWS, linear_forward
 from seq2seq.nn import functional
+from seq2seq.nn import loss as nn_loss
 from seq2seq.nn.activations import Gelu, erf, get_activation
 from seq2seq.training.optim import AdamW, clip_grad_norm_
 
@@ -133,7 +134,7 @@ def test_cross_entropy_fused_equals_plain(rng, n, v, dtype, smoothing):
     logits = (4 * rng.standard_normal((n, v))).astype(dtype)
     labels = rng.integers(0, v, n)
     labels[::3] = -100
-    fused, plain = both_forms(lambda t: functional.cross_entropy(t, labels, label_smoothing=smoothing), [logits])
+    fused, plain = both_forms(lambda t: nn_loss.cross_entropy(t, labels, label_smoothing=smoothing), [logits])
     assert_close(fused, plain, dtype)
 
 
@@ -195,8 +196,8 @@ GRADIENT_CASES = {
     "linear_many_rows": (lambda x, w, b: functional.linear(x, w, b), [(FEW_ROWS + 2, 3), (2, 3), (2,)]),
     "linear_in_out": (lambda x, w, b: functional.linear(x, w, b, in_out=True), [(2, 3, 5), (5, 4), (4,)]),
     "layer_norm": (lambda x, g, b: functional.layer_norm(x, g, b, eps=1e-5), [(2, 3, 6), (6,), (6,)]),
-    "cross_entropy": (lambda x: functional.cross_entropy(x, LABELS), [(6, 7)]),
-    "cross_entropy_smoothed": (lambda x: functional.cross_entropy(x, LABELS, label_smoothing=0.2), [(6, 7)]),
+    "cross_entropy": (lambda x: nn_loss.cross_entropy(x, LABELS), [(6, 7)]),
+    "cross_entropy_smoothed": (lambda x: nn_loss.cross_entropy(x, LABELS, label_smoothing=0.2), [(6, 7)]),
     "gelu": (get_activation("gelu"), [(4, 4)]),
 }
 

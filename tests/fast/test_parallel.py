@@ -9,7 +9,8 @@ import pytest
 from seq2seq.fast.cpu import parallel
 from seq2seq.nn.activations import Gelu
 from seq2seq.nn.attention import Attention
-from seq2seq.nn.functional import CrossEntropy, LayerNorm
+from seq2seq.nn.functional import LayerNorm
+from seq2seq.nn.loss import CrossEntropy
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The fused CPU form of ``nn.functional.CrossEntropy``'s ``[N, V]`` work: softmax statistics and the gradient, and
-the backward of ``nn.linear_cross_entropy``, the LM head's projection and the loss as one op.
+"""The fused CPU form of ``nn.loss.CrossEntropy``'s ``[N, V]`` work: softmax statistics and the gradient, and
+the backward of ``nn.loss.LinearCrossEntropy``, the LM head's projection and the loss as one op.
 
 One row is one position's softmax over the vocabulary, so the loss's own work runs on blocks of rows
 (``parallel.for_each_block``), each block's temporaries in this thread's scratch buffer: the ``[N, V]`` logits

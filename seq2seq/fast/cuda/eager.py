@@ -1,16 +1,18 @@
 """The fused CUDA forms of nn/'s ops on the eager path (training, and the encoder's forward): each a few kernel
-launches where the plain form makes one CuPy kernel per arithmetic step.
+launches where the plain form makes one CuPy kernel per arithmetic step (attention's products stay cuBLAS's).
 
 The plain forms (``nn/functional.py``, ``nn/activations.py``) run on CuPy as written: exact GELU is ~30 elementwise
 kernels over the model's largest activation, ``[B, T, 4C]``, forward and as many backward; a LayerNorm about ten
 each way. Each of those kernels reads and writes the whole array, so on a GPU they cost their memory traffic,
 not their arithmetic. Here an op is one launch forward and one backward (LayerNorm's backward adds CuPy's two
-column sums), planned by ``plans.py`` and run by ``kernels.run``:
+column sums), planned by ``eager_plans.py`` (``plans.py`` for the forward activation) and run by ``kernels.run``:
 
     activation_forward(x, act)          bias_activation.cu's act(x + 0)         (GELU, tanh-GELU, ReLU)
     activation_backward(gy, x, act)     gy * act'(x)
     layer_norm_forward(x, gamma, beta)  layer_norm.cu: y, and each row's float32 mean and rstd
     layer_norm_backward(...)            gx per row, gy * xhat for gamma's column sums; beta's, gy's column sums
+    masked_softmax(scores, keep)        softmax.cu: attention's softmax over the keys, the mask applied in it
+    softmax_backward(gp, probs, keep)   gs = probs (gp - sum(gp probs)), 0 where masked
 
 An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
 
@@ -27,7 +29,7 @@ import functools
 import numpy as np
 
 from ...core.backend import get_array_module
-from . import kernels, plans
+from . import eager_plans, kernels, plans
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}  # the kernels' activation names
 
@@ -40,13 +42,13 @@ def activation_forward(x, act, *, run=kernels.run):
 
 def activation_backward(gy, x, act, *, run=kernels.run):
     """``gy * act'(x)``, x the activation's input."""
-    return run(plans.activation_backward(gy, x, act))
+    return run(eager_plans.activation_backward(gy, x, act))
 
 
 def layer_norm_forward(x, gamma, beta, eps, *, run=kernels.run):
     """``(y, mean, rstd)`` as ``nn.functional.LayerNorm`` keeps them: y like x, the statistics ``[..., 1]``
     (float32, whatever x's dtype: the kernel's)."""
-    y, mean, rstd = run(plans.layer_norm(x, gamma, beta, eps))
+    y, mean, rstd = run(eager_plans.layer_norm(x, gamma, beta, eps))
     stats_shape = x.shape[:-1] + (1,)
     return y.reshape(x.shape), mean.reshape(stats_shape), rstd.reshape(stats_shape)
 
@@ -57,11 +59,21 @@ def layer_norm_backward(gy, mean, rstd, gamma, *, x=None, y=None, beta=None, nee
     need_x, need_gamma, need_beta = needs
     kept = x if x is not None else y
     c = kept.shape[-1]
-    gx, gy_xhat = run(plans.layer_norm_backward(gy, kept, mean.reshape(-1), rstd.reshape(-1), gamma, beta,
-                                                from_output=x is None, need_x=need_x))
+    gx, gy_xhat = run(eager_plans.layer_norm_backward(gy, kept, mean.reshape(-1), rstd.reshape(-1), gamma, beta,
+                                                      from_output=x is None, need_x=need_x))
     ggamma = gy_xhat.sum(axis=0).astype(gamma.dtype) if need_gamma else None  # [N, C] -> [C]
     gbeta = gy.reshape(-1, c).sum(axis=0, dtype=np.float32).astype(gamma.dtype) if need_beta else None
     return (None if gx is None else gx.reshape(kept.shape)), ggamma, gbeta
+
+
+def masked_softmax(scores, keep, *, run=kernels.run):
+    """Attention's ``softmax(where(keep, scores, lowest))`` over the keys of scores ``[B, nh, T, S]``."""
+    return run(eager_plans.masked_softmax(scores, keep))
+
+
+def softmax_backward(gp, probs, keep, *, run=kernels.run):
+    """The scores' gradient from the probabilities' ``gp``: ``probs * (gp - sum(gp * probs))``, 0 where masked."""
+    return run(eager_plans.softmax_backward(gp, probs, keep))
 
 
 @functools.lru_cache(maxsize=None)

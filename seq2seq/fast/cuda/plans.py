@@ -126,46 +126,6 @@ def add_layer_norm_pre(x, residual, gamma, beta, eps, *, dtype=None, out=None):
                   shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
 
 
-def activation_backward(gy, v, act, *, dtype=None):
-    """``gy * act'(v)`` elementwise (``bias_activation.cu``'s backward kernels), v the activation's input. Output:
-    gx."""
-    gy, v = _contiguous(gy, v)
-    _check(gy.shape == v.shape, f"activation_backward: gy {tuple(gy.shape)} and v {tuple(v.shape)} differ")
-    gx = get_array_module(gy).empty_like(gy)
-    blocks = min((gy.size + BA_THREADS - 1) // BA_THREADS, BA_MAX_BLOCKS)
-    return Launch("bias_activation", f"{act}_backward_{suffix(dtype or gy.dtype)}", (blocks,), (BA_THREADS,),
-                  (gy, v, gx, np.int64(gy.size)), gx)
-
-
-def layer_norm(x, gamma, beta, eps, *, dtype=None):
-    """``LayerNorm(x) * gamma + beta`` over the last axis, with each row's statistics for backward. Outputs:
-    (y, mean, rstd), mean and rstd float32 ``[rows]``."""
-    x, gamma, beta = _contiguous(x, gamma, beta)
-    n_rows, n_cols = _rows(x)
-    xp = get_array_module(x)
-    y, mean, rstd = xp.empty_like(x), xp.empty(n_rows, dtype=np.float32), xp.empty(n_rows, dtype=np.float32)
-    return Launch("layer_norm", f"layer_norm_{suffix(dtype or x.dtype)}", (n_rows,), (LN_THREADS,),
-                  (x, gamma, beta, y, mean, rstd, np.int32(n_rows), np.int32(n_cols), np.float32(eps)),
-                  (y, mean, rstd), shared_mem=_shared(4 * n_cols, f"layer norm of {n_cols} columns"))
-
-
-def layer_norm_backward(gy, kept, mean, rstd, gamma, beta, *, from_output, need_x=True, dtype=None):
-    """A LayerNorm's backward over ``[..., C]`` rows: xhat from forward's input (``kept`` = x, ``beta`` may be
-    None) or, ``from_output``, from its output (``kept`` = y). Outputs: (gx or None without ``need_x``, gy * xhat
-    in float32, ``[rows, C]``: its column sums are gamma's gradient)."""
-    gy, kept, mean, rstd, gamma, beta = _contiguous(gy, kept, mean, rstd, gamma, beta)
-    _check(gy.shape == kept.shape, f"layer_norm_backward: gy {tuple(gy.shape)} and the kept rows "
-           f"{tuple(kept.shape)} differ")
-    _check(beta is not None or not from_output, "layer_norm_backward: xhat from the output needs beta")
-    n_rows, n_cols = _rows(gy)
-    xp = get_array_module(gy)
-    gx = xp.empty_like(gy) if need_x else None
-    gy_xhat = xp.empty((n_rows, n_cols), dtype=np.float32)
-    return Launch("layer_norm", f"layer_norm_backward_{suffix(dtype or gy.dtype)}", (n_rows,), (LN_THREADS,),
-                  (gy, kept, mean, rstd, gamma, _or_null(beta), np.int32(bool(from_output)), _or_null(gx), gy_xhat,
-                   np.int32(n_rows), np.int32(n_cols)), (gx, gy_xhat))
-
-
 # ---- decode_attention.cu ----------------------------------------------------------------------------------------
 
 def _head_rows(*arrays, name):

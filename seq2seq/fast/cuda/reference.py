@@ -102,6 +102,28 @@ def layer_norm_backward(gy, kept, mean, rstd, gamma, beta, from_output):
     return gx.astype(gy.dtype), gy32 * xhat
 
 
+# ---- softmax.cu ---------------------------------------------------------------------------------------------------
+
+def masked_softmax(scores, keep):
+    """``softmax(where(keep, scores, LOWEST))`` over the last axis, float32 arithmetic, in scores' dtype."""
+    xp = get_array_module(scores)
+    s = scores.astype(np.float32)
+    if keep is not None:
+        s = xp.where(keep, s, np.float32(np.finfo(np.float32).min))
+    e = xp.exp(s - s.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(scores.dtype)
+
+
+def softmax_backward(gp, probs, keep):
+    """``probs * (gp - sum(gp * probs))`` over the last axis, 0 where keep is False, in gp's dtype."""
+    xp = get_array_module(gp)
+    g, p = gp.astype(np.float32), probs.astype(np.float32)
+    gs = p * (g - (g * p).sum(axis=-1, keepdims=True))
+    if keep is not None:
+        gs = xp.where(keep, gs, np.float32(0))
+    return gs.astype(gp.dtype)
+
+
 # ---- decode_attention.cu: one query per row ---------------------------------------------------------------------
 
 LOWEST = np.float32(np.finfo(np.float32).min)  # a masked score, as nn/attention.py fills it

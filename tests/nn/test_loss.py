@@ -1,8 +1,8 @@
-"""Tests for seq2seq/nn/linear_cross_entropy.py: the LM head's projection and the loss as one op.
+"""Tests for seq2seq/nn/loss.py: the cross-entropy loss, and the LM head's projection fused with it.
 
-Against torch (``F.linear`` then ``F.cross_entropy``), against finite differences in float64, the fused CPU
-backward against the plain (composed) one, the same bits on any number of threads, and the memory the fused
-backward does not take.
+Each against torch (``F.cross_entropy``; ``F.linear`` then ``F.cross_entropy``) and against finite differences in
+float64; the fused op's CPU backward against the plain (composed) one, the same bits on any number of threads, and
+the memory the fused backward does not take. Ops with a fused CPU form run both forms (the ``form`` fixture).
 """
 import contextlib
 import tracemalloc
@@ -17,8 +17,10 @@ from seq2seq.core.ops import reshape
 from seq2seq.fast import cpu as fast_cpu
 from seq2seq.fast.cpu import cross_entropy as fast_cross_entropy
 from seq2seq.fast.cpu import parallel
-from seq2seq.nn.functional import cross_entropy, linear
-from seq2seq.nn.linear_cross_entropy import LinearCrossEntropy, linear_cross_entropy
+from seq2seq.core.errors import InputError
+from seq2seq.nn import loss as nn_loss
+from seq2seq.nn.functional import linear
+from seq2seq.nn.loss import LinearCrossEntropy, cross_entropy, linear_cross_entropy
 
 try:
     import torch
@@ -28,6 +30,107 @@ except ImportError:  # the finite-difference checks run without the oracle
 
 needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch, which is not installed")
 
+
+def f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def run(xp, op, *arrays):
+    """Forward ``op`` on float32 Tensors that want gradients; return the output and the input Tensors."""
+    tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
+    return op(*tensors), tensors
+
+
+# ---- cross-entropy ------------------------------------------------------------------------------------------------
+
+LABELS = {
+    "all_valid": [1, 0, 6, 3, 3, 5],
+    "some_ignored": [1, -100, 6, -100, 3, 0],
+    "one_valid": [-100, -100, 2, -100, -100, -100],
+}
+
+
+def torch_cross_entropy(logits, labels, ignore_index=-100, label_smoothing=0.0):
+    x = torch.from_numpy(logits).requires_grad_()
+    loss = F.cross_entropy(x, torch.from_numpy(np.asarray(labels)), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
+    loss.backward()
+    return loss.detach().numpy(), x.grad.numpy()
+
+
+@needs_torch
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("labels", sorted(LABELS))
+def test_cross_entropy_matches_torch(xp, rng, form, labels, smoothing):
+    logits, labels = 3 * f32(rng, 6, 7), np.array(LABELS[labels])
+
+    def loss_of(t):
+        return nn_loss.cross_entropy(t, xp.asarray(labels), label_smoothing=smoothing)
+
+    loss, (x,) = run(xp, loss_of, logits)
+    loss.backward()
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert loss.shape == () and loss.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(x.grad), expected_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("labels", sorted(LABELS))
+def test_cross_entropy_gradient(xp, rng, form, labels, smoothing):
+    logits, labels = 3 * rng.standard_normal((6, 7)), xp.asarray(LABELS[labels])
+    assert check_grad(lambda t: nn_loss.cross_entropy(t, labels, label_smoothing=smoothing), xp.asarray(logits))
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5])
+def test_cross_entropy_refuses_label_smoothing_outside_0_1(xp, rng, smoothing):
+    with pytest.raises(InputError, match=r"label_smoothing must be in \[0, 1\], got"):
+        nn_loss.cross_entropy(xp.asarray(f32(rng, 2, 3)), xp.asarray([0, 1]), label_smoothing=smoothing)
+
+
+@needs_torch
+def test_cross_entropy_custom_ignore_index(xp, rng, form):
+    logits, labels = f32(rng, 5, 4), np.array([0, 3, 3, 1, 2])
+    loss, _ = run(xp, lambda t: nn_loss.cross_entropy(t, xp.asarray(labels), ignore_index=3), logits)
+    expected_loss, _ = torch_cross_entropy(logits, labels, ignore_index=3)
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-5)
+
+
+@needs_torch
+def test_cross_entropy_all_ignored_is_nan_like_torch(xp, rng, form):
+    logits, labels = f32(rng, 3, 4), np.full(3, -100)
+    loss, (x,) = run(xp, lambda t: nn_loss.cross_entropy(t, xp.asarray(labels)), logits)
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    assert np.isnan(to_numpy(loss.data)) and np.isnan(expected_loss)
+    loss.backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), expected_grad)  # zeros: no row contributes
+
+
+@needs_torch
+def test_cross_entropy_is_stable_for_huge_logits(xp, form):
+    logits = np.array([[-1000.0, 0.0, 1000.0], [1000.0, 1000.0, -1000.0]], dtype=np.float32)
+    labels = np.array([0, 1])
+    loss, (x,) = run(xp, lambda t: nn_loss.cross_entropy(t, xp.asarray(labels)), logits)
+    loss.backward()
+    expected_loss, expected_grad = torch_cross_entropy(logits, labels)
+    np.testing.assert_allclose(to_numpy(loss.data), expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(x.grad), expected_grad, atol=1e-7)
+
+
+def test_cross_entropy_float16_logits_get_float16_gradient(xp, rng, form):
+    loss, (x,) = run(xp, lambda t: nn_loss.cross_entropy(t, xp.asarray([1, 2])), f32(rng, 2, 3).astype(np.float16))
+    loss.backward()
+    assert loss.dtype == np.float16 and x.grad.dtype == np.float16
+
+
+@pytest.mark.parametrize("bad", [7, -1, 100])
+def test_cross_entropy_label_out_of_range(xp, rng, form, bad):
+    labels = xp.asarray([0, bad, -100])
+    with pytest.raises(InputError, match=str(bad)):
+        nn_loss.cross_entropy(Tensor(xp.asarray(f32(rng, 3, 7))), labels)
+
+
+# ---- the projection and the loss as one op --------------------------------------------------------------------------
 
 def case(rng, *, rows=(2, 5), c=6, v=300, order="C", ignored=True):
     """h [*rows, C], W [V, C] (in ``order``), b [V], labels [N] (two of them -100 when ``ignored``)."""
