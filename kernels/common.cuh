@@ -9,9 +9,10 @@
 //                   over the whole block, returned to every thread; `partial` is 32 floats of __shared__ memory.
 //                   Every thread of the block must call them (they hold __syncthreads), with blockDim.x a multiple
 //                   of 32 (full warps: the shuffles name all 32 lanes).
-//   normalize_row(row, local, partial, gamma, beta, y, at, n_cols, eps)
+//   normalize_row(row, local, partial, gamma, beta, y, at, n_cols, eps[, mean_out, rstd_out])
 //                   LayerNorm of a row the block holds in shared memory (`local`: this thread's share of its sum):
-//                   y[at + c] = (row[c] - mean) * rstd * gamma[c] + beta[c], statistics in two float32 passes.
+//                   y[at + c] = (row[c] - mean) * rstd * gamma[c] + beta[c], statistics in two float32 passes;
+//                   given mean_out and rstd_out, they are written at blockIdx.x too (a row per block).
 //
 // Why warp shuffles: the 32 lanes of a warp swap registers directly (__shfl_xor_sync), with no shared memory and no
 // barrier; five exchanges (offsets 16, 8, 4, 2, 1) leave every lane holding the total ("butterfly" reduction). A
@@ -78,7 +79,8 @@ __device__ __forceinline__ float block_max(float v, float* partial) {
 // loses the variance to cancellation when the mean is large against the spread, as activations' often is.
 template <typename T>
 __device__ __forceinline__ void normalize_row(const float* row, float local, float* partial, const T* gamma,
-                                              const T* beta, T* y, long long at, int n_cols, float eps) {
+                                              const T* beta, T* y, long long at, int n_cols, float eps,
+                                              float* mean_out = nullptr, float* rstd_out = nullptr) {
     const float mean = block_sum(local, partial) / n_cols;
     local = 0.0f;
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
@@ -88,6 +90,10 @@ __device__ __forceinline__ void normalize_row(const float* row, float local, flo
     const float rstd = rsqrtf(block_sum(local, partial) / n_cols + eps);
     for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
         store(y, at + c, (row[c] - mean) * rstd * load(gamma, c) + load(beta, c));
+    }
+    if (mean_out != nullptr && threadIdx.x == 0) {  // the row's statistics, for a backward pass
+        mean_out[blockIdx.x] = mean;
+        rstd_out[blockIdx.x] = rstd;
     }
 }
 

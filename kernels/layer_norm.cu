@@ -78,8 +78,7 @@ __device__ __forceinline__ void add_ln_row(const T* x, const T* residual, const 
     normalize_row(row, local, partial, gamma, beta, y, base, n_cols, eps);
 }
 
-// One row of layer_norm_<T>: the row into shared memory, then normalize_row, then its statistics once more for
-// backward (two block sums over the row in shared memory: cheaper than threading them out of normalize_row).
+// One row of layer_norm_<T>: the row into shared memory, then normalize_row, which also writes its statistics.
 template <typename T>
 __device__ __forceinline__ void ln_row_with_stats(const T* x, const T* __restrict__ gamma,
                                                   const T* __restrict__ beta, T* y, float* mean_out,
@@ -93,20 +92,7 @@ __device__ __forceinline__ void ln_row_with_stats(const T* x, const T* __restric
         row[c] = v;
         local += v;
     }
-    const float mean = block_sum(local, partial) / n_cols;
-    local = 0.0f;
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        const float d = row[c] - mean;
-        local += d * d;
-    }
-    const float rstd = rsqrtf(block_sum(local, partial) / n_cols + eps);
-    for (int c = threadIdx.x; c < n_cols; c += blockDim.x) {
-        store(y, base + c, (row[c] - mean) * rstd * load(gamma, c) + load(beta, c));
-    }
-    if (threadIdx.x == 0) {
-        mean_out[blockIdx.x] = mean;
-        rstd_out[blockIdx.x] = rstd;
-    }
+    normalize_row(row, local, partial, gamma, beta, y, base, n_cols, eps, mean_out, rstd_out);
 }
 
 // One row of layer_norm_backward_<T>: the two row sums (g and g xhat), then gx and gy * xhat.

@@ -7,6 +7,7 @@ plain one CuPy runs. Only the comparisons with torch need torch; the finite-diff
 import numpy as np
 import pytest
 
+from nn_testing import f32, run
 from seq2seq.nn import functional as nn_ops
 from seq2seq.core.autograd import Tensor, no_grad
 from seq2seq.core.backend import to_numpy
@@ -20,16 +21,6 @@ except ImportError:  # the finite-difference checks run without the oracle
     torch = F = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="compares with torch, which is not installed")
-
-
-def f32(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def run(xp, op, *arrays):
-    """Forward ``op`` on float32 Tensors that want gradients; return the output and the input Tensors."""
-    tensors = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
-    return op(*tensors), tensors
 
 
 # ---- linear -------------------------------------------------------------------------------------------------------
