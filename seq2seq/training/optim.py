@@ -11,6 +11,9 @@ Each piece repeats PyTorch's arithmetic in the same order, so float32 runs agree
 ``torch.nn.utils.clip_grad_norm_``; ``LinearSchedule`` is transformers' ``get_linear_schedule_with_warmup``;
 ``param_groups`` builds the two groups of transformers' ``Trainer.create_optimizer``.
 
+AdamW's update and the clipping's scaling have a fused CPU form (``fast/cpu/optim.py``: blocks in the cache, on
+every core); AdamW's also a CUDA one (``fast/cuda/eager.py``: one kernel launch per parameter).
+
 Updates happen in place (``p.data -= ...``), never by rebinding ``p.data``: arrays keep their memory layout (the
 tied LM-head table is column-major on purpose, see ``layers.lm_head_layout``) and anything holding a reference
 sees the new values. Gradients are only read, except by ``clip_grad_norm_``, which scales them in place as torch's
@@ -27,7 +30,9 @@ import numpy as np
 from ..core.autograd import Tensor
 from ..core.backend import get_array_module
 from ..fast import cpu as fast_cpu
+from ..fast import cuda_enabled
 from ..fast.cpu import optim as fast_optim
+from ..nn.functional import cuda_forms
 
 
 def _copy_like(param, value, position, name):
@@ -184,6 +189,8 @@ class AdamW(Optimizer):
                          "step_size": lr / bias_correction1, "bias_correction2": bias_correction2}
                 if fast_cpu.enabled(xp):  # the same arithmetic in blocks, on every core (fast/cpu/optim.py)
                     fast_optim.adamw_update(p.data, g, m, v, **hyper)
+                elif cuda_enabled(xp, p.dtype):  # one kernel launch per parameter (fast/cuda/eager.py)
+                    cuda_forms().adamw_update(p.data, g, m, v, **hyper)
                 else:
                     _adamw_update(p.data, g, m, v, **hyper)
 

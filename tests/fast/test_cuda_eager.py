@@ -23,6 +23,7 @@ from seq2seq.fast import cuda_enabled
 from seq2seq.fast.cuda import eager, eager_plans, plans
 from seq2seq.nn import activations, attention, functional
 from seq2seq.nn.activations import get_activation
+from seq2seq.training import optim
 
 HIDDEN_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
@@ -124,15 +125,16 @@ def emulated_cuda_forms(monkeypatch, emulator):
     nn/ (which branch, what is kept for backward) tested without a GPU. Use inside ``fast_cpu.disabled()``."""
     forms = SimpleNamespace(**{name: functools.partial(getattr(eager, name), run=emulator.run) for name in (
         "activation_forward", "activation_backward", "layer_norm_forward", "layer_norm_backward", "masked_softmax",
-        "softmax_backward")})
-    for module in (functional, activations, attention):
+        "softmax_backward", "adamw_update")})
+    for module in (functional, activations, attention, optim):
         monkeypatch.setattr(module, "cuda_enabled", lambda xp, dtype: np.dtype(dtype) == np.float32)
         monkeypatch.setattr(module, "cuda_forms", lambda: forms)
     # blocks of one warp, and one block for the elementwise kernels (their loops cover the rest): the emulation's
     # threads are OS threads, and the rows here are short
     for module, constant, value in ((plans, "BA_THREADS", 32), (plans, "BA_MAX_BLOCKS", 1),
                                     (eager_plans, "BA_THREADS", 32), (eager_plans, "BA_MAX_BLOCKS", 1),
-                                    (eager_plans, "LN_THREADS", 32), (eager_plans, "SM_THREADS", 32)):
+                                    (eager_plans, "LN_THREADS", 32), (eager_plans, "SM_THREADS", 32),
+                                    (eager_plans, "OP_THREADS", 32), (eager_plans, "OP_MAX_BLOCKS", 1)):
         monkeypatch.setattr(module, constant, value)
     return forms
 
@@ -140,7 +142,7 @@ def emulated_cuda_forms(monkeypatch, emulator):
 @pytest.mark.parametrize("decoder", ["bert", "gpt2"])
 def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(emulated_cuda_forms, decoder):
     """A tiny bert2bert (GELU, post-LN) and bert2gpt2 (tanh-GELU, pre-LN, causal + padding masks) on NumPy:
-    forward and backward through the ops' CUDA branches, against the plain forms."""
+    forward, backward and AdamW's step through the ops' CUDA branches, against the plain forms."""
     rng = np.random.default_rng(0)
     ids, labels = rng.integers(3, 97, (2, 4)), rng.integers(3, 97, (2, 3))  # few rows: each a block of OS threads
     mask = np.ones_like(ids)
@@ -150,12 +152,14 @@ def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(em
         model = tiny_bert2bert(decoder=decoder)
         with fast_cpu.disabled():
             if not emulated:  # the plain forms: the fixture's patches off for this run
-                for module in (functional, activations, attention):
+                for module in (functional, activations, attention, optim):
                     module.cuda_enabled = lambda xp, dtype: False
             out = model(ids, attention_mask=mask, labels=labels)
             out.loss.backward()
-        results.append((out.logits, float(out.loss), {n: p.grad for n, p in model.named_parameters()}))
-    (logits, loss, grads), (plain_logits, plain_loss, plain_grads) = results
+            grads = {n: p.grad.copy() for n, p in model.named_parameters()}
+            optim.AdamW(model.parameters(), lr=1e-2).step()
+        results.append((out.logits, float(out.loss), grads, {n: p.data for n, p in model.named_parameters()}))
+    (logits, loss, grads, params), (plain_logits, plain_loss, plain_grads, plain_params) = results
     np.testing.assert_allclose(logits, plain_logits, rtol=1e-5, atol=1e-5)
     assert abs(loss - plain_loss) <= 1e-5 * abs(plain_loss)
     # float32 roundings apart (the emulated kernels' expf/tanhf against NumPy's), through a model whose weights are
@@ -163,3 +167,8 @@ def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(em
     floor = 1e-5 * max(np.abs(g).max() for g in plain_grads.values())
     for name, g in plain_grads.items():
         np.testing.assert_allclose(grads[name], g, rtol=1e-3, atol=floor, err_msg=name)
+    # AdamW's first step moves each value by about lr * sign(g): the same where the gradient is more than rounding
+    # (a key bias's true gradient is exactly 0, and its rounding noise takes either sign)
+    for name, p in plain_params.items():
+        signal = np.abs(plain_grads[name]) > floor
+        np.testing.assert_allclose(params[name][signal], p[signal], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -22,6 +22,7 @@ from seq2seq.core.errors import InputError
 from seq2seq.fast.cuda import eager_plans, kernels, plans, reference
 from seq2seq.nn import functional
 from seq2seq.nn.activations import get_activation
+from seq2seq.training.optim import _adamw_update
 
 SOURCES = sorted(kernels.KERNELS_DIR.glob("*.cu"))
 ARCHS = ("compute_80", "compute_90", "sm_90")
@@ -306,3 +307,45 @@ def test_training_layer_norm_kernels_match_the_reference(gpu, dtype, from_output
                                                           gf, bf, from_output)
     np.testing.assert_allclose(back(gx, dtype), want_gx, rtol=4 * TOL[dtype], atol=4 * TOL[dtype])
     np.testing.assert_allclose(to_numpy(gy_xhat), want_gy_xhat, rtol=4 * TOL[dtype], atol=4 * TOL[dtype])
+
+
+# ---- optim.cu: AdamW's step -------------------------------------------------------------------------------------
+
+HYPER = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+
+
+def _adamw_hyper(step):
+    return {**HYPER, "step_size": HYPER["lr"] / (1 - HYPER["beta1"] ** step),
+            "bias_correction2": 1 - HYPER["beta2"] ** step}
+
+
+def test_adamw_reference_is_the_optimizers_update(rng):
+    p, g, m, v = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    v = np.abs(v)
+    want_p, want_m, want_v = p.copy(), m.copy(), v.copy()
+    _adamw_update(want_p, g, want_m, want_v, **_adamw_hyper(3))
+    for got, want in zip(reference.adamw(p, g, m, v, **_adamw_hyper(3)), (want_p, want_m, want_v)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])  # F: the tied LM-head table; its gradient comes C-ordered here
+def test_adamw_kernel(launcher, order, rng):
+    xp, dtype = launcher.xp, launcher.dtype
+    host = [rng.standard_normal((70, 9)) for _ in range(4)]
+    host[3] = np.abs(host[3])  # v >= 0
+    (p, pf), (g, gf), (m, mf), (v, vf) = (storage(a, dtype) for a in host)
+    p, m, v = (xp.asarray(np.asarray(a, order=order)) for a in (p, m, v))
+    for step in (1, 2):
+        out = launcher.run(eager_plans.adamw(p, xp.asarray(g), m, v, dtype=dtype, **_adamw_hyper(step)))
+        assert out[0] is p and out[1] is m and out[2] is v  # in place
+        pf, mf, vf = reference.adamw(pf, gf, mf, vf, **_adamw_hyper(step))
+        for got, want in zip((p, m, v), (pf, mf, vf)):
+            np.testing.assert_allclose(back(got, dtype), want, rtol=TOL[dtype], atol=TOL[dtype])
+        pf, mf, vf = (back(a, dtype) for a in (p, m, v))  # go on from what is stored
+
+
+def test_adamw_refuses_moments_it_cannot_update_in_place():
+    p = np.zeros((4, 6), np.float32)
+    m_other_order = np.zeros((6, 4), np.float32).T  # [4, 6] column-major, p row-major
+    with pytest.raises(InputError, match="in place"):
+        eager_plans.adamw(p, p, m_other_order, p.copy(), **_adamw_hyper(1))

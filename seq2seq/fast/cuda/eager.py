@@ -13,6 +13,7 @@ column sums), planned by ``eager_plans.py`` (``plans.py`` for the forward activa
     layer_norm_backward(...)            gx per row, gy * xhat for gamma's column sums; beta's, gy's column sums
     masked_softmax(scores, keep)        softmax.cu: attention's softmax over the keys, the mask applied in it
     softmax_backward(gp, probs, keep)   gs = probs (gp - sum(gp probs)), 0 where masked
+    adamw_update(p, g, m, v, ...)       optim.cu: AdamW's step, one launch per parameter
 
 An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
 
@@ -74,6 +75,11 @@ def masked_softmax(scores, keep, *, run=kernels.run):
 def softmax_backward(gp, probs, keep, *, run=kernels.run):
     """The scores' gradient from the probabilities' ``gp``: ``probs * (gp - sum(gp * probs))``, 0 where masked."""
     return run(eager_plans.softmax_backward(gp, probs, keep))
+
+
+def adamw_update(p, g, m, v, *, run=kernels.run, **hyper):
+    """torch.optim.AdamW's step in place on ``p``, ``m`` and ``v`` (training/optim.py's hyper-parameters)."""
+    run(eager_plans.adamw(p, g, m, v, **hyper))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,5 +1,5 @@
 """How the eager path's kernels are launched (``eager.py``: training, and a CuPy model's encoder): the activations'
-backward, LayerNorm with its statistics and its backward, attention's masked softmax and its backward.
+backward, LayerNorm with its statistics and its backward, attention's masked softmax and its backward, AdamW.
 
 The same conventions as ``plans.py``, whose helpers this file uses: each function checks the arrays in hand, makes
 contiguous the ones a kernel reads without strides, allocates the outputs and returns a ``plans.Launch``; nothing
@@ -12,6 +12,7 @@ from .plans import BA_MAX_BLOCKS, BA_THREADS, LN_THREADS, NULL, Launch, _check, 
     _shared, suffix
 
 SM_THREADS = 256  # softmax.cu
+OP_THREADS, OP_MAX_BLOCKS = 256, 65535  # optim.cu
 
 
 # ---- bias_activation.cu, layer_norm.cu ----------------------------------------------------------------------------
@@ -92,3 +93,31 @@ def softmax_backward(gp, probs, keep=None, *, dtype=None):
     gs = get_array_module(gp).empty_like(gp)
     return Launch("softmax", f"softmax_backward_{suffix(dtype or gp.dtype)}", (b * nh * t,), (SM_THREADS,),
                   (gp, probs, keep, *strides, gs, np.int32(nh), np.int32(t), np.int32(s)), gs)
+
+
+# ---- optim.cu -----------------------------------------------------------------------------------------------------
+
+def _flat(array, order):
+    """``array`` as 1-D in memory order ``order``: a view when it lies so, else None."""
+    flat = array.reshape(-1, order=order)
+    return flat if flat.size == 0 or get_array_module(array).may_share_memory(flat, array) else None
+
+
+def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2, dtype=None):
+    """torch.optim.AdamW's step on parameter ``p`` and its moments ``m``, ``v`` (updated in place) given gradient
+    ``g``, all of one shape; p, m and v contiguous in one memory order (as ``zeros_like`` makes the moments), g
+    copied into it if it lies otherwise. Outputs: (p, m, v)."""
+    _check(p.shape == g.shape == m.shape == v.shape, f"adamw: p {tuple(p.shape)}, g {tuple(g.shape)}, m "
+           f"{tuple(m.shape)} and v {tuple(v.shape)} must be one shape")
+    order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+    fp, fm, fv = (_flat(a, order) for a in (p, m, v))
+    _check(fp is not None and fm is not None and fv is not None, "adamw: the parameter and its moments must be "
+           "contiguous in one memory order, updated in place")
+    fg = _flat(g, order)
+    if fg is None:
+        fg = get_array_module(g).asarray(g, order=order).reshape(-1, order=order)
+    blocks = max(1, min((p.size + OP_THREADS - 1) // OP_THREADS, OP_MAX_BLOCKS))
+    return Launch("optim", f"adamw_{suffix(dtype or p.dtype)}", (blocks,), (OP_THREADS,),
+                  (fp, fg, fm, fv, np.int64(p.size), np.float32(lr), np.float32(beta1), np.float32(beta2),
+                   np.float32(eps), np.float32(weight_decay), np.float32(step_size),
+                   np.float32(bias_correction2 ** 0.5)), (p, m, v))

@@ -124,6 +124,20 @@ def softmax_backward(gp, probs, keep):
     return gs.astype(gp.dtype)
 
 
+# ---- optim.cu -----------------------------------------------------------------------------------------------------
+
+def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
+    """torch.optim.AdamW's step in float32, in its order: the new ``(p, m, v)`` in p's dtype (inputs untouched)."""
+    xp = get_array_module(p)
+    p32, g32, m32, v32 = (a.astype(np.float32) for a in (p, g, m, v))
+    if weight_decay != 0:
+        p32 = p32 * np.float32(1 - lr * weight_decay)
+    m32 = m32 + np.float32(1 - beta1) * (g32 - m32)
+    v32 = np.float32(beta2) * v32 + np.float32(1 - beta2) * g32 * g32
+    p32 = p32 - np.float32(step_size) * m32 / (xp.sqrt(v32) / np.float32(bias_correction2 ** 0.5) + np.float32(eps))
+    return p32.astype(p.dtype), m32.astype(p.dtype), v32.astype(p.dtype)
+
+
 # ---- decode_attention.cu: one query per row ---------------------------------------------------------------------
 
 LOWEST = np.float32(np.finfo(np.float32).min)  # a masked score, as nn/attention.py fills it
