@@ -29,8 +29,9 @@ from ..core.backend import get_array_module
 from ..core.errors import InputError
 from ..core.inputs import IGNORE_INDEX
 from ..fast import cpu as fast_cpu
+from ..fast import cuda_enabled
 from ..fast.cpu import cross_entropy as fast_cross_entropy
-from .functional import Linear
+from .functional import Linear, cuda_forms
 
 
 def check_label_smoothing(eps, *, name="label_smoothing"):
@@ -69,6 +70,8 @@ class CrossEntropy(Function):
         # |m| = 1000 loses 6e-5); mean_shifted: mean_j(x_j) - m, for smoothing. Each [N, 1].
         if fast_cpu.enabled(xp):
             m, log_sum, mean_shifted = fast_cross_entropy.softmax_statistics(x, with_mean=bool(self.eps))
+        elif cuda_enabled(xp, x.dtype):  # one kernel over the logits (fast/cuda/eager.py)
+            m, log_sum, mean_shifted = cuda_forms().softmax_statistics(x, with_mean=bool(self.eps))
         else:
             m = x.max(axis=-1, keepdims=True)  # [N, V] -> [N, 1]
             shifted = x - m  # the largest exponent becomes 0: no overflow
@@ -100,6 +103,8 @@ class CrossEntropy(Function):
         if fast_cpu.enabled(xp):
             p = fast_cross_entropy.cross_entropy_grad(self.x, self.m, self.log_sum, self.safe, weight,
                                                       smoothing=self.eps)
+        elif cuda_enabled(xp, self.x.dtype):
+            p = cuda_forms().cross_entropy_grad(self.x, self.m, self.log_sum, self.safe, weight, smoothing=self.eps)
         else:
             p = xp.exp(self.x - self.m - self.log_sum)  # softmax, recomputed instead of kept: it is [N, V]
             p[xp.arange(n), self.safe] -= 1 - self.eps

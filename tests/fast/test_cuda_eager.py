@@ -1,5 +1,5 @@
 """Tests for seq2seq/fast/cuda/eager.py: the eager path's fused CUDA forms (activations, layer norm, attention's
-softmax; forward and backward) against the plain forms of nn/.
+softmax, the cross-entropy; forward and backward; AdamW) against the plain forms of nn/ and training/.
 
 Without a GPU the forms run on NumPy arrays through the CPU emulation of the float32 kernels (``run=``), which
 tests everything around the launches: the statistics' shapes, the column sums, the zero bias; and a tiny model
@@ -22,6 +22,7 @@ from seq2seq.fast import cpu as fast_cpu
 from seq2seq.fast import cuda_enabled
 from seq2seq.fast.cuda import eager, eager_plans, plans
 from seq2seq.nn import activations, attention, functional
+from seq2seq.nn import loss as nn_loss
 from seq2seq.nn.activations import get_activation
 from seq2seq.training import optim
 
@@ -119,14 +120,17 @@ def test_a_cupy_training_step_through_the_cuda_forms_equals_the_plain_one(decode
         np.testing.assert_allclose(fused[name], g, rtol=1e-3, atol=floor, err_msg=name)
 
 
+MODULES_WITH_CUDA_FORMS = (functional, activations, attention, nn_loss, optim)  # each asks cuda_enabled(xp, dtype)
+
+
 @pytest.fixture
 def emulated_cuda_forms(monkeypatch, emulator):
     """The ops' CUDA branches taken on NumPy float32 arrays, their kernels run by the CPU emulation: the wiring in
     nn/ (which branch, what is kept for backward) tested without a GPU. Use inside ``fast_cpu.disabled()``."""
     forms = SimpleNamespace(**{name: functools.partial(getattr(eager, name), run=emulator.run) for name in (
         "activation_forward", "activation_backward", "layer_norm_forward", "layer_norm_backward", "masked_softmax",
-        "softmax_backward", "adamw_update")})
-    for module in (functional, activations, attention, optim):
+        "softmax_backward", "softmax_statistics", "cross_entropy_grad", "adamw_update")})
+    for module in MODULES_WITH_CUDA_FORMS:
         monkeypatch.setattr(module, "cuda_enabled", lambda xp, dtype: np.dtype(dtype) == np.float32)
         monkeypatch.setattr(module, "cuda_forms", lambda: forms)
     # blocks of one warp, and one block for the elementwise kernels (their loops cover the rest): the emulation's
@@ -134,7 +138,8 @@ def emulated_cuda_forms(monkeypatch, emulator):
     for module, constant, value in ((plans, "BA_THREADS", 32), (plans, "BA_MAX_BLOCKS", 1),
                                     (eager_plans, "BA_THREADS", 32), (eager_plans, "BA_MAX_BLOCKS", 1),
                                     (eager_plans, "LN_THREADS", 32), (eager_plans, "SM_THREADS", 32),
-                                    (eager_plans, "OP_THREADS", 32), (eager_plans, "OP_MAX_BLOCKS", 1)):
+                                    (eager_plans, "OP_THREADS", 32), (eager_plans, "OP_MAX_BLOCKS", 1),
+                                    (eager_plans, "CE_THREADS", 32)):
         monkeypatch.setattr(module, constant, value)
     return forms
 
@@ -152,7 +157,7 @@ def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(em
         model = tiny_bert2bert(decoder=decoder)
         with fast_cpu.disabled():
             if not emulated:  # the plain forms: the fixture's patches off for this run
-                for module in (functional, activations, attention, optim):
+                for module in MODULES_WITH_CUDA_FORMS:
                     module.cuda_enabled = lambda xp, dtype: False
             out = model(ids, attention_mask=mask, labels=labels)
             out.loss.backward()

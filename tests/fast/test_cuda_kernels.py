@@ -21,7 +21,9 @@ from seq2seq.core.backend import has_cupy, to_numpy
 from seq2seq.core.errors import InputError
 from seq2seq.fast.cuda import eager_plans, kernels, plans, reference
 from seq2seq.nn import functional
+from seq2seq.fast import cpu as fast_cpu
 from seq2seq.nn.activations import get_activation
+from seq2seq.nn.loss import cross_entropy
 from seq2seq.training.optim import _adamw_update
 
 SOURCES = sorted(kernels.KERNELS_DIR.glob("*.cu"))
@@ -349,3 +351,42 @@ def test_adamw_refuses_moments_it_cannot_update_in_place():
     m_other_order = np.zeros((6, 4), np.float32).T  # [4, 6] column-major, p row-major
     with pytest.raises(InputError, match="in place"):
         eager_plans.adamw(p, p, m_other_order, p.copy(), **_adamw_hyper(1))
+
+
+# ---- cross_entropy.cu: the loss's statistics and gradient ---------------------------------------------------------
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_references_are_the_losss_gradient(smoothing, rng):
+    x = rng.standard_normal((6, 50)).astype(np.float32) * 3
+    labels = rng.integers(0, 50, 6)
+    labels[2] = -100
+    t = seq2seq.Tensor(x, requires_grad=True)
+    with fast_cpu.disabled():
+        loss = cross_entropy(t, labels, label_smoothing=smoothing)
+        loss.backward()
+    m, log_sum, mean_shifted = reference.softmax_statistics(x, with_mean=True)
+    np.testing.assert_allclose(log_sum + m, np.log(np.exp(x.astype(np.float64)).sum(axis=-1)), rtol=1e-6)
+    np.testing.assert_allclose(mean_shifted, x.mean(axis=-1) - m, rtol=1e-5, atol=1e-6)
+    weight = (labels != -100) / 5  # five rows counted
+    g = reference.cross_entropy_grad(x, m, log_sum, np.where(labels != -100, labels, 0), weight.astype(np.float32),
+                                     smoothing)
+    np.testing.assert_allclose(g, t.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("with_mean", [False, True])
+def test_cross_entropy_kernels(launcher, with_mean, rng):
+    xp, dtype = launcher.xp, launcher.dtype
+    x, xf = storage(rng.standard_normal((5, 1000)) * 4, dtype)
+    labels, weight = rng.integers(0, 1000, 5), rng.uniform(0, 1, 5).astype(np.float32)
+    m, log_sum, mean_shifted = launcher.run(eager_plans.softmax_statistics(xp.asarray(x), with_mean=with_mean,
+                                                                           dtype=dtype))
+    want = reference.softmax_statistics(xf, with_mean=with_mean)
+    assert (mean_shifted is None) == (not with_mean)
+    for got, expected in zip((m, log_sum, mean_shifted), want):
+        if expected is not None:
+            np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-5, atol=1e-5)
+    g = launcher.run(eager_plans.cross_entropy_grad(xp.asarray(x), m, log_sum, xp.asarray(labels), xp.asarray(weight),
+                                                    smoothing=0.1, dtype=dtype))
+    np.testing.assert_allclose(back(g, dtype), reference.cross_entropy_grad(xf, to_numpy(m), to_numpy(log_sum), labels,
+                                                                            weight, 0.1), rtol=TOL[dtype],
+                               atol=TOL[dtype])

@@ -13,6 +13,7 @@ column sums), planned by ``eager_plans.py`` (``plans.py`` for the forward activa
     layer_norm_backward(...)            gx per row, gy * xhat for gamma's column sums; beta's, gy's column sums
     masked_softmax(scores, keep)        softmax.cu: attention's softmax over the keys, the mask applied in it
     softmax_backward(gp, probs, keep)   gs = probs (gp - sum(gp probs)), 0 where masked
+    softmax_statistics(x), cross_entropy_grad(...)   cross_entropy.cu: the loss's passes over the logits
     adamw_update(p, g, m, v, ...)       optim.cu: AdamW's step, one launch per parameter
 
 An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
@@ -75,6 +76,18 @@ def masked_softmax(scores, keep, *, run=kernels.run):
 def softmax_backward(gp, probs, keep, *, run=kernels.run):
     """The scores' gradient from the probabilities' ``gp``: ``probs * (gp - sum(gp * probs))``, 0 where masked."""
     return run(eager_plans.softmax_backward(gp, probs, keep))
+
+
+def softmax_statistics(x, *, with_mean, run=kernels.run):
+    """The cross-entropy's ``(m, log_sum, mean_shifted or None)`` of logits ``[N, V]``, each ``[N, 1]`` float32 as
+    ``nn.loss.CrossEntropy`` keeps them."""
+    stats = run(eager_plans.softmax_statistics(x, with_mean=with_mean))
+    return tuple(None if a is None else a.reshape(-1, 1) for a in stats)
+
+
+def cross_entropy_grad(x, m, log_sum, labels, weight, *, smoothing, run=kernels.run):
+    """The cross-entropy's gradient ``[N, V]``: (softmax(x) - target) * weight (``weight`` ``[N, 1]``)."""
+    return run(eager_plans.cross_entropy_grad(x, m, log_sum, labels, weight, smoothing=smoothing))
 
 
 def adamw_update(p, g, m, v, *, run=kernels.run, **hyper):

@@ -1,5 +1,6 @@
 """How the eager path's kernels are launched (``eager.py``: training, and a CuPy model's encoder): the activations'
-backward, LayerNorm with its statistics and its backward, attention's masked softmax and its backward, AdamW.
+backward, LayerNorm with its statistics and its backward, attention's masked softmax and its backward, the
+cross-entropy's statistics and gradient, AdamW.
 
 The same conventions as ``plans.py``, whose helpers this file uses: each function checks the arrays in hand, makes
 contiguous the ones a kernel reads without strides, allocates the outputs and returns a ``plans.Launch``; nothing
@@ -13,6 +14,7 @@ from .plans import BA_MAX_BLOCKS, BA_THREADS, LN_THREADS, NULL, Launch, _check, 
 
 SM_THREADS = 256  # softmax.cu
 OP_THREADS, OP_MAX_BLOCKS = 256, 65535  # optim.cu
+CE_THREADS = 256  # cross_entropy.cu
 
 
 # ---- bias_activation.cu, layer_norm.cu ----------------------------------------------------------------------------
@@ -93,6 +95,36 @@ def softmax_backward(gp, probs, keep=None, *, dtype=None):
     gs = get_array_module(gp).empty_like(gp)
     return Launch("softmax", f"softmax_backward_{suffix(dtype or gp.dtype)}", (b * nh * t,), (SM_THREADS,),
                   (gp, probs, keep, *strides, gs, np.int32(nh), np.int32(t), np.int32(s)), gs)
+
+
+# ---- cross_entropy.cu ----------------------------------------------------------------------------------------
+
+def softmax_statistics(x, *, with_mean, dtype=None):
+    """Each row's float32 maximum m, log sum_j exp(x_j - m) and (``with_mean``) mean_j(x_j) - m, of logits ``x``
+    ``[N, V]``. Outputs: (m, log_sum, mean_shifted or None), each ``[N]``."""
+    (x,) = _contiguous(x)
+    _check(x.ndim == 2, f"softmax_statistics: logits must be [N, V], got {tuple(x.shape)}")
+    n, v = x.shape
+    xp = get_array_module(x)
+    m, log_sum = xp.empty(n, dtype=np.float32), xp.empty(n, dtype=np.float32)
+    mean_shifted = xp.empty(n, dtype=np.float32) if with_mean else None
+    return Launch("cross_entropy", f"softmax_statistics_{suffix(dtype or x.dtype)}", (n,), (CE_THREADS,),
+                  (x, m, log_sum, _or_null(mean_shifted), np.int32(n), np.int32(v)), (m, log_sum, mean_shifted))
+
+
+def cross_entropy_grad(x, m, log_sum, labels, weight, *, smoothing, dtype=None):
+    """The loss's gradient ``[N, V]``: (softmax(x) - target) * weight, the target (1 - smoothing) on each row's label
+    plus smoothing / V everywhere; m, log_sum, weight float32 ``[N]`` (or ``[N, 1]``), labels ``[N]``. Output: g."""
+    xp = get_array_module(x)
+    m, log_sum, weight = (xp.asarray(a, dtype=np.float32).reshape(-1) for a in (m, log_sum, weight))  # [N]
+    x, m, log_sum, weight = _contiguous(x, m, log_sum, weight)
+    labels = xp.ascontiguousarray(xp.asarray(labels, dtype=np.int64).reshape(-1))
+    n, v = x.shape
+    _check(m.shape == log_sum.shape == weight.shape == labels.shape == (n,), "cross_entropy_grad: m, log_sum, "
+           f"labels and weight must have one entry per row of the logits {tuple(x.shape)}")
+    g = xp.empty_like(x)
+    return Launch("cross_entropy", f"cross_entropy_grad_{suffix(dtype or x.dtype)}", (n,), (CE_THREADS,),
+                  (x, m, log_sum, labels, weight, np.float32(smoothing), g, np.int32(n), np.int32(v)), g)
 
 
 # ---- optim.cu -----------------------------------------------------------------------------------------------------

@@ -124,6 +124,27 @@ def softmax_backward(gp, probs, keep):
     return gs.astype(gp.dtype)
 
 
+# ---- cross_entropy.cu --------------------------------------------------------------------------------------------
+
+def softmax_statistics(x, *, with_mean):
+    """``(m, log_sum, mean_shifted or None)`` of logits ``[N, V]``, each float32 ``[N]``."""
+    xp = get_array_module(x)
+    x32 = x.astype(np.float32)
+    m = x32.max(axis=-1)
+    log_sum = xp.log(xp.exp(x32 - m[:, None]).sum(axis=-1))
+    return m, log_sum, (x32.mean(axis=-1) - m) if with_mean else None
+
+
+def cross_entropy_grad(x, m, log_sum, labels, weight, smoothing):
+    """``(softmax(x) - target) * weight`` in x's dtype, the target (1 - smoothing) at each row's label plus
+    smoothing / V; m, log_sum, weight ``[N]``."""
+    xp = get_array_module(x)
+    n, v = x.shape
+    p = xp.exp(x.astype(np.float32) - (m + log_sum)[:, None])
+    p[xp.arange(n), labels] -= np.float32(1 - smoothing)
+    return ((p - np.float32(smoothing / v)) * weight[:, None]).astype(x.dtype)
+
+
 # ---- optim.cu -----------------------------------------------------------------------------------------------------
 
 def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
