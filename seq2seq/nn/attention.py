@@ -138,7 +138,7 @@ class Attention(Function):
         """softmax((q * scale) k^T, masked): ``[B, nh, T, S]``."""
         xp = get_array_module(q)
         scores = (q * q.dtype.type(self.scale)) @ xp.swapaxes(k, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S]
-        if cuda_enabled(xp, scores.dtype):  # the mask, the maximum, exp and the sums in one kernel
+        if cuda_enabled(xp, scores.dtype) and cuda_forms().fits_softmax(scores):  # mask, maximum, exp, sums at once
             return cuda_forms().masked_softmax(scores, self.keep)
         if self.keep is not None:
             # Why the lowest finite value, not -inf: a fully masked row (a padded query) softmaxes to a uniform
@@ -161,7 +161,7 @@ class Attention(Function):
         gp = gout @ xp.swapaxes(v, -1, -2)  # [B, nh, T, hs] @ [B, nh, hs, S] -> [B, nh, T, S]
         if kept is not None:
             gp = gp * kept * kept_scale  # through the dropout
-        if cuda_enabled(xp, gp.dtype):  # the same, in one kernel
+        if cuda_enabled(xp, gp.dtype) and cuda_forms().fits_softmax(gp):  # the same, in one kernel
             gs = cuda_forms().softmax_backward(gp, p, self.keep)
         else:
             gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # softmax backward: p_j (dp_j - sum_k dp_k p_k)

@@ -130,6 +130,7 @@ def emulated_cuda_forms(monkeypatch, emulator):
     forms = SimpleNamespace(**{name: functools.partial(getattr(eager, name), run=emulator.run) for name in (
         "activation_forward", "activation_backward", "layer_norm_forward", "layer_norm_backward", "masked_softmax",
         "softmax_backward", "softmax_statistics", "cross_entropy_grad", "adamw_update")})
+    forms.fits_softmax = eager.fits_softmax
     for module in MODULES_WITH_CUDA_FORMS:
         monkeypatch.setattr(module, "cuda_enabled", lambda xp, dtype: np.dtype(dtype) == np.float32)
         monkeypatch.setattr(module, "cuda_forms", lambda: forms)
@@ -177,3 +178,8 @@ def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(em
     for name, p in plain_params.items():
         signal = np.abs(plain_grads[name]) > floor
         np.testing.assert_allclose(params[name][signal], p[signal], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_a_row_too_long_for_the_softmax_kernel_takes_the_plain_form():
+    assert eager.fits_softmax(np.empty((1, 1, 2, 12288), np.float32))
+    assert not eager.fits_softmax(np.empty((1, 1, 2, 12289), np.float32))

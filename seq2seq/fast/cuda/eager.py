@@ -68,6 +68,12 @@ def layer_norm_backward(gy, mean, rstd, gamma, *, x=None, y=None, beta=None, nee
     return (None if gx is None else gx.reshape(kept.shape)), ggamma, gbeta
 
 
+def fits_softmax(scores):
+    """Whether a row of ``scores`` ``[..., S]`` fits the softmax kernel's shared memory (S <= 12,288 keys); longer
+    rows take the plain form."""
+    return 4 * scores.shape[-1] <= plans.MAX_SHARED
+
+
 def masked_softmax(scores, keep, *, run=kernels.run):
     """Attention's ``softmax(where(keep, scores, lowest))`` over the keys of scores ``[B, nh, T, S]``."""
     return run(eager_plans.masked_softmax(scores, keep))
