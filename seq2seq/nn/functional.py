@@ -142,6 +142,8 @@ class LayerNorm(Function):
     layer after a LayerNorm (a linear layer, attention's projections) keeps y as its own input anyway, while x, a
     residual sum, is kept by nothing else: keeping y frees one array of the activations' size per LayerNorm until
     backward (54 MiB of a MiniLM bert2bert's training step, 16 x 128 tokens; benchmarks/RESULTS.md). torch keeps x.
+    On NumPy arrays only: on CuPy, deciding would copy a result from the device at every LayerNorm (the CUDA
+    backward takes either).
     """
 
     def __init__(self, eps):
@@ -162,7 +164,9 @@ class LayerNorm(Function):
         # Why x or y, with mean and rstd, rather than xhat: the graph holds one of them anyway, so xhat would be one
         # more array of the activations' size per LayerNorm; backward rebuilds it in one pass.
         self.mean, self.rstd, self.gamma = mean, rstd, gamma
-        self.x, self.y, self.beta = (None, y, beta) if self.records and recovers_xhat(gamma, beta) else (x, None, None)
+        # (on NumPy only: on CuPy the check would wait for the device at every LayerNorm of a training step)
+        keep_output = self.records and xp is np and recovers_xhat(gamma, beta)
+        self.x, self.y, self.beta = (None, y, beta) if keep_output else (x, None, None)
         return y
 
     def xhat(self):
