@@ -33,7 +33,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
                        a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
                        ``cuda/reference.py`` what each computes, in NumPy; ``cuda/eager.py`` the CUDA forms of
                        the activations, LayerNorm, attention's softmax, the cross-entropy (forward and backward)
-                       and AdamW, for a CuPy model's encoder and training (launches: ``cuda/eager_plans.py``)
+                       dropout's masks and AdamW, for a CuPy model's encoder and training (``cuda/eager_plans.py``)
     ``cuda/cublas.py`` row-major products through a cuBLAS handle of our own (ctypes), which a CUDA graph can
                        capture; ``cuda/decode_step.py`` a decoder step of generation as launches and products over
                        static buffers (its BERT/BART and GPT-2 layers: ``cuda/step_layers.py``); ``cuda/graphs.py``

@@ -115,7 +115,9 @@ class Attention(Function):
         # threads, and the order of the random draws must not depend on which thread runs first (nor on the form).
         # Kept as booleans (1 byte a value).
         kept = None
-        if self.dropout_p != 0:
+        if self.dropout_p != 0 and cuda_enabled(xp, q.dtype):  # made on the device from one host-drawn seed
+            kept = cuda_forms().dropout_keep(q, (b, nh, t, s), self.dropout_p, self.rng)
+        elif self.dropout_p != 0:
             kept = xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.dropout_p)
         if fast_cpu.enabled(xp):
             self.fused = FusedAttention(self.keep, scale=self.scale, kept=kept, kept_scale=kept_scale,

@@ -278,7 +278,10 @@ class Dropout(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.kept = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
+        if cuda_enabled(xp, x.dtype):  # made on the device from one seed drawn here (fast/cuda/eager.py)
+            self.kept = cuda_forms().dropout_keep(x, x.shape, self.p, self.rng)
+        else:
+            self.kept = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
         y = x * self.kept
         y *= x.dtype.type(dropout_scale(self.p))
         return y

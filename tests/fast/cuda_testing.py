@@ -21,11 +21,12 @@ ENTRIES = {
     "softmax": [f"{k}_{t}" for k in ("masked_softmax", "softmax_backward") for t in TYPES],
     "optim": [f"adamw_{t}" for t in TYPES],
     "cross_entropy": [f"{k}_{t}" for k in ("softmax_statistics", "cross_entropy_grad") for t in TYPES],
+    "dropout": ["dropout_mask"],
 }
 HALF_SWITCH = {"bias_activation": "BA_HALF_TYPES", "layer_norm": "LN_HALF_TYPES", "decode_attention": "DA_HALF_TYPES",
                "embeddings": "EM_HALF_TYPES", "flash_attention": "FA_HALF_TYPES", "next_token": "NT_HALF_TYPES",
                "softmax": "SM_HALF_TYPES", "optim": "OP_HALF_TYPES",
-               "cross_entropy": "CE_HALF_TYPES"}
+               "cross_entropy": "CE_HALF_TYPES", "dropout": "DR_HALF_TYPES"}
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}  # relative and absolute, per storage type
 
 

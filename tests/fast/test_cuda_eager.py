@@ -20,7 +20,7 @@ from seq2seq.core.autograd import Tensor
 from seq2seq.core.backend import to_numpy
 from seq2seq.fast import cpu as fast_cpu
 from seq2seq.fast import cuda_enabled
-from seq2seq.fast.cuda import eager, eager_plans, plans
+from seq2seq.fast.cuda import eager, eager_plans, plans, reference
 from seq2seq.nn import activations, attention, functional
 from seq2seq.nn import loss as nn_loss
 from seq2seq.nn.activations import get_activation
@@ -129,7 +129,7 @@ def emulated_cuda_forms(monkeypatch, emulator):
     nn/ (which branch, what is kept for backward) tested without a GPU. Use inside ``fast_cpu.disabled()``."""
     forms = SimpleNamespace(**{name: functools.partial(getattr(eager, name), run=emulator.run) for name in (
         "activation_forward", "activation_backward", "layer_norm_forward", "layer_norm_backward", "masked_softmax",
-        "softmax_backward", "softmax_statistics", "cross_entropy_grad", "adamw_update")})
+        "softmax_backward", "softmax_statistics", "cross_entropy_grad", "adamw_update", "dropout_keep")})
     forms.fits_softmax = eager.fits_softmax
     for module in MODULES_WITH_CUDA_FORMS:
         monkeypatch.setattr(module, "cuda_enabled", lambda xp, dtype: np.dtype(dtype) == np.float32)
@@ -140,7 +140,8 @@ def emulated_cuda_forms(monkeypatch, emulator):
                                     (eager_plans, "BA_THREADS", 32), (eager_plans, "BA_MAX_BLOCKS", 1),
                                     (eager_plans, "LN_THREADS", 32), (eager_plans, "SM_THREADS", 32),
                                     (eager_plans, "OP_THREADS", 32), (eager_plans, "OP_MAX_BLOCKS", 1),
-                                    (eager_plans, "CE_THREADS", 32)):
+                                    (eager_plans, "CE_THREADS", 32), (eager_plans, "DR_THREADS", 32),
+                                    (eager_plans, "DR_MAX_BLOCKS", 1)):
         monkeypatch.setattr(module, constant, value)
     return forms
 
@@ -183,3 +184,18 @@ def test_a_training_step_through_the_emulated_cuda_forms_equals_the_plain_one(em
 def test_a_row_too_long_for_the_softmax_kernel_takes_the_plain_form():
     assert eager.fits_softmax(np.empty((1, 1, 2, 12288), np.float32))
     assert not eager.fits_softmax(np.empty((1, 1, 2, 12289), np.float32))
+
+
+def test_dropout_takes_its_mask_from_one_seed_of_the_models_generator(emulated_cuda_forms):
+    """Dropout and attention's dropout through their CUDA branches: the mask is the kernel's for one seed drawn
+    from the generator they are given, so a run repeats from its seed (and a resumed one continues the stream)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    seed = int(np.random.default_rng(5).integers(0, 2 ** 63, dtype=np.int64))  # the first draw of rng(5)
+    with fast_cpu.disabled():
+        y = functional.dropout(Tensor(x), 0.3, np.random.default_rng(5), training=True)
+        np.testing.assert_allclose(y.data, x * reference.dropout_mask(x.shape, 0.3, seed) / 0.7, rtol=1e-6)
+        q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
+        op = attention.Attention(dropout_p=0.2, rng=np.random.default_rng(5))
+        op(*(Tensor(a, requires_grad=True) for a in (q, k, v)))  # recording: the mask is kept
+        np.testing.assert_array_equal(op.saved[4], reference.dropout_mask((2, 2, 3, 3), 0.2, seed))

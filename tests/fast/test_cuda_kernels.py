@@ -390,3 +390,27 @@ def test_cross_entropy_kernels(launcher, with_mean, rng):
     np.testing.assert_allclose(back(g, dtype), reference.cross_entropy_grad(xf, to_numpy(m), to_numpy(log_sum), labels,
                                                                             weight, 0.1), rtol=TOL[dtype],
                                atol=TOL[dtype])
+
+
+# ---- dropout.cu: the keep mask made on the device -----------------------------------------------------------------
+
+def test_dropout_mask_reference_keeps_one_minus_p_and_depends_on_the_seed():
+    for p in (0.1, 0.5):
+        keep = reference.dropout_mask((1000, 1000), p, seed=7)
+        assert abs(keep.mean() - (1 - p)) < 0.002
+    assert reference.dropout_mask((50,), 0.0, seed=1).all() and not reference.dropout_mask((50,), 1.0, seed=1).any()
+    a, b = (reference.dropout_mask((4, 300), 0.3, seed=s) for s in (1, 2))
+    assert (a != b).any() and np.array_equal(a, reference.dropout_mask((4, 300), 0.3, seed=1))
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 70)])
+def test_dropout_mask_kernel_is_the_reference_bit_for_bit(launcher, shape):
+    for seed in (0, 12345, 2 ** 63 - 1):
+        keep = launcher.run(eager_plans.dropout_mask(launcher.xp, shape, 0.25, seed))
+        assert keep.dtype == np.bool_ and keep.shape == shape
+        np.testing.assert_array_equal(to_numpy(keep), reference.dropout_mask(shape, 0.25, seed))
+
+
+def test_dropout_mask_refuses_a_probability_outside_0_1():
+    with pytest.raises(InputError, match="dropout probability"):
+        eager_plans.dropout_mask(np, (3,), 1.5, 0)

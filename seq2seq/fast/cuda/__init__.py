@@ -4,7 +4,7 @@ in plain Python; ``reference.py`` says in NumPy what each kernel computes, with 
 tests compare the two).
 
 ``eager.py`` holds the fused CUDA forms of nn/'s ops for a CuPy model's eager path (activations, LayerNorm,
-attention's softmax and the cross-entropy, forward and backward; AdamW; their launches planned in
+attention's softmax and the cross-entropy, forward and backward; dropout's masks; AdamW; their launches planned in
 ``eager_plans.py``); ``decode_step.py``, ``step_layers.py`` and ``graphs.py`` the decode step of generation as
 kernel launches, captured as CUDA graphs; ``cublas.py`` the products inside a capture.
 

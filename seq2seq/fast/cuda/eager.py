@@ -15,6 +15,7 @@ column sums), planned by ``eager_plans.py`` (``plans.py`` for the forward activa
     softmax_backward(gp, probs, keep)   gs = probs (gp - sum(gp probs)), 0 where masked
     softmax_statistics(x), cross_entropy_grad(...)   cross_entropy.cu: the loss's passes over the logits
     adamw_update(p, g, m, v, ...)       optim.cu: AdamW's step, one launch per parameter
+    dropout_keep(like, shape, p, rng)   dropout.cu: dropout's mask made on the device from one host-drawn seed
 
 An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
 
@@ -94,6 +95,13 @@ def softmax_statistics(x, *, with_mean, run=kernels.run):
 def cross_entropy_grad(x, m, log_sum, labels, weight, *, smoothing, run=kernels.run):
     """The cross-entropy's gradient ``[N, V]``: (softmax(x) - target) * weight (``weight`` ``[N, 1]``)."""
     return run(eager_plans.cross_entropy_grad(x, m, log_sum, labels, weight, smoothing=smoothing))
+
+
+def dropout_keep(like, shape, p, rng, *, run=kernels.run):
+    """Dropout's keep mask ``shape`` on the device of ``like``, kept with probability 1 - p, from one seed drawn
+    from ``rng`` (the model's NumPy generator: a run still repeats from its seed, and resumes exactly)."""
+    seed = int(rng.integers(0, 2 ** 63, dtype=np.int64))
+    return run(eager_plans.dropout_mask(get_array_module(like), shape, p, seed))
 
 
 def adamw_update(p, g, m, v, *, run=kernels.run, **hyper):

@@ -1,6 +1,6 @@
 """How the eager path's kernels are launched (``eager.py``: training, and a CuPy model's encoder): the activations'
 backward, LayerNorm with its statistics and its backward, attention's masked softmax and its backward, the
-cross-entropy's statistics and gradient, AdamW.
+cross-entropy's statistics and gradient, AdamW, dropout's keep mask.
 
 The same conventions as ``plans.py``, whose helpers this file uses: each function checks the arrays in hand, makes
 contiguous the ones a kernel reads without strides, allocates the outputs and returns a ``plans.Launch``; nothing
@@ -15,6 +15,7 @@ from .plans import BA_MAX_BLOCKS, BA_THREADS, LN_THREADS, NULL, Launch, _check, 
 SM_THREADS = 256  # softmax.cu
 OP_THREADS, OP_MAX_BLOCKS = 256, 65535  # optim.cu
 CE_THREADS = 256  # cross_entropy.cu
+DR_THREADS, DR_MAX_BLOCKS = 256, 65535  # dropout.cu
 
 
 # ---- bias_activation.cu, layer_norm.cu ----------------------------------------------------------------------------
@@ -153,3 +154,16 @@ def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_co
                   (fp, fg, fm, fv, np.int64(p.size), np.float32(lr), np.float32(beta1), np.float32(beta2),
                    np.float32(eps), np.float32(weight_decay), np.float32(step_size),
                    np.float32(bias_correction2 ** 0.5)), (p, m, v))
+
+
+# ---- dropout.cu ---------------------------------------------------------------------------------------------------
+
+def dropout_mask(xp, shape, p, seed):
+    """Dropout's keep mask ``shape`` (bool, of array module ``xp``): each element kept with probability 1 - p, a
+    function of ``seed`` (a 64-bit integer) and its index alone. Output: the mask."""
+    _check(0.0 <= p <= 1.0, f"dropout probability must be in [0, 1], got {p}")
+    keep = xp.empty(shape, dtype=np.bool_)
+    n = keep.size
+    blocks = max(1, min((n + DR_THREADS - 1) // DR_THREADS, DR_MAX_BLOCKS))
+    return Launch("dropout", "dropout_mask", (blocks,), (DR_THREADS,),
+                  (np.uint64(seed), np.int64(n), np.int64(round(p * 2 ** 32)), keep), keep)

@@ -145,6 +145,18 @@ def cross_entropy_grad(x, m, log_sum, labels, weight, smoothing):
     return ((p - np.float32(smoothing / v)) * weight[:, None]).astype(x.dtype)
 
 
+# ---- dropout.cu ---------------------------------------------------------------------------------------------------
+
+def dropout_mask(shape, p, seed):
+    """The kernel's keep mask, bit for bit: element i kept when splitmix64(seed + (i + 1) * golden) >> 32 is at least
+    round(p * 2^32) (uint64 arithmetic wraps, as the kernel's)."""
+    z = np.uint64(seed) + np.arange(1, math.prod(shape) + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return ((z >> np.uint64(32)).astype(np.int64) >= round(p * 2 ** 32)).reshape(shape)
+
+
 # ---- optim.cu -----------------------------------------------------------------------------------------------------
 
 def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
