@@ -32,7 +32,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``cuda/kernels.py`` the CUDA kernels of ``kernels/*.cu``, compiled through CuPy and launched (imported only in
                        a CuPy branch); ``cuda/plans.py`` each launch worked out in plain Python;
                        ``cuda/reference.py`` what each computes, in NumPy; ``cuda/eager.py`` the CUDA forms of
-                       the activations, LayerNorm, attention's softmax, the cross-entropy (forward and backward)
+                       the activations, LayerNorm, attention's softmax, the cross-entropy (forward and backward),
                        dropout's masks and AdamW, for a CuPy model's encoder and training (``cuda/eager_plans.py``)
     ``cuda/cublas.py`` row-major products through a cuBLAS handle of our own (ctypes), which a CUDA graph can
                        capture; ``cuda/decode_step.py`` a decoder step of generation as launches and products over
