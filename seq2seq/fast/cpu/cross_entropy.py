@@ -110,7 +110,7 @@ def projected_grads(x, m, log_sum, labels, weight, *, smoothing, g_logits, h2, w
                 np.matmul(p, w[columns], out=product)
                 shares[g] += product
             if need_w:  # the weight's rows of these tokens: [width, N] @ [N, C] -> [width, C]
-                if gw.flags.f_contiguous and not gw.flags.c_contiguous:
+                if memory_order(gw) == "F":
                     np.matmul(h2.T, p, out=gw.T[:, columns])  # through the C-ordered transpose, as weight_grad
                 else:
                     np.matmul(p.T, h2, out=gw[columns])

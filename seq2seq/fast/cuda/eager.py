@@ -34,8 +34,6 @@ import numpy as np
 from ...core.backend import get_array_module
 from . import eager_plans, kernels, plans
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "relu": "relu"}  # the kernels' activation names
-
 
 def activation_forward(x, act, *, run=kernels.run):
     """``act(x)`` elementwise: the bias + activation kernel with a bias of zeros."""

@@ -8,9 +8,9 @@ runs until ``kernels.run`` (or, in the tests, the CPU emulation) launches it.
 """
 import numpy as np
 
-from ...core.backend import get_array_module
+from ...core.backend import get_array_module, memory_order
 from .plans import BA_MAX_BLOCKS, BA_THREADS, LN_THREADS, NULL, Launch, _check, _contiguous, _or_null, _rows, \
-    _shared, suffix
+    _shared, grid_stride_blocks, suffix
 
 SM_THREADS = 256  # softmax.cu
 OP_THREADS, OP_MAX_BLOCKS = 256, 65535  # optim.cu
@@ -26,7 +26,7 @@ def activation_backward(gy, v, act, *, dtype=None):
     gy, v = _contiguous(gy, v)
     _check(gy.shape == v.shape, f"activation_backward: gy {tuple(gy.shape)} and v {tuple(v.shape)} differ")
     gx = get_array_module(gy).empty_like(gy)
-    blocks = min((gy.size + BA_THREADS - 1) // BA_THREADS, BA_MAX_BLOCKS)
+    blocks = grid_stride_blocks(gy.size, BA_THREADS, BA_MAX_BLOCKS)
     return Launch("bias_activation", f"{act}_backward_{suffix(dtype or gy.dtype)}", (blocks,), (BA_THREADS,),
                   (gy, v, gx, np.int64(gy.size)), gx)
 
@@ -142,14 +142,14 @@ def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_co
     copied into it if it lies otherwise. Outputs: (p, m, v)."""
     _check(p.shape == g.shape == m.shape == v.shape, f"adamw: p {tuple(p.shape)}, g {tuple(g.shape)}, m "
            f"{tuple(m.shape)} and v {tuple(v.shape)} must be one shape")
-    order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+    order = memory_order(p)
     fp, fm, fv = (_flat(a, order) for a in (p, m, v))
     _check(fp is not None and fm is not None and fv is not None, "adamw: the parameter and its moments must be "
            "contiguous in one memory order, updated in place")
     fg = _flat(g, order)
     if fg is None:
         fg = get_array_module(g).asarray(g, order=order).reshape(-1, order=order)
-    blocks = max(1, min((p.size + OP_THREADS - 1) // OP_THREADS, OP_MAX_BLOCKS))
+    blocks = grid_stride_blocks(p.size, OP_THREADS, OP_MAX_BLOCKS)
     return Launch("optim", f"adamw_{suffix(dtype or p.dtype)}", (blocks,), (OP_THREADS,),
                   (fp, fg, fm, fv, np.int64(p.size), np.float32(lr), np.float32(beta1), np.float32(beta2),
                    np.float32(eps), np.float32(weight_decay), np.float32(step_size),
@@ -164,6 +164,6 @@ def dropout_mask(xp, shape, p, seed):
     _check(0.0 <= p <= 1.0, f"dropout probability must be in [0, 1], got {p}")
     keep = xp.empty(shape, dtype=np.bool_)
     n = keep.size
-    blocks = max(1, min((n + DR_THREADS - 1) // DR_THREADS, DR_MAX_BLOCKS))
+    blocks = grid_stride_blocks(n, DR_THREADS, DR_MAX_BLOCKS)
     return Launch("dropout", "dropout_mask", (blocks,), (DR_THREADS,),
                   (np.uint64(seed), np.int64(n), np.int64(round(p * 2 ** 32)), keep), keep)

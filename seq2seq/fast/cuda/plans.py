@@ -83,6 +83,12 @@ def _out(out, shape, name):
     return out
 
 
+def grid_stride_blocks(n, threads, max_blocks):
+    """Blocks of ``threads`` for a grid-stride loop over ``n`` elements: enough for one element a thread, at most
+    ``max_blocks`` (the loop covers the rest); 0 for no elements, which launches nothing."""
+    return min((n + threads - 1) // threads, max_blocks)
+
+
 def _shared(n_bytes, what):
     """``n_bytes`` of dynamic shared memory, checked against what a launch gets by default."""
     _check(n_bytes <= MAX_SHARED, f"{what} needs {n_bytes} bytes of shared memory, more than the {MAX_SHARED} a "
@@ -97,7 +103,7 @@ def bias_activation(x, b, act, *, dtype=None, out=None):
     x, b = _contiguous(x, b)
     n_rows, n_features = _rows(x)
     y = get_array_module(x).empty_like(x) if out is None else out
-    blocks = min((x.size + BA_THREADS - 1) // BA_THREADS, BA_MAX_BLOCKS)
+    blocks = grid_stride_blocks(x.size, BA_THREADS, BA_MAX_BLOCKS)
     return Launch("bias_activation", f"bias_{act}_{suffix(dtype or x.dtype)}", (blocks,), (BA_THREADS,),
                   (x, b, y, np.int64(n_rows), np.int32(n_features)), y)
 
