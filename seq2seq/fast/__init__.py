@@ -24,6 +24,13 @@ def cuda_enabled(xp, dtype):
     return _kernels_available()
 
 
+def cuda_forms():
+    """The fused CUDA forms (``cuda/eager.py``), imported on first use: only an op that ``cuda_enabled`` sent there
+    asks for them."""
+    from .cuda import eager  # noqa: PLC0415 - the GPU side only
+    return eager
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels_available():
     from .cuda import kernels  # noqa: PLC0415 - reached with CuPy arrays only

@@ -106,8 +106,8 @@ class BartDecoder:
         return self.embed_tokens.weight, None
 
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
-        # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]
-        return linear(self.hidden(ids, keep, memory, memory_keep, cache=cache), self.embed_tokens.weight)
+        h = self.hidden(ids, keep, memory, memory_keep, cache=cache)  # [B, T] -> [B, T, C]
+        return linear(h, *self.vocab_projection())  # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]
 
     def hidden(self, ids, keep, memory, memory_keep, *, cache=None):
         """What ``vocab_projection`` multiplies: ``[B, T] -> [B, T, C]``, the last layer's output."""

@@ -117,7 +117,8 @@ class Gpt2Decoder:
         return self.wte.weight, None
 
     def __call__(self, ids, keep, memory, memory_keep, *, cache=None):
-        return linear(self.hidden(ids, keep, memory, memory_keep, cache=cache), self.wte.weight)  # -> [B, T, V]
+        h = self.hidden(ids, keep, memory, memory_keep, cache=cache)  # [B, T] -> [B, T, C]
+        return linear(h, *self.vocab_projection())  # tied LM head: [B, T, C] @ [C, V] -> [B, T, V]
 
     def hidden(self, ids, keep, memory, memory_keep, *, cache=None):
         """What ``vocab_projection`` multiplies: ``[B, T] -> [B, T, C]``, after ln_f."""

@@ -17,9 +17,8 @@ from ..core.autograd import Function
 from ..core.backend import get_array_module
 from ..core.errors import ConfigError
 from ..fast import cpu as fast_cpu
-from ..fast import cuda_enabled
+from ..fast import cuda_enabled, cuda_forms
 from ..fast.cpu import gelu as fast_gelu
-from .functional import cuda_forms
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -17,9 +17,9 @@ from ..core.backend import get_array_module
 from ..core.errors import InputError
 from ..core.ops import matmul, transpose
 from ..fast import cpu as fast_cpu
-from ..fast import cuda_enabled
+from ..fast import cuda_enabled, cuda_forms
 from ..fast.cpu.attention import FusedAttention
-from .functional import cuda_forms, dropout_scale, masked_softmax
+from .functional import dropout_scale, masked_softmax
 from .source_rows import group_rows, rows_per_source, ungroup_probabilities, ungroup_rows
 
 

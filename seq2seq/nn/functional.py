@@ -5,8 +5,8 @@ Each of these could be composed from the primitives in ``ops.py``, and the gradi
 written as ``Function``s instead because their derivatives are worth reading written out, and because they run on
 the largest arrays in the model, where every extra pass over memory costs time.
 
-Each op here is its plain form: a few lines of ``xp`` math, the definition of the op and what CuPy runs. Linear,
-layer norm and cross-entropy also have a fused CPU form (``fast/cpu/``: blockwise, in place, on every core), taken
+Each op here is its plain form: a few lines of ``xp`` math, the definition of the op and what CuPy runs. Linear
+and layer norm also have a fused CPU form (``fast/cpu/``: blockwise, in place, on every core), taken
 on NumPy through one explicit branch, ``if fast_cpu.enabled(xp):``; layer norm a fused CUDA form on CuPy
 (``fast/cuda/eager.py``), ``elif cuda_enabled(xp, dtype):``. The forms keep the same state for backward, so any
 backward can follow any forward.
@@ -22,16 +22,9 @@ from ..core.autograd import Function
 from ..core.backend import get_array_module, memory_order
 from ..core.errors import InputError
 from ..fast import cpu as fast_cpu
-from ..fast import cuda_enabled
+from ..fast import cuda_enabled, cuda_forms
 from ..fast.cpu import layer_norm as fast_layer_norm
 from ..fast.cpu import linear as fast_linear
-
-
-def cuda_forms():
-    """The fused CUDA forms (fast/cuda/eager.py), imported on first use: only a CuPy model gets there (this file's
-    ops, the activations' and attention's)."""
-    from ..fast.cuda import eager  # noqa: PLC0415 - the GPU side only
-    return eager
 
 
 class Linear(Function):

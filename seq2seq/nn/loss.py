@@ -29,9 +29,9 @@ from ..core.backend import get_array_module
 from ..core.errors import InputError
 from ..core.inputs import IGNORE_INDEX
 from ..fast import cpu as fast_cpu
-from ..fast import cuda_enabled
+from ..fast import cuda_enabled, cuda_forms
 from ..fast.cpu import cross_entropy as fast_cross_entropy
-from .functional import Linear, cuda_forms
+from .functional import Linear
 
 
 def check_label_smoothing(eps, *, name="label_smoothing"):

@@ -30,9 +30,8 @@ import numpy as np
 from ..core.autograd import Tensor
 from ..core.backend import get_array_module
 from ..fast import cpu as fast_cpu
-from ..fast import cuda_enabled
+from ..fast import cuda_enabled, cuda_forms
 from ..fast.cpu import optim as fast_optim
-from ..nn.functional import cuda_forms
 
 
 def _copy_like(param, value, position, name):
