@@ -35,9 +35,8 @@ import numpy as np
 
 from ..decoder_weights import FAMILIES, family_of, max_positions
 from .attention import FusedAttention
-from .layer_norm import layer_norm_forward
 from .parallel import blas_on_calling_threads
-from .step_layers import PostLNLayer, PreLNLayer, encoder_side
+from .step_layers import PostLNLayer, PreLNLayer, encoder_side, norm
 from .thin import ThinProducts, is_thin_layout
 
 
@@ -54,11 +53,6 @@ def unsupported(model, *, max_length):
     if not all(is_thin_layout(w) for w in weights):  # weights the model keeps row-major [out, in]
         return "a weight is not laid out [in, out] row-major (nn/layers.thin_input_layout)"
     return None
-
-
-def _norm(x, norm):
-    """LayerNorm of rows ``x`` ``[N, C]`` with ``norm`` = (gamma, beta, eps): layer_norm.py's form."""
-    return layer_norm_forward(x, *norm)[0]
 
 
 class CpuDecodeStep:
@@ -112,13 +106,13 @@ class CpuDecodeStep:
         with blas_on_calling_threads():  # held once for the step, not entered and left by every product
             h = self.embed(ids)  # [rows] -> [rows, C]
             if not family.pre_ln:  # BERT, BART: the embedding's own LayerNorm (GPT-2's blocks norm their input)
-                h = _norm(h, (family.embedding["gamma"], family.embedding["beta"], family.embedding["eps"]))
+                h = norm(h, (family.embedding["gamma"], family.embedding["beta"], family.embedding["eps"]))
             for layer in self.layers:
                 h = layer(h, self.length)  # [rows, C] -> [rows, C]
             if family.pre_ln:
-                h = _norm(h, family.final_norm)  # GPT-2's ln_f
+                h = norm(h, family.final_norm)  # GPT-2's ln_f
             if family.transform is not None:  # BERT: LayerNorm(act(h Wd + bd))
-                h = _norm(self.head_act(self.head_dense(h)[0]), self.head_norm)
+                h = norm(self.head_act(self.head_dense(h)[0]), self.head_norm)
             (logits,) = self.vocab(h)  # [rows, C] -> [rows, V]
         self.length += 1
         return logits

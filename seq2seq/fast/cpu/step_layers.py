@@ -18,6 +18,11 @@ from .linear import linear_forward
 from .thin import ThinProducts
 
 
+def norm(x, params):
+    """LayerNorm of rows ``x`` ``[N, C]`` with ``params`` = (gamma, beta, eps): layer_norm.py's form."""
+    return layer_norm_forward(x, *params)[0]
+
+
 def split_heads(y, heads):
     """``[N, C] -> [N, heads, 1, hs]``: nn/attention.split_heads's view of a one-position projection."""
     n, c = y.shape
@@ -104,9 +109,9 @@ class PostLNLayer(StepLayer):
 
     def __call__(self, x, position):
         norms = self.w.norms
-        x = layer_norm_forward(x + self.attend_self(x, position), *norms[0])[0]
-        x = layer_norm_forward(x + self.attend_cross(x), *norms[1])[0]
-        return layer_norm_forward(x + self.feed_forward(x), *norms[2])[0]
+        x = norm(x + self.attend_self(x, position), norms[0])
+        x = norm(x + self.attend_cross(x), norms[1])
+        return norm(x + self.feed_forward(x), norms[2])
 
 
 class PreLNLayer(StepLayer):
@@ -114,6 +119,6 @@ class PreLNLayer(StepLayer):
 
     def __call__(self, x, position):
         norms = self.w.norms
-        x = x + self.attend_self(layer_norm_forward(x, *norms[0])[0], position)
-        x = x + self.attend_cross(layer_norm_forward(x, *norms[1])[0])
-        return x + self.feed_forward(layer_norm_forward(x, *norms[2])[0])
+        x = x + self.attend_self(norm(x, norms[0]), position)
+        x = x + self.attend_cross(norm(x, norms[1]))
+        return x + self.feed_forward(norm(x, norms[2]))
