@@ -1,10 +1,17 @@
-"""Encoder and full forward pass at bert-base size: this engine against transformers, same weights, same run.
+"""Encoder, full forward pass and prefill at bert-base size: this engine against transformers, same weights, same
+run.
 
     python benchmarks/forward.py            # batch 1 x 128 and batch 8 x 512 source tokens, 64 target tokens
     python benchmarks/forward.py --quick    # batch 1 x 128 only
 
-Each workload first checks that the two engines' outputs agree, then times them interleaved and prints the
-median times and the ratio transformers / ours (above 1: this engine is faster).
+The batched sources are padded as a real batch is: all but the first are a quarter shorter. "encoder" is the
+encoder's last hidden state (every position, as transformers returns it); "full" the logits of 64 decoder tokens
+(with ``encoder_last_hidden_state``, every position); "prefill" is what ``generate`` does before its second token:
+encode the sources and choose the first token, ``generate(..., max_new_tokens=1)`` in both engines (the encoding
+is internal there, and this engine leaves the padding's positions out of it: nn/packing.py).
+
+Each workload first checks that the two engines' outputs agree (ids identical for prefill), then times them
+interleaved and prints the median times and the ratio transformers / ours (above 1: this engine is faster).
 """
 import argparse
 import os
@@ -56,9 +63,22 @@ def main():
             with torch.no_grad():
                 return hf(input_ids=t_ids, attention_mask=t_mask, decoder_input_ids=t_dec).logits.numpy()
 
-        for part, mine, theirs in (("encoder", ours_encoder, hf_encoder), ("full", ours_full, hf_full)):
-            err = max_rel_err(mine(), theirs())
-            assert err < 1e-4, f"outputs disagree: {err}"
+        def ours_prefill():
+            return ours.generate(ids, attention_mask=mask, max_new_tokens=1)
+
+        def hf_prefill():
+            with torch.no_grad():
+                return hf.generate(input_ids=t_ids, attention_mask=t_mask, max_new_tokens=1, do_sample=False).numpy()
+
+        for part, mine, theirs in (("encoder", ours_encoder, hf_encoder), ("full", ours_full, hf_full),
+                                   ("prefill", ours_prefill, hf_prefill)):
+            if part == "prefill":
+                got, want = mine(), theirs()
+                assert np.array_equal(got, want), f"first tokens differ: {got} against {want}"
+                err = 0.0
+            else:
+                err = max_rel_err(mine(), theirs())
+                assert err < 1e-4, f"outputs disagree: {err}"
             t = interleaved({"ours": mine, "hf": theirs}, repeats=args.repeats)
             name = f"{part} b{batch} x {src} (tgt {tgt})"
             print(f"{name:<26}{t['ours'] * 1e3:>10.1f}{t['hf'] * 1e3:>17.1f}{t['hf'] / t['ours']:>8.2f}"

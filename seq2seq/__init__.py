@@ -44,6 +44,7 @@ that trains or generates on the CPU calls ``seq2seq.tune_cpu()`` once, at its st
     ``loss.py``        the cross-entropy loss, and the LM head's projection with it as one op (backward by slices)
     ``activations.py`` GELU, ReLU, ... picked by ``hidden_act``
     ``source_rows.py`` several decoder rows per source: their queries grouped over one copy of its keys/values
+    ``packing.py``     a padded batch's real tokens as rows: the encoder without the padding's work
     ``attention.py``   masks and scaled dot-product attention
     ``record.py``      what layers report when asked: attention probabilities, hidden states (output_attentions)
     ``layers.py``      Linear, LayerNorm, Embedding, Dropout

@@ -16,6 +16,8 @@ from ..nn.functional import linears
 from ..nn.attention import (causal_mask, combine_masks, keys_values, merge_heads, scaled_dot_product_attention,
                             split_heads)
 from ..nn.layers import Dropout, Embedding, LayerNorm, Linear, check_positions
+from ..nn.packing import Packing
+from ..nn.record import NOTHING
 from ..nn.weights import normal, zeros
 
 
@@ -59,20 +61,27 @@ class BertAttention:
         self.attention_dropout_p, self.state = config.attention_probs_dropout_prob, state
         self.dropout = Dropout(config.hidden_dropout_prob, state)
 
-    def __call__(self, x, keep, *, memory=None, cache=None, start=0):
+    def __call__(self, x, keep, *, memory=None, cache=None, start=0, packing=None):
         """``cache`` (a LayerCache, inference only): self-attention appends this step's keys/values at position
-        ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards."""
+        ``start``; cross-attention computes its keys/values from ``memory`` once and reuses them afterwards.
+        ``packing`` (an nn.packing.Packing, self-attention only): x holds the real tokens' rows ``[N, C]``."""
         if memory is None:  # query, key and value from x: one op (functional.Linears)
-            q, k, v = (split_heads(y, self.num_heads) for y in linears(x, [self.query, self.key, self.value]))
+            q, k, v = linears(x, [self.query, self.key, self.value])  # [B, T, C] (or [N, C]) each
+            if packing is not None:
+                q, k, v = (packing.unpack(y) for y in (q, k, v))  # [N, C] -> [B, T, C], zeros at the padding
+            q, k, v = (split_heads(y, self.num_heads) for y in (q, k, v))  # [B, T, C] -> [B, nh, T, hs] each
             k, v = keys_values(lambda _: (k, v), x, cache=cache, start=start)  # [B, nh, S, hs] each
         else:
             q = split_heads(self.query(x), self.num_heads)  # [B, T, C] -> [B, nh, T, hs]
             k, v = keys_values(self._project_kv, x, memory=memory, cache=cache)  # [B, nh, S, hs] each
         p = self.attention_dropout_p if self.state.training else 0.0  # BERT drops attention probabilities too
         y = scaled_dot_product_attention(q, k, v, keep, dropout_p=p, rng=self.state.rng,  # -> [B, nh, T, hs]
-                                         probabilities_to=self.state.records.probabilities(cross=memory is not None))
-        y = self.out(merge_heads(y))  # [B, nh, T, hs] -> [B, T, C]
-        return self.norm(x + self.dropout(y))
+                                         probabilities_to=self.state.records.probabilities(cross=memory is not None),
+                                         padded_queries_unused=packing is not None)
+        y = merge_heads(y)  # [B, nh, T, hs] -> [B, T, C]
+        if packing is not None:
+            y = packing.pack(y)  # [B, T, C] -> [N, C]
+        return self.norm(x + self.dropout(self.out(y), packing=packing))
 
     def _project_kv(self, source):
         k, v = linears(source, [self.key, self.value])  # [B, S, C] each
@@ -90,9 +99,10 @@ class BertFeedForward:
         self.norm = LayerNorm(view.sub("output.LayerNorm"), c, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob, state)
 
-    def __call__(self, x):
+    def __call__(self, x, *, packing=None):
+        """x ``[B, T, C]``, or the real tokens' rows ``[N, C]`` of ``packing`` (which only dropout needs)."""
         h = self.act(self.up(x))  # [B, T, C] -> [B, T, 4C]
-        return self.norm(x + self.dropout(self.down(h)))  # [B, T, 4C] -> [B, T, C]
+        return self.norm(x + self.dropout(self.down(h), packing=packing))  # [B, T, 4C] -> [B, T, C]
 
 
 class BertEncoderLayer:
@@ -100,9 +110,9 @@ class BertEncoderLayer:
         self.attention = BertAttention(view.sub("attention"), config, state)
         self.ffn = BertFeedForward(view, config, state)
 
-    def __call__(self, x, keep):
-        x = self.attention(x, keep)
-        return self.ffn(x)
+    def __call__(self, x, keep, *, packing=None):
+        x = self.attention(x, keep, packing=packing)
+        return self.ffn(x, packing=packing)  # row by row: the same on packed rows
 
 
 class BertEncoder:
@@ -128,7 +138,10 @@ class BertEncoder:
         """The parameters whose rows are indexed by token id (what trimming a vocabulary slices)."""
         return [self.embeddings.word.weight]
 
-    def __call__(self, ids, keep):
+    def __call__(self, ids, keep, *, pack_padding=False):
+        """Hidden states ``[B, S, C]``. ``pack_padding=True``: the layers run on the real tokens' rows only
+        (nn/packing.py) and the padded positions come out as zeros, for a caller that never reads them; done
+        where the padding is worth it, and never while hidden states or attentions are being recorded."""
         if self.config.is_decoder:
             # Why: transformers' from_encoder_decoder_configs(cfg, cfg) flags the *shared* config object as a
             # decoder, and a BertModel with is_decoder=True attends causally even as an encoder. Such checkpoints
@@ -136,8 +149,11 @@ class BertEncoder:
             xp = get_array_module(ids)
             keep = combine_masks(causal_mask(xp, ids.shape[1], ids.shape[1]), keep)
         h = self.embeddings(ids)  # [B, S] -> [B, S, C]
+        packing = Packing.worth_it(keep) if pack_padding and self.state.records is NOTHING else None
+        if packing is not None:
+            h = packing.pack(h)  # [B, S, C] -> [N, C]
         for layer in self.layers:
             self.state.records.hidden_state(h)  # what enters each layer (output_hidden_states)
-            h = layer(h, keep)
+            h = layer(h, keep, packing=packing)
         self.state.records.hidden_state(h)
-        return h
+        return h if packing is None else packing.unpack(h)  # [N, C] -> [B, S, C]

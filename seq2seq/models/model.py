@@ -181,8 +181,14 @@ class EncoderDecoderModel:
         return self._run_encoder(ids, keep)
 
     def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                 labels=None, *, label_smoothing=0.0, output_attentions=None, output_hidden_states=None):
+                 labels=None, *, label_smoothing=0.0, output_attentions=None, output_hidden_states=None,
+                 pack_padding=False):
         """Logits (and the loss, with ``labels``) for the decoder inputs given the sources: a Seq2SeqOutput.
+
+        ``pack_padding=True`` (not in transformers): the encoder works on the sources' real tokens only
+        (nn/packing.py), which changes neither the logits nor the loss nor any gradient, but leaves
+        ``encoder_last_hidden_state`` zero at the padding's positions (transformers computes values there that
+        nothing reads). The Trainer passes it. In training, dropout then draws its masks for the real tokens only.
 
         ``output_attentions`` / ``output_hidden_states``: also return the attention probabilities / hidden states
         of both stacks. As in transformers, when left None each stack takes its own config's field of that name
@@ -194,7 +200,7 @@ class EncoderDecoderModel:
         recording = Recording(encoder=records_for(self.config.encoder, output_attentions, output_hidden_states),
                               decoder=records_for(self.config.decoder, output_attentions, output_hidden_states))
         with self.record(recording):
-            memory = self._run_encoder(ids, enc_keep)  # [B, S] -> [B, S, C_enc]
+            memory = self._run_encoder(ids, enc_keep, pack_padding=pack_padding)  # [B, S] -> [B, S, C_enc]
             h = self._run_decoder(dec_ids, dec_keep, self._to_decoder_width(memory), enc_keep, project=False)
         weight, bias = self.decoder.vocab_projection()  # [V, C], [V] or None
         if labels is None:
@@ -222,10 +228,11 @@ class EncoderDecoderModel:
         finally:
             self.recording = previous
 
-    def _run_encoder(self, ids, keep):
-        """The encoder over checked inputs, its layers reporting to ``self.recording.encoder``."""
+    def _run_encoder(self, ids, keep, *, pack_padding=False):
+        """The encoder over checked inputs, its layers reporting to ``self.recording.encoder``;
+        ``pack_padding``: its padded positions may come out as zeros (BertEncoder)."""
         with reporting(self.state, self.recording.encoder):
-            return self.encoder(ids, keep)
+            return self.encoder(ids, keep, pack_padding=pack_padding)
 
     def _run_decoder(self, ids, keep, memory, memory_keep, *, cache=None, project=True):
         """The decoder's logits ``[B, T, V]``, or with ``project=False`` what its vocabulary projection multiplies."""
@@ -244,7 +251,9 @@ class EncoderDecoderModel:
         with no_grad():
             if encoder_outputs is None:
                 ids, keep = self._source(input_ids, attention_mask)
-                encoded = self._run_encoder(ids, keep)
+                # Decoding reads the encoding only through cross-attention, which masks the padding out: the
+                # encoder may skip the padded positions' rows (nn/packing.py)
+                encoded = self._run_encoder(ids, keep, pack_padding=True)
             else:  # the mask must fit the encoding [B, S] as it would the ids
                 encoded = Tensor(encoder_outputs)
                 keep = self._keep(attention_mask, encoder_outputs[..., 0], name="attention_mask")

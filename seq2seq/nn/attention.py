@@ -97,11 +97,15 @@ class Attention(Function):
     ``probabilities_to``: a list (``record.Records.probabilities``) to append the probabilities ``[B, nh, T, S]``
     to, as they multiplied v (after the mask and the dropout), or None. The fused form does not keep them in
     inference, so for a recorded call they are computed once more, the plain way: recording costs only when on.
+
+    ``padded_queries_unused``: a promise that nothing reads the outputs at the padding's positions (self-attention
+    over packed rows, nn/packing.py); the fused form then leaves those queries out (zeros), the plain form does not.
     """
 
-    def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None):
+    def __init__(self, keep=None, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None,
+                 padded_queries_unused=False):
         self.keep, self.scale, self.dropout_p, self.rng = keep, scale, dropout_p, rng
-        self.probabilities_to = probabilities_to
+        self.probabilities_to, self.padded_queries_unused = probabilities_to, padded_queries_unused
         self.fused = None  # the fused form, when forward handed the work to it
 
     def forward(self, q, k, v):
@@ -121,7 +125,7 @@ class Attention(Function):
             kept = xp.asarray(self.rng.random((b, nh, t, s), dtype=np.float32) >= self.dropout_p)
         if fast_cpu.enabled(xp):
             self.fused = FusedAttention(self.keep, scale=self.scale, kept=kept, kept_scale=kept_scale,
-                                        for_backward=self.records)
+                                        for_backward=self.records, padded_queries_unused=self.padded_queries_unused)
             if self.probabilities_to is not None:
                 self.probabilities_to.append(_dropped(self._probabilities(q, k), kept, kept_scale))
             return self.fused.forward(q, k, v)
@@ -179,9 +183,11 @@ def _dropped(p, kept, kept_scale):
     return p if kept is None else p * kept * p.dtype.type(kept_scale)
 
 
-def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None):
+def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rng=None, probabilities_to=None,
+                                 padded_queries_unused=False):
     """softmax(q k^T * scale, masked) v for q ``[B, nh, T, hs]``, k and v ``[B, nh, S, hs]``; scale 1/sqrt(hs)
-    unless given; ``probabilities_to`` a list to append the probabilities to, or None (see ``Attention``).
+    unless given; ``probabilities_to`` a list to append the probabilities to, or None; ``padded_queries_unused``
+    see ``Attention``.
 
     k and v may also hold one row per *source* for ``c`` adjacent query rows each: q ``[B*c, nh, T, hs]`` over k,
     v ``[B, nh, S, hs]`` and a padding mask ``keep`` ``[B, 1, 1, S]`` (cross-attention in beam search and in
@@ -191,7 +197,8 @@ def scaled_dot_product_attention(q, k, v, keep, *, scale=None, dropout_p=0.0, rn
     """
     copies = rows_per_source(q, k)
     if copies == 1:
-        return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=probabilities_to)(q, k, v)
+        return Attention(keep, scale=scale, dropout_p=dropout_p, rng=rng, probabilities_to=probabilities_to,
+                         padded_queries_unused=padded_queries_unused)(q, k, v)
     if keep is not None and keep.shape[2] != 1:
         # Why refused: a mask per query (causal) would have to be grouped too; rows sharing keys only come from
         # cross-attention, whose mask is the sources' padding

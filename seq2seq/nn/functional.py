@@ -263,18 +263,23 @@ class Embedding(Function):
 class Dropout(Function):
     """Zero each element with probability p and scale the rest by 1 / (1 - p) (inverted dropout, as torch).
 
-    The mask is kept as booleans for backward: a quarter of the memory of a float mask.
+    The mask is kept as booleans for backward: a quarter of the memory of a float mask. With ``packing`` (an
+    ``nn.packing.Packing``; x its real rows ``[N, C]``) the mask is drawn for the padded batch ``[B, S, C]`` and
+    the real rows' part taken: the same draws, and the same mask for each token, as without packing.
     """
 
-    def __init__(self, p, rng):
-        self.p, self.rng = p, rng
+    def __init__(self, p, rng, *, packing=None):
+        self.p, self.rng, self.packing = p, rng, packing
 
     def forward(self, x):
         xp = get_array_module(x)
+        shape = x.shape if self.packing is None else self.packing.padded_shape(x)  # [N, C] -> (B, S, C)
         if cuda_enabled(xp, x.dtype):  # made on the device from one seed drawn here (fast/cuda/eager.py)
-            self.kept = cuda_forms().dropout_keep(x, x.shape, self.p, self.rng)
+            self.kept = cuda_forms().dropout_keep(x, shape, self.p, self.rng)
         else:
-            self.kept = xp.asarray(self.rng.random(x.shape, dtype=np.float32) >= self.p)
+            self.kept = xp.asarray(self.rng.random(shape, dtype=np.float32) >= self.p)
+        if self.packing is not None:
+            self.kept = self.packing.take(self.kept)  # [B, S, C] -> [N, C]
         y = x * self.kept
         y *= x.dtype.type(dropout_scale(self.p))
         return y
@@ -321,8 +326,8 @@ def embedding(ids, weight):
     return Embedding(ids)(weight)
 
 
-def dropout(x, p, rng, *, training):
+def dropout(x, p, rng, *, training, packing=None):
     """Dropout in training mode with ``p > 0``; the identity otherwise (no copy)."""
     if not training or p == 0:
         return x
-    return Dropout(p, rng)(x)
+    return Dropout(p, rng, packing=packing)(x)

@@ -115,5 +115,7 @@ class Dropout:
     def __init__(self, p, state):
         self.p, self.state = p, state
 
-    def __call__(self, x):
-        return dropout(x, self.p, self.state.rng, training=self.state.training)
+    def __call__(self, x, *, packing=None):
+        """``packing`` (nn/packing.py): x holds a padded batch's real rows; the masks are theirs in the padded
+        batch's masks, so that packing changes no draw."""
+        return dropout(x, self.p, self.state.rng, training=self.state.training, packing=packing)

@@ -44,7 +44,7 @@ def validation_loss(model, dataset, *, batch_size=64, stream=None):
             tokens = int((batch.labels != IGNORE_INDEX).sum())
             if tokens == 0:
                 continue
-            out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, pack_padding=True)
             total += float(out.loss.item()) * tokens
             count += tokens
     return total / max(count, 1)

@@ -191,8 +191,11 @@ class Trainer:
                 continue
             mine = int((batch.labels[start:stop] != IGNORE_INDEX).sum())
             with dropout_rows(self.model, start, stop, len(batch.input_ids)):
+                # pack_padding: the encoder leaves the padding's positions out (nn/packing.py); the loss, the
+                # gradients and the dropout masks are those of the padded batch
                 out = self.model(batch.input_ids[start:stop], attention_mask=batch.attention_mask[start:stop],
-                                 labels=batch.labels[start:stop], label_smoothing=self.args.label_smoothing_factor)
+                                 labels=batch.labels[start:stop], label_smoothing=self.args.label_smoothing_factor,
+                                 pack_padding=True)
             loss = out.loss if len(batches) == 1 and world == 1 else out.loss * (mine / total)
             loss.backward()  # the graph is freed as backward walks it
             if mine:  # rows whose labels are all ignored: a loss of 0/0, a gradient of zeros

@@ -47,12 +47,15 @@ class FusedAttention:
 
     ``keep`` is the boolean keep-mask broadcastable to ``[B, nh, T, S]`` (or None); ``kept`` the dropout mask of the
     probabilities ``[B, nh, T, S]`` (or None), whose survivors are multiplied by ``kept_scale``. With
-    ``for_backward`` False (inference) forward keeps nothing for backward.
+    ``for_backward`` False (inference) forward keeps nothing for backward. ``padded_queries_unused`` (inference,
+    self-attention under a padding mask): the queries at the padding's positions are not needed, and a block
+    leaves out those past its keys (their outputs are zeros), as it leaves out the padding's keys.
     """
 
-    def __init__(self, keep, *, scale, kept=None, kept_scale=1.0, for_backward=False):
+    def __init__(self, keep, *, scale, kept=None, kept_scale=1.0, for_backward=False, padded_queries_unused=False):
         self.blocked = None if keep is None or keep.all() else ~keep  # [B or 1, 1, T or 1, S]; None: nothing blocked
         self.scale, self.kept, self.kept_scale, self.for_backward = scale, kept, kept_scale, for_backward
+        self.padded_queries_unused = padded_queries_unused and not for_backward
         self.probs = self.row_max = self.log_sum = None
 
     def forward(self, q, k, v):
@@ -82,8 +85,16 @@ class FusedAttention:
             ones = np.ones(sk, dtype=q.dtype)  # [sk]: row_dots(p, ones) = the row sums
             if probs is not None:
                 probs[i] = np.empty((n, h, t, sk), dtype=q.dtype)
+            queries = slice(0, t)
+            if self.padded_queries_unused and t == s:  # the queries at the positions of the block's keys
+                queries = keys
+                out[rows, heads, :keys.start] = 0
+                out[rows, heads, keys.stop:] = 0
             for qr in query_chunks:  # slices of the query axis (one, unless the scores must be kept small)
-                tq = len(range(t)[qr])
+                qr = slice(max(qr.start, queries.start), min(qr.stop, queries.stop))
+                tq = qr.stop - qr.start
+                if tq <= 0:
+                    continue
                 if probs is not None:
                     scores = probs[i][:, :, qr]  # softmaxed in place below: the kept probabilities
                 else:
