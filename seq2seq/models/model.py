@@ -247,7 +247,8 @@ class EncoderDecoderModel:
     # -- step-by-step decoding (generation) -----------------------------------------------------------------
     def start_decoding(self, input_ids, attention_mask=None, *, capacity=64, encoder_outputs=None):
         """Encode the source once (or take ``encoder_outputs``, its encoding ``[B, S, C_enc]`` as an array of the
-        model's backend, checked by generate) and return an empty DecoderCache for ``decode_step`` (inference)."""
+        model's backend, checked by generate) and return an empty DecoderCache for ``decode_step`` (inference).
+        The encoding it makes leaves the padding's positions out (zeros in ``cache.memory``): nn/packing.py."""
         with no_grad():
             if encoder_outputs is None:
                 ids, keep = self._source(input_ids, attention_mask)

@@ -93,11 +93,11 @@ def test_long_sequences_leave_padded_queries_out_in_the_head_blocks(monkeypatch)
 
 @pytest.fixture(scope="module")
 def model():
-    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(
-        seq2seq.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-                           intermediate_size=40, max_position_embeddings=32),
-        seq2seq.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-                           intermediate_size=40, max_position_embeddings=32))
+    def bert():
+        return seq2seq.BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                                  intermediate_size=40, max_position_embeddings=32)
+
+    config = seq2seq.EncoderDecoderConfig.from_encoder_decoder_configs(bert(), bert())
     config.decoder_start_token_id, config.pad_token_id = 2, 0
     return seq2seq.EncoderDecoderModel(config, seed=1)
 
