@@ -34,7 +34,10 @@ class Packing:
     def __init__(self, keep):
         xp = get_array_module(keep)
         self.batch, self.length = keep.shape[0], keep.shape[-1]
-        real = keep.reshape(self.batch * self.length)  # [B, 1, 1, S] -> [B * S]
+        real = keep.reshape(self.batch, self.length)  # [B, 1, 1, S] -> [B, S]
+        # A source without one real token is kept whole: its queries attend to every position uniformly (all are
+        # masked), and the decoder's cross-attention does the same over its encoder output, so all of it is read
+        real = (real | ~real.any(axis=1, keepdims=True)).reshape(self.batch * self.length)  # [B * S]
         self.rows = xp.flatnonzero(real)  # [N]: the flat positions of the real tokens, in order
         self.padding = xp.flatnonzero(~real)  # [B * S - N]
 

@@ -106,6 +106,17 @@ def test_greedy_matches_transformers(hf, model, inputs, kwargs):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_a_source_without_a_real_token_matches_transformers(hf, model, inputs, num_beams):
+    """A source whose attention mask is all zeros (every key masked: attention averages all of them) decodes as
+    transformers decodes it; the packed encoder keeps such a source whole (tests/nn/test_packing.py)."""
+    ids, mask = inputs
+    mask = mask.copy()
+    mask[2] = 0
+    kwargs = dict(num_beams=num_beams, max_new_tokens=6)
+    np.testing.assert_array_equal(quiet(model.generate, ids, mask, **kwargs), hf_generate(hf, ids, mask, **kwargs))
+
+
 def test_the_batch_exercises_eos_and_padding(hf, inputs):
     """The fixture must keep rows ending at different steps, or the pad tests above would test nothing."""
     out = hf_generate(hf, *inputs)

@@ -43,6 +43,12 @@ def test_left_padding_packs_too():
     np.testing.assert_array_equal(rows, np.concatenate([x[0, 2:], x[1]]))
 
 
+def test_a_source_without_a_real_token_is_kept_whole():
+    keep = padded(np, [3, 0, 1], 4)
+    rows = Packing(keep).pack(np.arange(12.0).reshape(3, 4, 1)).data[:, 0]
+    np.testing.assert_array_equal(rows, [0, 1, 2, 4, 5, 6, 7, 8])  # every position of the empty source
+
+
 def test_only_padding_masks_with_enough_padding_are_packed():
     assert Packing.worth_it(None) is None
     assert Packing.worth_it(padded(np, [8, 8], 8)) is None  # no padding
@@ -109,9 +115,14 @@ def test_the_packed_encoder_equals_the_padded_one_at_every_real_token(model, fus
     mask = np.ones_like(ids)
     mask[1, 6:], mask[2, 2:] = 0, 0
     ids_, keep = model._source(ids, mask)
+    empty_mask = mask.copy()
+    empty_mask[1] = 0  # a source without a real token: read whole by cross-attention, so kept whole
+    empty_ids, empty_keep = model._source(ids, empty_mask)
     with contextlib.nullcontext() if fused else fast_cpu.disabled(), seq2seq.no_grad():
         packed = model._run_encoder(ids_, keep, pack_padding=True).data
         padded_ = model._run_encoder(ids_, keep).data
+        np.testing.assert_allclose(model._run_encoder(empty_ids, empty_keep, pack_padding=True).data[1],
+                                   model._run_encoder(empty_ids, empty_keep).data[1], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(padded_, model.encode(ids, mask).data)  # encode never packs
         records = Records(hidden_states=True)
         with reporting(model.state, records):  # recording: not packed, every position as transformers has it
