@@ -188,7 +188,7 @@ class EncoderDecoderModel:
         ``pack_padding=True`` (not in transformers): the encoder works on the sources' real tokens only
         (nn/packing.py), which changes neither the logits nor the loss nor any gradient, but leaves
         ``encoder_last_hidden_state`` zero at the padding's positions (transformers computes values there that
-        nothing reads). The Trainer passes it. In training, dropout then draws its masks for the real tokens only.
+        nothing reads). The Trainer passes it. Dropout draws the same masks either way.
 
         ``output_attentions`` / ``output_hidden_states``: also return the attention probabilities / hidden states
         of both stacks. As in transformers, when left None each stack takes its own config's field of that name
