@@ -173,6 +173,20 @@ def test_gelu_float32_forms_are_within_1_5e_6_of_float64(rng, phi_form, monkeypa
     np.testing.assert_allclose(got, want, rtol=0, atol=1.5e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_clamp_ufunc_gives_what_maximum_and_minimum_give(rng, dtype, monkeypatch):
+    x = np.concatenate([[np.nan, -np.inf, np.inf, -0.0, 0.0, 1e30, -1e30, 5.75, -5.75],
+                        12 * rng.standard_normal(3000)]).astype(dtype)
+    assert fast_gelu._CLIP is not None  # found in this NumPy: the fast path is the one tested
+    got = fast_gelu._clamp(x, -5.75, 5.75, out=np.empty_like(x))
+    monkeypatch.setattr(fast_gelu, "_CLIP", None)  # a NumPy without the ufunc: maximum, then minimum
+    want = fast_gelu._clamp(x, -5.75, 5.75, out=np.empty_like(x))
+    np.testing.assert_array_equal(got, want)  # NaN stays NaN, -0 stays -0
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    x16 = x[np.isfinite(x)].astype(np.float16)  # and with the bounds in the array's own dtype
+    np.testing.assert_array_equal(fast_gelu._clamp(x16, -5.75, 5.75, out=np.empty_like(x16)), np.clip(x16, -5.75, 5.75))
+
+
 def test_gelu_backward_follows_either_forward(rng):
     x, gy = (rng.standard_normal((4, 9)).astype(np.float32) for _ in range(2))
     for forward_plain in (False, True):
