@@ -64,6 +64,13 @@ def memory_order(array):
     return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
+def flat_view(array, order):
+    """``array`` as 1-D in memory order ``order`` ("C" or "F"): a view when it lies contiguous in that order (an
+    empty array too), else None (a reshape would have copied it)."""
+    flat = array.reshape(-1, order=order)
+    return flat if flat.size == 0 or get_array_module(array).may_share_memory(flat, array) else None
+
+
 def get_array_module(*arrays):
     """Return ``cupy`` if any argument is a CuPy array (or a Tensor holding one), else ``numpy``."""
     if _cupy is not None:

@@ -11,13 +11,8 @@ gradient too when it has the same layout (``nn.functional.Linear``'s fused backw
 """
 import numpy as np
 
-from ...core.backend import memory_order
+from ...core.backend import flat_view, memory_order
 from .parallel import for_each_block, scratch
-
-
-def _flat(array, order):
-    """``array`` as 1-D in memory order ``order`` ("C" or "F"): a view for an array contiguous in that order."""
-    return array.reshape(-1, order=order)
 
 
 def adamw_update(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2):
@@ -25,9 +20,9 @@ def adamw_update(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, 
     hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
              "step_size": step_size, "bias_correction2": bias_correction2}
     order = memory_order(p)
-    fp, fm, fv = (_flat(a, order) for a in (p, m, v))
-    if all(np.may_share_memory(f, a) for f, a in ((fp, p), (fm, m), (fv, v))):
-        fg = _flat(g, order)  # a copy only when g's layout differs from p's
+    fp, fm, fv = (flat_view(a, order) for a in (p, m, v))
+    if fp is not None and fm is not None and fv is not None:
+        fg = g.reshape(-1, order=order)  # a copy only when g's layout differs from p's
         for_each_block(lambda rows: _adamw_block(fp[rows], fg[rows], fm[rows], fv[rows], **hyper),
                        fp.size, 1)
     else:  # not contiguous (never for parameters the engine makes): one block, on the arrays themselves
@@ -55,8 +50,8 @@ def _adamw_block(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, 
 
 def scale_in_place(g, factor):
     """``g *= factor`` in blocks on every core (clip_grad_norm_'s scaling of each gradient)."""
-    flat = _flat(g, memory_order(g))
-    if np.may_share_memory(flat, g):
+    flat = flat_view(g, memory_order(g))
+    if flat is not None:
         for_each_block(lambda rows: np.multiply(flat[rows], factor, out=flat[rows]), flat.size, 1)
     else:  # not contiguous: one pass on the array itself
         g *= factor

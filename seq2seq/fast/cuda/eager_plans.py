@@ -8,7 +8,7 @@ runs until ``kernels.run`` (or, in the tests, the CPU emulation) launches it.
 """
 import numpy as np
 
-from ...core.backend import get_array_module, memory_order
+from ...core.backend import flat_view, get_array_module, memory_order
 from .plans import BA_MAX_BLOCKS, BA_THREADS, LN_THREADS, NULL, Launch, _check, _contiguous, _or_null, _rows, \
     _shared, grid_stride_blocks, suffix
 
@@ -130,12 +130,6 @@ def cross_entropy_grad(x, m, log_sum, labels, weight, *, smoothing, dtype=None):
 
 # ---- optim.cu -----------------------------------------------------------------------------------------------------
 
-def _flat(array, order):
-    """``array`` as 1-D in memory order ``order``: a view when it lies so, else None."""
-    flat = array.reshape(-1, order=order)
-    return flat if flat.size == 0 or get_array_module(array).may_share_memory(flat, array) else None
-
-
 def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2, dtype=None):
     """torch.optim.AdamW's step on parameter ``p`` and its moments ``m``, ``v`` (updated in place) given gradient
     ``g``, all of one shape; p, m and v contiguous in one memory order (as ``zeros_like`` makes the moments), g
@@ -143,10 +137,10 @@ def adamw(p, g, m, v, *, lr, beta1, beta2, eps, weight_decay, step_size, bias_co
     _check(p.shape == g.shape == m.shape == v.shape, f"adamw: p {tuple(p.shape)}, g {tuple(g.shape)}, m "
            f"{tuple(m.shape)} and v {tuple(v.shape)} must be one shape")
     order = memory_order(p)
-    fp, fm, fv = (_flat(a, order) for a in (p, m, v))
+    fp, fm, fv = (flat_view(a, order) for a in (p, m, v))
     _check(fp is not None and fm is not None and fv is not None, "adamw: the parameter and its moments must be "
            "contiguous in one memory order, updated in place")
-    fg = _flat(g, order)
+    fg = flat_view(g, order)
     if fg is None:
         fg = get_array_module(g).asarray(g, order=order).reshape(-1, order=order)
     blocks = grid_stride_blocks(p.size, OP_THREADS, OP_MAX_BLOCKS)
