@@ -58,17 +58,26 @@ def cross_entropy_grad(x, m, log_sum, labels, weight, *, smoothing):
     p = np.empty(x.shape, dtype=x.dtype)
 
     def block(rows):
-        pb = p[rows]
-        np.subtract(x[rows], m[rows], out=pb)  # softmax, recomputed instead of kept: it is [N, V]
-        pb -= log_sum[rows]
-        np.exp(pb, out=pb)
-        pb[np.arange(pb.shape[0]), labels[rows]] -= 1 - smoothing
-        if smoothing:
-            pb -= smoothing / v
-        pb *= weight[rows]
+        labelled = (np.arange(rows.stop - rows.start), labels[rows])  # every row's label is among the columns
+        _logits_grad(x[rows], m[rows], log_sum[rows], labelled, weight[rows], smoothing=smoothing, vocab=v,
+                     out=p[rows])
 
     for_each_block(block, n, v)
     return p
+
+
+def _logits_grad(x, m, log_sum, labelled, weight, *, smoothing, vocab, out):
+    """(softmax(x) - target) * weight into ``out``, for ``x`` some rows of the logits or some of their columns, with
+    those rows' ``m``, ``log_sum`` and ``weight`` ``[n, 1]``; ``labelled`` indexes ``out`` where a row's label lies
+    (its (rows, columns)). The softmax is recomputed instead of kept: it is ``[N, V]``."""
+    np.subtract(x, m, out=out)
+    out -= log_sum
+    np.exp(out, out=out)
+    out[labelled] -= 1 - smoothing
+    if smoothing:
+        out -= smoothing / vocab
+    out *= weight
+    return out
 
 
 def projected_grads(x, m, log_sum, labels, weight, *, smoothing, g_logits, h2, w, needs):
@@ -95,14 +104,10 @@ def projected_grads(x, m, log_sum, labels, weight, *, smoothing, g_logits, h2, w
         for columns in groups[g]:
             width = columns.stop - columns.start
             (p,) = scratch((n, width), x.dtype, name="projected_grads")
-            np.subtract(x[:, columns], m, out=p)  # softmax over the slice, as cross_entropy_grad makes it
-            p -= log_sum
-            np.exp(p, out=p)
             inside = (labels >= columns.start) & (labels < columns.stop)  # rows whose label is in this slice
-            p[rows[inside], labels[inside] - columns.start] -= 1 - smoothing
-            if smoothing:
-                p -= smoothing / v
-            p *= weight  # the logits' gradient over the slice, [N, width]
+            labelled = (rows[inside], labels[inside] - columns.start)
+            # the logits' gradient over the slice, [N, width], as cross_entropy_grad makes it
+            _logits_grad(x[:, columns], m, log_sum, labelled, weight, smoothing=smoothing, vocab=v, out=p)
             if g_logits is not None:
                 p += g_logits[:, columns]
             if need_h:  # [N, width] @ [width, C] -> [N, C], added to this group's share
