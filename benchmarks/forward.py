@@ -70,19 +70,27 @@ def main():
             with torch.no_grad():
                 return hf.generate(input_ids=t_ids, attention_mask=t_mask, max_new_tokens=1, do_sample=False).numpy()
 
-        for part, mine, theirs in (("encoder", ours_encoder, hf_encoder), ("full", ours_full, hf_full),
-                                   ("prefill", ours_prefill, hf_prefill)):
-            if part == "prefill":
-                got, want = mine(), theirs()
-                assert np.array_equal(got, want), f"first tokens differ: {got} against {want}"
-                err = 0.0
-            else:
-                err = max_rel_err(mine(), theirs())
-                assert err < 1e-4, f"outputs disagree: {err}"
+        for part, mine, theirs, agree in (("encoder", ours_encoder, hf_encoder, close),
+                                          ("full", ours_full, hf_full, close),
+                                          ("prefill", ours_prefill, hf_prefill, same_ids)):
+            err = agree(mine(), theirs())
             t = interleaved({"ours": mine, "hf": theirs}, repeats=args.repeats)
             name = f"{part} b{batch} x {src} (tgt {tgt})"
             print(f"{name:<26}{t['ours'] * 1e3:>10.1f}{t['hf'] * 1e3:>17.1f}{t['hf'] / t['ours']:>8.2f}"
                   f"{err:>13.1e}", flush=True)
+
+
+def close(got, want):
+    """The largest relative difference of two float outputs, checked below 1e-4."""
+    err = max_rel_err(got, want)
+    assert err < 1e-4, f"outputs disagree: {err}"
+    return err
+
+
+def same_ids(got, want):
+    """0.0 for token ids equal in both engines (checked)."""
+    assert np.array_equal(got, want), f"first tokens differ: {got} against {want}"
+    return 0.0
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ column sums), planned by ``eager_plans.py`` (``plans.py`` for the forward activa
 
 An op takes its fused CUDA form through one explicit branch, as it takes the CPU's (``fast/__init__.py``)::
 
-    if fast_cpu.enabled(xp): ...          # NumPy
-    elif fast_cuda.enabled(xp): ...       # CuPy with a device, the kernels found: this file
-    else: ...                             # the plain form
+    if fast_cpu.enabled(xp): ...                 # NumPy
+    elif cuda_enabled(xp, x.dtype): ...          # CuPy with a device, the kernels found: this file
+    else: ...                                    # the plain form
 
 Every function takes ``run=``, the launcher: ``kernels.run`` on a GPU; the tests pass the CPU emulation of the
 kernels (tests/fast/cuda_on_cpu.py) with NumPy arrays, so the glue here (statistics' shapes, the column sums, the
