@@ -13,8 +13,30 @@ import numpy as np
 
 
 def machine():
+    """The machine in a line: CPU, cores, NumPy, and which OpenBLAS kernels its products run on (they weigh: see
+    blas_kernels below)."""
     import os  # noqa: PLC0415
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+            f"{blas_kernels()}")
+
+
+def blas_kernels():
+    """Which table of kernels NumPy's OpenBLAS runs, and whether ``OPENBLAS_CORETYPE`` chose it.
+
+    Some machines set ``OPENBLAS_CORETYPE`` (and ``OPENBLAS_L2_SIZE``) in the environment, for old OpenBLAS builds
+    that failed on their CPU. On an AVX-512 CPU, ``OPENBLAS_CORETYPE=Haswell`` halves the speed of large products
+    against the AVX-512 kernels a current NumPy's OpenBLAS picks there, while torch runs its own AVX-512 code: to
+    measure what a user gets, run the benchmark with both unset in that command alone,
+    ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/forward.py``, and read this line.
+    """
+    import os  # noqa: PLC0415
+
+    from seq2seq.fast.cpu.native import blas_kernels as kernels  # noqa: PLC0415
+    name = kernels()
+    if name is None:
+        return "BLAS: not an OpenBLAS this process can ask"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f"OpenBLAS kernels {name}" + (f" (OPENBLAS_CORETYPE={forced} set)" if forced else " (its own choice)")
 
 
 def bert2bert_pair(*, hidden=768, layers=12, heads=12, intermediate=3072, vocab=30522, decoder="bert", seed=0):

@@ -1,8 +1,10 @@
 """Tests for seq2seq/fast/cpu/native.py: importing the package changes nothing in the process; ``tune()`` lets
 OpenBLAS's idle threads sleep (whoever imported NumPy first) and makes glibc's malloc keep freed memory; OpenBLAS
-held to one thread and restored; each doing nothing, and saying why, where its library is missing."""
+held to one thread and restored; it names the kernels OpenBLAS runs; each doing nothing, and saying why, where its
+library is missing."""
 import ctypes
 import os
+import platform
 import subprocess
 import sys
 
@@ -163,3 +165,17 @@ def test_tune_says_why_a_setting_was_not_applied(monkeypatch):
 def test_keep_freed_memory_says_false_when_told_to_keep_the_system_malloc(monkeypatch):
     monkeypatch.setenv("SEQ2SEQ_SYSTEM_MALLOC", "1")
     assert cpu.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("coretype", ["Nehalem", "Haswell"])  # tables x86-64 OpenBLAS wheels carry
+def test_tune_reports_the_kernels_openblas_runs_as_openblas_coretype_names_them(coretype):
+    if not _numpy_uses_openblas_on_linux() or platform.machine() != "x86_64":
+        pytest.skip("NumPy here is not built on OpenBLAS, or this is not Linux on x86-64")
+    code = "import seq2seq; print(seq2seq.tune_cpu().blas_kernels)"
+    assert _run(code, OPENBLAS_CORETYPE=coretype).lower() == coretype.lower()
+    assert _run(code, OPENBLAS_CORETYPE=None) not in ("", "None")  # OpenBLAS's own pick for this CPU, by name
+
+
+def test_blas_kernels_is_none_without_an_openblas(monkeypatch):
+    monkeypatch.setattr(cpu, "_openblas", ())  # as with Accelerate or MKL
+    assert cpu.blas_kernels() is None and cpu.tune().blas_kernels is None

@@ -58,6 +58,7 @@ class Tuning:
 
     keeps_freed_memory: bool  # glibc's malloc keeps the memory a step frees (keep_freed_memory)
     blas_thread_timeout: int | None  # OPENBLAS_THREAD_TIMEOUT as OpenBLAS now holds it; None: no OpenBLAS to set
+    blas_kernels: str | None = None  # the table of kernels OpenBLAS runs ("Haswell", "SkylakeX", ...); None: unknown
     notes: tuple = ()
 
 
@@ -77,7 +78,19 @@ def tune():
     timeout, why_not = _set_blas_thread_timeout()
     if why_not:
         notes.append(f"OpenBLAS thread timeout: {why_not}")
-    return Tuning(keeps_freed_memory=keeps, blas_thread_timeout=timeout, notes=tuple(notes))
+    return Tuning(keeps_freed_memory=keeps, blas_thread_timeout=timeout, blas_kernels=blas_kernels(),
+                  notes=tuple(notes))
+
+
+def blas_kernels():
+    """The table of kernels NumPy's OpenBLAS runs, by OpenBLAS's name for it ("Haswell", "SkylakeX", ...): the one
+    it picked for this CPU when it loaded, or the one ``OPENBLAS_CORETYPE`` named; None without such an OpenBLAS."""
+    found = _find_openblas()
+    corename = _openblas_function(found[0], "get_corename") if found else None
+    if corename is None:
+        return None
+    corename.restype = ctypes.c_char_p
+    return corename().decode().strip()
 
 
 def _system_malloc_wanted():
@@ -150,13 +163,11 @@ def _find_openblas():
                 library = ctypes.CDLL(path)  # already loaded: this only finds it again
             except OSError:
                 continue
-            for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("openblas", "64_")):
-                getter = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-                setter = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-                if getter is not None and setter is not None:
-                    getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-                    _openblas = (library, getter, setter)
-                    return _openblas
+            getter, setter = (_openblas_function(library, name) for name in ("get_num_threads", "set_num_threads"))
+            if getter is not None and setter is not None:
+                getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+                _openblas = (library, getter, setter)
+                return _openblas
     return _openblas
 
 
@@ -171,6 +182,16 @@ def _mapped_openblas_paths():
         return []
     return sorted((path for path in mapped if "openblas" in os.path.basename(path).lower()),
                   key=lambda path: ("numpy" not in path, path))
+
+
+def _openblas_function(library, name):
+    """OpenBLAS's ``openblas_<name>`` under whichever of its builds' names ``library`` has (see ``_find_openblas``),
+    or None."""
+    for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("openblas", "64_")):
+        function = getattr(library, f"{prefix}_{name}{suffix}", None)
+        if function is not None:
+            return function
+    return None
 
 
 def _openblas_calls():
