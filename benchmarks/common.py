@@ -3,6 +3,7 @@
 Shared machines are noisy (10-20% between processes, more when a neighbour takes a core), so the two engines are
 timed alternately in one process and the ratio of medians is what gets reported.
 """
+import os
 import platform
 import statistics
 import tempfile
@@ -15,7 +16,6 @@ import numpy as np
 def machine():
     """The machine in a line: CPU, cores, NumPy, and which OpenBLAS kernels its products run on (they weigh: see
     blas_kernels below)."""
-    import os  # noqa: PLC0415
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
             f"{blas_kernels()}")
 
@@ -29,8 +29,6 @@ def blas_kernels():
     measure what a user gets, run the benchmark with both unset in that command alone,
     ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/forward.py``, and read this line.
     """
-    import os  # noqa: PLC0415
-
     from seq2seq.fast.cpu.native import blas_kernels as kernels  # noqa: PLC0415
     name = kernels()
     if name is None:
